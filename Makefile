@@ -1,0 +1,37 @@
+# The two quick-start commands: `make serve` and `make test`.
+# Everything they need is installed by the targets below, idempotently.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+
+.PHONY: serve test lint install services bench clean
+
+$(BIN)/huimages: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/huimages
+
+services: install
+	bash scripts/install-services
+
+serve: install
+	$(BIN)/huimages serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check huimages_wsgi tests bench scripts
+
+test: services
+	$(BIN)/ruff check huimages_wsgi tests bench
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .services build dist *.egg-info
