@@ -1,0 +1,72 @@
+"""huimages-wsgi: store JPEG originals, serve them at any size.
+
+``import huimages_wsgi as huimages`` gives the original huImages module-level
+API, backed by a default ``ImageStore`` configured from the environment on
+first use. Applications that need explicit configuration (or two stores)
+create ``ImageStore(Config(...))`` themselves.
+"""
+
+from __future__ import annotations
+
+from .client import (
+    configure,
+    default_store,
+    delete_image,
+    get_imagedoc,
+    get_length,
+    get_next_imageid,
+    get_previous_imageid,
+    get_random_imageid,
+    imageurl,
+    save_image,
+    scaled_dimensions,
+    scaled_imagedata,
+    scaled_imageurl,
+    scaled_tag,
+    set_title,
+    update_metadata,
+)
+from .config import Config
+from .errors import (
+    BackendUnavailable,
+    HuImagesError,
+    ImageNotFound,
+    ImageTooLarge,
+    InvalidImage,
+    InvalidImageId,
+    InvalidSize,
+)
+from .store import ImageStore
+from .wsgi import ImageMiddleware, make_app
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "BackendUnavailable",
+    "Config",
+    "HuImagesError",
+    "ImageMiddleware",
+    "ImageNotFound",
+    "ImageStore",
+    "ImageTooLarge",
+    "InvalidImage",
+    "InvalidImageId",
+    "InvalidSize",
+    "configure",
+    "default_store",
+    "delete_image",
+    "get_imagedoc",
+    "get_length",
+    "get_next_imageid",
+    "get_previous_imageid",
+    "get_random_imageid",
+    "imageurl",
+    "make_app",
+    "save_image",
+    "scaled_dimensions",
+    "scaled_imagedata",
+    "scaled_imageurl",
+    "scaled_tag",
+    "set_title",
+    "update_metadata",
+]

@@ -1,0 +1,114 @@
+"""The derivative cache: a plain directory tree a webserver can serve.
+
+Layout: ``<cache_dir>/<size>/<ID>.<ext>``, mirroring the canonical URL
+``/<size>/<ID>.<ext>`` so lighttpd, Apache or nginx with the cache directory
+as document root answer hits without Python. Everything that is not a
+finished variant (temporary files, lock stripes) starts with a dot, which the
+shipped webserver configurations refuse to serve.
+
+Files appear atomically (hidden temporary file in the same directory, then
+rename), and concurrent requests for one missing variant are collapsed into a
+single generation by an ``flock`` on one of a fixed set of lock stripes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import GenerationBusy
+
+LOCK_STRIPES = 4096
+TEMP_SUFFIX = ".tmp"
+
+
+class Cache:
+    def __init__(self, root: Path, lock_timeout: float = 30.0) -> None:
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+        self.lock_dir = self.root / ".locks"
+
+    def path(self, size_name: str, imageid: str, ext: str = "jpeg") -> Path:
+        """Callers pass only validated size names and IDs: no traversal possible."""
+        return self.root / size_name / f"{imageid}.{ext}"
+
+    @contextmanager
+    def _stripe_lock(self, path: Path) -> Iterator[None]:
+        digest = hashlib.sha1(str(path).encode(), usedforsecurity=False).digest()
+        stripe = int.from_bytes(digest[:4], "big") % LOCK_STRIPES
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_dir / f"{stripe:04d}", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            delay = 0.002
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                if time.monotonic() >= deadline:
+                    raise GenerationBusy("this image is being generated; try again shortly")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def produce(self, path: Path, write: Callable[[BinaryIO], object]) -> os.stat_result:
+        """Return the stat of ``path``, generating it once if it is missing."""
+        try:
+            return path.stat()
+        except FileNotFoundError:
+            pass
+        with self._stripe_lock(path):
+            try:
+                return path.stat()  # another request made it while we waited
+            except FileNotFoundError:
+                pass
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    write(handle)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except BaseException:
+                _unlink(tmp)
+                raise
+            return path.stat()
+
+    def size_dirs(self) -> Iterator[Path]:
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                yield Path(entry.path)
+
+    def purge(self, imageid: str) -> int:
+        """Delete every cached variant of one image on this node."""
+        removed = 0
+        for directory in self.size_dirs():
+            for candidate in directory.glob(f"{imageid}.*"):
+                if not candidate.name.startswith(".") and _unlink(candidate):
+                    removed += 1
+        return removed
+
+
+def _unlink(path: str | Path) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False

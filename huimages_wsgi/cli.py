@@ -1,0 +1,194 @@
+"""The ``huimages`` command: a thin front over ImageStore and the WSGI app.
+
+The configuration is built once here, from the environment and the options,
+and passed down; gunicorn workers receive it ready-made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .config import Config
+from .errors import HuImagesError
+from .store import ImageStore
+
+Handler = Callable[[argparse.Namespace, Config], int]
+
+
+class Progress:
+    """A one-line progress bar on stderr; silent when stderr is not a terminal
+    unless asked, so scripts and logs are not flooded."""
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None, force: bool = False):
+        stream = stream or sys.stderr
+        self.total, self.label, self.stream = total, label, stream
+        self.enabled = total > 1 and (force or stream.isatty())
+        self.done = 0
+
+    def step(self, note: str = "") -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        width = 30
+        filled = width * self.done // self.total
+        bar = "#" * filled + "-" * (width - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {note[:30]:<30}")
+        if self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _store(config: Config) -> ImageStore:
+    return ImageStore(config)
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from .server import run_gunicorn
+
+    run_gunicorn(
+        config,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        timeout=args.timeout,
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def _parse_references(items: Sequence[str]) -> dict[str, str]:
+    references = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"huimages: --reference wants key=value, got {item!r}")
+        references[key] = value
+    return references
+
+
+def cmd_put(args: argparse.Namespace, config: Config) -> int:
+    store = _store(config)
+    references = _parse_references(args.reference)
+    progress = Progress(len(args.files), "uploading", force=args.progress)
+    failures = 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            data = path.read_bytes()
+            imageid = store.save_image(
+                data,
+                title=args.title or "",
+                references=references,
+                filename=path.name,
+                typ=args.type or "",
+            )
+        except (OSError, HuImagesError) as exc:
+            failures += 1
+            print(f"huimages: {name}: {exc}", file=sys.stderr)
+        else:
+            print(imageid, flush=True)
+        progress.step(path.name)
+    return 1 if failures else 0
+
+
+def cmd_info(args: argparse.Namespace, config: Config) -> int:
+    doc = _store(config).get_imagedoc(args.id)
+    json.dump(doc, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_url(args: argparse.Namespace, config: Config) -> int:
+    store = _store(config)
+    store.get_imagedoc(args.id)
+    print(
+        store.scaled_imageurl(args.id, args.size) if args.size != "o" else store.imageurl(args.id)
+    )
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, config: Config) -> int:
+    _store(config).delete_image(args.id)
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace, config: Config) -> int:
+    store = _store(config)
+    total = sum(store.purge(imageid) for imageid in args.ids)
+    print(f"removed {total} cached file(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="huimages",
+        description="Store JPEG originals and serve them at any size.",
+        epilog="Configuration comes from the environment (HUIMAGES_DATA_DIR, IMAGESERVERURL, ...)"
+        " and the options before the command.",
+    )
+    parser.add_argument("--data-dir", help="data directory (HUIMAGES_DATA_DIR)")
+    parser.add_argument("--cache-dir", help="cache directory (HUIMAGES_CACHE_DIR)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the image server under gunicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--timeout", type=int, default=60, help="worker timeout in seconds")
+    serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    serve.set_defaults(handler=cmd_serve)
+
+    put = commands.add_parser("put", help="upload originals, print one ID per line")
+    put.add_argument("files", nargs="+", metavar="FILE")
+    put.add_argument("--title")
+    put.add_argument("--reference", action="append", default=[], metavar="KEY=VALUE")
+    put.add_argument("--type", help="image type, e.g. product_image")
+    put.add_argument("--progress", action="store_true", help="show progress even if not a tty")
+    put.set_defaults(handler=cmd_put)
+
+    info = commands.add_parser("info", help="print an image's metadata as JSON")
+    info.add_argument("id")
+    info.set_defaults(handler=cmd_info)
+
+    url = commands.add_parser("url", help="print an image's URL")
+    url.add_argument("id")
+    url.add_argument("--size", default="o")
+    url.set_defaults(handler=cmd_url)
+
+    delete = commands.add_parser("delete", help="delete an image (and this node's cache of it)")
+    delete.add_argument("id")
+    delete.set_defaults(handler=cmd_delete)
+
+    purge = commands.add_parser("purge", help="remove an image's cached variants on this node")
+    purge.add_argument("ids", nargs="+", metavar="ID")
+    purge.set_defaults(handler=cmd_purge)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        overrides: dict[str, Any] = {"data_dir": args.data_dir, "cache_dir": args.cache_dir}
+        config = Config.from_env(**overrides)
+        return args.handler(args, config)
+    except HuImagesError as exc:
+        print(f"huimages: {exc}", file=sys.stderr)
+        return 2 if exc.status in (400, 404) else 1
+    except (ValueError, OSError) as exc:
+        print(f"huimages: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The original huImages module-level API, as a thin front over ImageStore.
+
+The default store is built from the environment on first use (so importing
+the package does no I/O) and can be replaced with ``configure()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .config import Config
+from .store import ImageStore
+
+_default: ImageStore | None = None
+_lock = threading.Lock()
+
+
+def default_store() -> ImageStore:
+    global _default
+    with _lock:
+        if _default is None:
+            _default = ImageStore(Config.from_env())
+        return _default
+
+
+def configure(config: Config | None = None, **settings: Any) -> ImageStore:
+    """Replace the default store, e.g. ``configure(data_dir="/srv/images")``."""
+    global _default
+    with _lock:
+        _default = ImageStore(config or Config.from_env(**settings))
+        return _default
+
+
+def save_image(
+    imagedata: bytes,
+    contenttype: str | None = None,
+    timestamp: Any = None,
+    title: str = "",
+    references: dict | None = None,
+    filename: str = "image.jpeg",
+    typ: str = "",
+) -> str:
+    return default_store().save_image(
+        imagedata, contenttype, timestamp, title, references, filename, typ
+    )
+
+
+def delete_image(imageid: str) -> None:
+    default_store().delete_image(imageid)
+
+
+def get_imagedoc(imageid: str) -> dict:
+    return default_store().get_imagedoc(imageid)
+
+
+def get_length(imageid: str) -> int:
+    return default_store().get_length(imageid)
+
+
+def imageurl(imageid: str, size: str = "o") -> str:
+    return default_store().imageurl(imageid, size)
+
+
+def scaled_imageurl(imageid: str, size: str = "150x150") -> str:
+    return default_store().scaled_imageurl(imageid, size)
+
+
+def scaled_imagedata(imageid: str, size: str = "square") -> bytes:
+    return default_store().scaled_imagedata(imageid, size)
+
+
+def scaled_dimensions(imageid: str, size: str = "square") -> tuple[int | None, int | None]:
+    return default_store().scaled_dimensions(imageid, size)
+
+
+def scaled_tag(imageid: str, size: str = "square", *args: str, **attrs: str) -> str:
+    return default_store().scaled_tag(imageid, size, *args, **attrs)
+
+
+def get_random_imageid() -> str | None:
+    return default_store().get_random_imageid()
+
+
+def get_next_imageid(imageid: str) -> str | None:
+    return default_store().get_next_imageid(imageid)
+
+
+def get_previous_imageid(imageid: str) -> str | None:
+    return default_store().get_previous_imageid(imageid)
+
+
+def update_metadata(
+    imageid: str, title: str = "", references: dict | None = None, typ: str = ""
+) -> dict:
+    return default_store().update_metadata(imageid, title, references, typ)
+
+
+def set_title(imageid: str, newtitle: str) -> dict:
+    return default_store().set_title(imageid, newtitle)

@@ -1,0 +1,138 @@
+"""The one configuration object.
+
+Built once, from keyword arguments and/or the environment (including the
+historic huImages variables), then passed down explicitly. Nothing below the
+CLI reads ``os.environ`` for settings, so two differently configured stores
+can live in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .sizes import DEFAULT_PRESETS, validate_presets
+
+XSENDFILE_HEADERS = {"x-sendfile": "X-Sendfile", "x-accel-redirect": "X-Accel-Redirect"}
+
+
+def _parse_presets(text: str) -> dict[str, str]:
+    """``"thumb=50x200,square=75x75!"`` -> mapping; merged over the defaults."""
+    table = dict(DEFAULT_PRESETS)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, box = item.partition("=")
+        table[name.strip()] = box.strip()
+    return table
+
+
+def _parse_bool(text: str) -> bool:
+    return text.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _parse_bytes(text: str) -> int:
+    """Accept ``1048576``, ``512K``, ``10M``, ``2G``."""
+    text = text.strip().upper().rstrip("B")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("huimages-data")
+    cache_dir: Path | None = None
+    server_url: str = "http://127.0.0.1:8080/"
+    alt_addition: str = ""
+    presets: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PRESETS))
+    jpeg_quality: int = 85
+
+    s3_bucket: str | None = None
+    s3_create_bucket: bool = False
+    couch_server: str | None = None
+    couch_db: str = "huimages"
+    backend_timeout: float = 10.0
+
+    secret: str | None = None
+    allowed_sizes: frozenset[str] | None = None
+    max_dimension: int = 4096
+    max_pixels: int = 100_000_000
+    max_upload_bytes: int = 50 << 20
+    lock_timeout: float = 30.0
+    xsendfile: str | None = None
+    xaccel_prefix: str = "/huimages-cache"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
+        cache = Path(self.cache_dir) if self.cache_dir else self.data_dir / "cache"
+        object.__setattr__(self, "cache_dir", cache.absolute())
+        object.__setattr__(self, "presets", validate_presets(self.presets))
+        if not self.server_url.endswith("/"):
+            object.__setattr__(self, "server_url", self.server_url + "/")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ValueError("jpeg_quality must be between 1 and 95")
+        if self.xsendfile is not None and self.xsendfile not in XSENDFILE_HEADERS:
+            raise ValueError(f"xsendfile must be one of {sorted(XSENDFILE_HEADERS)}")
+        if self.allowed_sizes is not None:
+            object.__setattr__(self, "allowed_sizes", frozenset(self.allowed_sizes))
+
+    @property
+    def cache_root(self) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir
+
+    def with_changes(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Read settings from the environment; keyword arguments win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+
+        def first(*names: str) -> str | None:
+            for name in names:
+                if env.get(name):
+                    return env[name]
+            return None
+
+        readers: dict[str, tuple[tuple[str, ...], Any]] = {
+            "data_dir": (("HUIMAGES_DATA_DIR",), Path),
+            "cache_dir": (("HUIMAGES_CACHE_DIR",), Path),
+            "server_url": (("IMAGESERVERURL",), str),
+            "alt_addition": (("HUIMAGESALTADDITION",), str),
+            "presets": (("HUIMAGES_PRESETS",), _parse_presets),
+            "jpeg_quality": (("HUIMAGES_JPEG_QUALITY",), int),
+            "s3_bucket": (("HUIMAGES3BUCKET", "S3BUCKET"), str),
+            "s3_create_bucket": (("HUIMAGES_S3_CREATE_BUCKET",), _parse_bool),
+            "couch_server": (("HUIMAGESCOUCHSERVER", "COUCHSERVER"), str),
+            "couch_db": (("HUIMAGES_COUCHDB_NAME",), str),
+            "backend_timeout": (("HUIMAGES_BACKEND_TIMEOUT",), float),
+            "secret": (("HUIMAGES_SECRET",), str),
+            "allowed_sizes": (
+                ("HUIMAGES_ALLOWED_SIZES",),
+                lambda text: frozenset(s.strip() for s in text.split(",") if s.strip()),
+            ),
+            "max_dimension": (("HUIMAGES_MAX_DIMENSION",), int),
+            "max_pixels": (("HUIMAGES_MAX_PIXELS",), int),
+            "max_upload_bytes": (("HUIMAGES_MAX_UPLOAD_BYTES",), _parse_bytes),
+            "lock_timeout": (("HUIMAGES_LOCK_TIMEOUT",), float),
+            "xsendfile": (("HUIMAGES_XSENDFILE",), str.lower),
+            "xaccel_prefix": (("HUIMAGES_XACCEL_PREFIX",), str),
+        }
+        for name, (env_names, convert) in readers.items():
+            raw = first(*env_names)
+            if raw is not None:
+                try:
+                    values[name] = convert(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{env_names[0]}={raw!r}: {exc}") from exc
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown configuration keys: {sorted(unknown)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

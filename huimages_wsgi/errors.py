@@ -1,0 +1,62 @@
+"""Exceptions shared by every layer.
+
+Each carries the HTTP status it maps to, so the WSGI layer can answer any of
+them with a clear status and message instead of a stack trace, and the client
+and CLI can show the same message to a person.
+"""
+
+from __future__ import annotations
+
+
+class HuImagesError(Exception):
+    """Base class: a problem we expected and can explain to the caller."""
+
+    status = 400
+
+
+class InvalidImageId(HuImagesError, ValueError):
+    status = 400
+
+
+class InvalidSize(HuImagesError, ValueError):
+    status = 400
+
+
+class InvalidPath(HuImagesError, ValueError):
+    status = 404
+
+
+class ImageNotFound(HuImagesError, LookupError):
+    status = 404
+
+
+class InvalidImage(HuImagesError, ValueError):
+    """The bytes are not an image we accept (or not an image at all)."""
+
+    status = 415
+
+
+class ImageTooLarge(HuImagesError, ValueError):
+    """An upload, an original or a requested output exceeds a configured limit."""
+
+    status = 413
+
+
+class SignatureError(HuImagesError):
+    status = 403
+
+
+class SizeNotAllowed(HuImagesError):
+    status = 403
+
+
+class BackendUnavailable(HuImagesError, RuntimeError):
+    """A storage backend is down or too slow; the request may succeed later."""
+
+    status = 503
+
+
+class GenerationBusy(HuImagesError, RuntimeError):
+    """Another worker is still producing this variant and did not finish in time."""
+
+    status = 503

@@ -1,0 +1,64 @@
+"""The one place that decides output dimensions.
+
+Both the server (when it scales) and the client (``scaled_dimensions``, which
+never touches pixels) call these functions with the stored upright width and
+height, so an ``<img width height>`` tag always matches the served file.
+Integer arithmetic keeps the result free of float rounding surprises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .sizes import CROP, ORIGINAL, Size
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Output size plus the region of the upright source that fills it."""
+
+    width: int
+    height: int
+    box: tuple[float, float, float, float]
+
+
+def _round_div(numerator: int, denominator: int) -> int:
+    """Round half up without floats."""
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def fit_dimensions(src_w: int, src_h: int, box_w: int, box_h: int) -> tuple[int, int]:
+    """Largest size inside the box with the source's aspect ratio, never upscaled."""
+    if src_w <= box_w and src_h <= box_h:
+        return src_w, src_h
+    if box_w * src_h <= box_h * src_w:  # width is the limiting side
+        return box_w, max(1, min(box_h, _round_div(src_h * box_w, src_w)))
+    return max(1, min(box_w, _round_div(src_w * box_h, src_h))), box_h
+
+
+def crop_box(src_w: int, src_h: int, out_w: int, out_h: int) -> tuple[float, float, float, float]:
+    """Centred region of the source with the output's aspect ratio."""
+    if src_w * out_h > out_w * src_h:  # source is wider: trim left and right
+        region_w = src_h * out_w / out_h
+        left = (src_w - region_w) / 2
+        return (left, 0.0, left + region_w, float(src_h))
+    region_h = src_w * out_h / out_w
+    top = (src_h - region_h) / 2
+    return (0.0, top, float(src_w), top + region_h)
+
+
+def scaled_geometry(src_w: int, src_h: int, size: Size) -> Geometry:
+    if src_w < 1 or src_h < 1:
+        raise ValueError(f"invalid source dimensions {src_w}x{src_h}")
+    full = (0.0, 0.0, float(src_w), float(src_h))
+    if size.kind == ORIGINAL:
+        return Geometry(src_w, src_h, full)
+    if size.kind == CROP:
+        return Geometry(size.width, size.height, crop_box(src_w, src_h, size.width, size.height))
+    width, height = fit_dimensions(src_w, src_h, size.width, size.height)
+    return Geometry(width, height, full)
+
+
+def scaled_dimensions(src_w: int, src_h: int, size: Size) -> tuple[int, int]:
+    geometry = scaled_geometry(src_w, src_h, size)
+    return geometry.width, geometry.height

@@ -1,0 +1,97 @@
+"""The two storage interfaces every backend implements.
+
+Kept deliberately small: a backend is one file that fills in these methods.
+Documents are plain dicts in the original huImages CouchDB shape, so a
+catalog can be swapped without touching the layers above.
+"""
+
+from __future__ import annotations
+
+import datetime
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+from ..errors import ImageNotFound
+
+Doc = dict[str, Any]
+Mutation = Callable[[Doc], None]
+
+
+class BlobNotFound(ImageNotFound):
+    """The catalog may know the image, but its original bytes are not here."""
+
+
+class BlobStore(ABC):
+    """Where original bytes live, keyed by image ID."""
+
+    @abstractmethod
+    def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
+        """Store the original. Idempotent: the ID is derived from the bytes."""
+
+    @abstractmethod
+    def open(self, imageid: str) -> BinaryIO:
+        """A readable, closable file object with the original; raises BlobNotFound."""
+
+    @abstractmethod
+    def exists(self, imageid: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, imageid: str) -> None:
+        """Remove the original; missing is not an error."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Raise BackendUnavailable when the store cannot be reached."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class Catalog(ABC):
+    """Where metadata documents live, keyed by image ID."""
+
+    @abstractmethod
+    def get(self, imageid: str) -> Doc | None: ...
+
+    @abstractmethod
+    def update(self, imageid: str, mutate: Mutation) -> Doc:
+        """Atomically read (``{}`` if new), apply ``mutate`` in place, and write.
+
+        Backends with optimistic concurrency retry on conflict, calling
+        ``mutate`` again on the fresh document, so no concurrent change is lost.
+        """
+
+    @abstractmethod
+    def next_id(self, imageid: str) -> str | None:
+        """The next non-deleted ID in ID order, or None at the end."""
+
+    @abstractmethod
+    def previous_id(self, imageid: str) -> str | None: ...
+
+    @abstractmethod
+    def random_id(self) -> str | None:
+        """A random non-deleted ID, or None when the catalog is empty."""
+
+    @abstractmethod
+    def ids(self, include_deleted: bool = False) -> Iterator[str]:
+        """Every ID in ID order (for bulk jobs such as migration)."""
+
+    @abstractmethod
+    def recent_ids(self, limit: int) -> list[str]:
+        """Newest non-deleted images first (by ctime)."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Raise BackendUnavailable when the catalog cannot be reached."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+def timestamp(now: datetime.datetime | None = None) -> str:
+    """The original huImages timestamp format, ``20090129T123456.000123``."""
+    now = now or datetime.datetime.now()
+    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond:06d}"
+
+
+def is_live(doc: Doc | None) -> bool:
+    return bool(doc) and not doc.get("deleted")

@@ -1,0 +1,163 @@
+"""Real JPEGs made by the tests: orientations, colour modes, profiles, sizes.
+
+Everything is deterministic so a failure can be reproduced byte for byte.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+from PIL import Image, ImageDraw, ImageFilter
+
+QUADRANT_COLOURS = {"tl": (255, 0, 0), "tr": (0, 255, 0), "bl": (0, 0, 255), "br": (255, 255, 255)}
+
+# inverse of the transpose that EXIF orientation N asks a viewer to apply
+_INVERSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def encode(img: Image.Image, fmt: str = "JPEG", **options) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def solid_jpeg(width: int = 64, height: int = 48, colour=(200, 30, 30), **options) -> bytes:
+    return encode(Image.new("RGB", (width, height), colour), quality=95, **options)
+
+
+def quadrants(width: int, height: int) -> Image.Image:
+    """Four coloured quadrants: any rotation or mirror is visible."""
+    img = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(img)
+    half_w, half_h = width // 2, height // 2
+    draw.rectangle((0, 0, half_w - 1, half_h - 1), fill=QUADRANT_COLOURS["tl"])
+    draw.rectangle((half_w, 0, width - 1, half_h - 1), fill=QUADRANT_COLOURS["tr"])
+    draw.rectangle((0, half_h, half_w - 1, height - 1), fill=QUADRANT_COLOURS["bl"])
+    draw.rectangle((half_w, half_h, width - 1, height - 1), fill=QUADRANT_COLOURS["br"])
+    return img
+
+
+def oriented_jpeg(orientation: int, upright_w: int = 400, upright_h: int = 200) -> bytes:
+    """A JPEG whose pixels are stored so that applying ``orientation`` shows quadrants()."""
+    upright = quadrants(upright_w, upright_h)
+    stored = upright.transpose(_INVERSE[orientation]) if orientation in _INVERSE else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "huimages test camera"
+    return encode(stored, quality=95, exif=exif.tobytes())
+
+
+def photo(width: int, height: int, seed: int = 1) -> Image.Image:
+    """Photo-like content (gradients, texture, edges) so JPEG sizes are realistic."""
+    red = Image.linear_gradient("L").resize((width, height))
+    green = Image.radial_gradient("L").resize((width, height))
+    noise = Image.effect_noise((width // 4 + 1, height // 4 + 1), 40 + seed).resize((width, height))
+    blue = noise.filter(ImageFilter.GaussianBlur(2))
+    img = Image.merge("RGB", (red, green, blue))
+    draw = ImageDraw.Draw(img)
+    for i in range(12):
+        x = (seed * 97 + i * 131) % width
+        y = (seed * 53 + i * 71) % height
+        draw.ellipse((x, y, x + width // 8, y + height // 8), outline=(255, 255, 255), width=3)
+    return img
+
+
+def photo_jpeg(width: int = 1600, height: int = 1200, seed: int = 1, **options) -> bytes:
+    options.setdefault("quality", 90)
+    return encode(photo(width, height, seed), **options)
+
+
+def cmyk_jpeg(width: int = 120, height: int = 80) -> bytes:
+    """Pure CMYK red (C=0 M=100 Y=100 K=0)."""
+    return encode(Image.new("CMYK", (width, height), (0, 255, 255, 0)), quality=95)
+
+
+def grayscale_jpeg(width: int = 120, height: int = 80, level: int = 128) -> bytes:
+    return encode(Image.new("L", (width, height), level), quality=95)
+
+
+def progressive_jpeg(width: int = 640, height: int = 480) -> bytes:
+    return encode(photo(width, height, seed=3), quality=85, progressive=True)
+
+
+def palette_png(width: int = 60, height: int = 40) -> bytes:
+    img = Image.new("P", (width, height))
+    img.putpalette([0, 0, 255] + [0] * 765)
+    return encode(img, "PNG")
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _xyz_tag(x: float, y: float, z: float) -> bytes:
+    return b"XYZ \0\0\0\0" + _s15(x) + _s15(y) + _s15(z)
+
+
+def _desc_tag(text: str) -> bytes:
+    ascii_text = text.encode("ascii") + b"\0"
+    body = b"desc\0\0\0\0" + struct.pack(">I", len(ascii_text)) + ascii_text
+    body += b"\0" * 8 + b"\0\0\0" + b"\0" * 67  # empty unicode and scriptcode parts
+    return body
+
+
+def swapped_primaries_profile() -> bytes:
+    """An RGB matrix/TRC ICC v2 profile whose red and green colorants are swapped.
+
+    An image tagged with it that stores pure red must come out *green* in
+    sRGB: that makes "the embedded profile is honoured" a visible property.
+    """
+    srgb_r, srgb_g, srgb_b = (
+        (0.4361, 0.2225, 0.0139),
+        (0.3851, 0.7169, 0.0971),
+        (0.1431, 0.0606, 0.7141),
+    )
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, int(2.2 * 256)) + b"\0\0"
+    tags = [
+        (b"desc", _desc_tag("huimages swapped red/green test profile")),
+        (b"wtpt", _xyz_tag(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", _xyz_tag(*srgb_g)),
+        (b"gXYZ", _xyz_tag(*srgb_r)),
+        (b"bXYZ", _xyz_tag(*srgb_b)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+        (b"cprt", b"text\0\0\0\0public domain\0\0\0"),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags:
+        while (offset + len(data)) % 4:
+            data += b"\0"
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    total = offset + len(data)
+    header = struct.pack(">I", total) + b"lcms" + struct.pack(">I", 0x02100000)
+    header += b"mntrRGB XYZ " + struct.pack(">6H", 2026, 1, 1, 0, 0, 0) + b"acsp"
+    header += b"\0" * 4 + b"\0" * 4 + b"\0" * 8 + b"\0" * 8 + struct.pack(">I", 0)
+    header += _s15(0.9642) + _s15(1.0) + _s15(0.8249) + b"\0" * 4 + b"\0" * 16 + b"\0" * 28
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def icc_tagged_red_jpeg(width: int = 80, height: int = 60) -> bytes:
+    return encode(
+        Image.new("RGB", (width, height), (255, 0, 0)),
+        quality=95,
+        icc_profile=swapped_primaries_profile(),
+    )
+
+
+def mean_colour(img: Image.Image, box: tuple[int, int, int, int] | None = None) -> tuple[int, ...]:
+    region = img.convert("RGB").crop(box) if box else img.convert("RGB")
+    small = region.resize((1, 1), Image.Resampling.BOX)
+    return small.getpixel((0, 0))

@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from huimages_wsgi.cli import Progress, build_parser, main
+
+from . import imagefactory as f
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUIMAGES_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IMAGESERVERURL", "http://i.example.com/")
+    return tmp_path
+
+
+def write_images(directory, count):
+    paths = []
+    for i in range(count):
+        path = directory / f"img{i}.jpg"
+        path.write_bytes(f.solid_jpeg(40 + i, 30, colour=(i * 20, 100, 50)))
+        paths.append(str(path))
+    return paths
+
+
+def test_put_info_url_delete(env, capsys):
+    (path,) = write_images(env, 1)
+    assert main(["put", path, "--title", "Bike", "--reference", "sku=123"]) == 0
+    imageid = capsys.readouterr().out.strip()
+    assert len(imageid) == 34
+    assert main(["info", imageid]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["title"] == ["Bike"] and doc["references"] == {"sku": ["123"]} and doc["width"] == 40
+    assert main(["url", imageid, "--size", "square"]) == 0
+    assert capsys.readouterr().out.strip() == f"http://i.example.com/75x75!/{imageid}/bike.jpeg"
+    assert main(["url", imageid]) == 0
+    assert capsys.readouterr().out.strip() == f"http://i.example.com/o/{imageid}.jpeg"
+    assert main(["delete", imageid]) == 0
+    assert main(["info", imageid]) == 2
+    assert "no image" in capsys.readouterr().err
+
+
+def test_put_many_prints_one_id_per_line_with_progress(env, capsys):
+    paths = write_images(env, 5)
+    assert main(["put", "--progress", *paths]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.split()) == 5
+    assert "5/5" in captured.err and "#" in captured.err
+
+
+def test_put_reports_bad_files_and_keeps_going(env, capsys):
+    paths = write_images(env, 2)
+    bad = env / "notes.txt"
+    bad.write_text("not an image")
+    assert main(["put", paths[0], str(bad), paths[1]]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.out.split()) == 2
+    assert "notes.txt" in captured.err and "JPEG" in captured.err
+
+
+def test_invalid_id_is_a_clear_error(env, capsys):
+    assert main(["info", "nonsense"]) == 2
+    assert "invalid image id" in capsys.readouterr().err
+
+
+def test_purge(env, capsys):
+    from huimages_wsgi import Config, ImageStore
+
+    (path,) = write_images(env, 1)
+    main(["put", path])
+    imageid = capsys.readouterr().out.strip()
+    store = ImageStore(Config.from_env())
+    store.variant(imageid, store.parse_size("10x10"))
+    assert main(["purge", imageid]) == 0
+    assert "removed 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["serve", "put", "info", "url", "delete", "purge"])
+def test_help_for_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"huimages {command}" in capsys.readouterr().out
+
+
+def test_progress_is_silent_when_not_a_tty(capsys):
+    import sys
+
+    progress = Progress(3, "x", stream=sys.stderr)
+    for _ in range(3):
+        progress.step()
+    assert capsys.readouterr().err == ""

@@ -1,0 +1,148 @@
+import io
+
+import pytest
+from PIL import Image
+
+from huimages_wsgi.engine import ImageEngine
+from huimages_wsgi.errors import ImageTooLarge, InvalidImage
+from huimages_wsgi.sizes import parse_size
+
+from . import imagefactory as f
+
+
+def render(data: bytes, size: str, engine: ImageEngine | None = None) -> Image.Image:
+    out = io.BytesIO()
+    (engine or ImageEngine()).render(io.BytesIO(data), parse_size(size), out)
+    out.seek(0)
+    img = Image.open(out)
+    img.load()
+    return img
+
+
+def close(colour, expected, tolerance=40):
+    return all(abs(a - b) <= tolerance for a, b in zip(colour, expected, strict=True))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("size", ["200x200", "80x80!", "o"])
+def test_exif_orientation_is_applied(orientation, size):
+    data = f.oriented_jpeg(orientation, 400, 200)
+    info = ImageEngine().inspect(data)
+    assert (info.width, info.height) == (400, 200)  # upright dimensions are stored
+    if size == "o":
+        return
+    img = render(data, size)
+    w, h = img.size
+    if size == "200x200":
+        assert (w, h) == (200, 100)
+    quarter = (w // 8, h // 8, w // 8 + 4, h // 8 + 4)
+    assert close(f.mean_colour(img, quarter), f.QUADRANT_COLOURS["tl"])
+    right_top = (w - w // 8 - 4, h // 8, w - w // 8, h // 8 + 4)
+    assert close(f.mean_colour(img, right_top), f.QUADRANT_COLOURS["tr"])
+    left_bottom = (w // 8, h - h // 8 - 4, w // 8 + 4, h - h // 8)
+    assert close(f.mean_colour(img, left_bottom), f.QUADRANT_COLOURS["bl"])
+
+
+def test_cmyk_original_comes_out_as_rgb_red():
+    img = render(f.cmyk_jpeg(), "60x60")
+    assert img.mode == "RGB" and close(f.mean_colour(img), (255, 0, 0))
+
+
+def test_grayscale_original_comes_out_as_rgb():
+    img = render(f.grayscale_jpeg(level=128), "60x60")
+    assert img.mode == "RGB" and close(f.mean_colour(img), (128, 128, 128), 3)
+
+
+def test_palette_original_comes_out_as_rgb():
+    img = render(f.palette_png(), "30x30")
+    assert img.mode == "RGB" and close(f.mean_colour(img), (0, 0, 255))
+
+
+def test_embedded_icc_profile_is_converted_to_srgb():
+    """The profile swaps red and green primaries: stored red must be shown green."""
+    img = render(f.icc_tagged_red_jpeg(), "40x40")
+    assert close(f.mean_colour(img), (0, 255, 0), 60)
+    assert "icc_profile" not in img.info  # output is plain sRGB
+
+
+def test_progressive_original():
+    img = render(f.progressive_jpeg(640, 480), "320x320")
+    assert img.size == (320, 240) and img.format == "JPEG"
+
+
+def test_derivatives_carry_no_exif_or_gps():
+    exif = Image.Exif()
+    exif[0x010F] = "Camera maker"
+    exif[0x8825] = {1: "N", 2: (52.0, 31.0, 12.0)}  # GPS IFD
+    data = f.encode(f.photo(300, 200), quality=90, exif=exif.tobytes())
+    assert Image.open(io.BytesIO(data)).getexif()
+    img = render(data, "100x100")
+    assert not img.getexif() and "exif" not in img.info
+
+
+def test_quality_is_configurable():
+    data = f.photo_jpeg(800, 600)
+    low = io.BytesIO()
+    high = io.BytesIO()
+    ImageEngine(quality=30).render(io.BytesIO(data), parse_size("400x400"), low)
+    ImageEngine(quality=95).render(io.BytesIO(data), parse_size("400x400"), high)
+    assert len(low.getvalue()) < len(high.getvalue()) * 0.6
+
+
+def test_large_photo_is_decoded_with_dct_scaling(photo_8mp):
+    """A thumbnail never materialises the 8 MP bitmap: libjpeg decodes at 1/8."""
+    engine = ImageEngine()
+    img = Image.open(io.BytesIO(photo_8mp))
+    assert img.size == (3500, 2400)
+    decoded = engine._decode_scaled(img, 1, (0, 0, 3500, 2400), 240, 165)
+    assert decoded.width <= 3500 // 4 and decoded.height <= 2400 // 4
+    crop = Image.open(io.BytesIO(photo_8mp))
+    decoded = engine._decode_scaled(crop, 1, (550, 0, 2950, 2400), 75, 75)
+    assert decoded.width <= 3500 // 8 + 1
+    img = render(photo_8mp, "240x160")
+    assert img.size == (233, 160)
+
+
+def test_inspect_accepts_jpeg_and_reports_upright_size():
+    info = ImageEngine().inspect(f.solid_jpeg(64, 48))
+    assert (info.width, info.height, info.content_type) == (64, 48, "image/jpeg")
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("png", f.palette_png(), "JPEG"),
+        ("gif", f.encode(Image.new("P", (4, 4)), "GIF"), "JPEG"),
+        ("zero bytes", b"", "JPEG"),
+        ("text", b"hello world, I am not an image", "JPEG"),
+        ("truncated", f.photo_jpeg(400, 300)[:5000], "truncated"),
+        ("header only", f.photo_jpeg(400, 300)[:600], "truncated"),
+        ("zip polyglot", f.solid_jpeg() + b"PK\x03\x04" + b"\x00" * 100, "polyglot"),
+        ("html polyglot", f.solid_jpeg() + b"<html><script>alert(1)</script></html>", "polyglot"),
+    ],
+)
+def test_inspect_rejects_bad_uploads_with_a_clear_message(name, data, message):
+    with pytest.raises(InvalidImage, match=message):
+        ImageEngine().inspect(data)
+
+
+def test_corrupt_scan_data_is_rejected():
+    data = bytearray(f.photo_jpeg(400, 300))
+    sos = data.index(b"\xff\xda")
+    for i in range(sos + 200, sos + 2200, 7):
+        data[i] = 0xFF if data[i + 1] != 0 else data[i]
+    with pytest.raises(InvalidImage):
+        ImageEngine().inspect(bytes(data))
+
+
+def test_huge_declared_dimensions_are_rejected_before_decoding():
+    data = bytearray(f.solid_jpeg(16, 16))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    with pytest.raises(ImageTooLarge):
+        ImageEngine().inspect(bytes(data))
+
+
+def test_pixel_limit_is_configurable():
+    with pytest.raises(ImageTooLarge, match="limit"):
+        ImageEngine(max_pixels=1000).inspect(f.solid_jpeg(64, 48))

@@ -1,0 +1,200 @@
+"""HTTP semantics of the middleware, through WebOb against the WSGI callable."""
+
+import io
+import os
+
+import pytest
+from PIL import Image
+from webob import Request
+
+from huimages_wsgi import Config, ImageMiddleware, make_app
+from huimages_wsgi.wsgi import request_path
+
+from . import imagefactory as f
+
+
+@pytest.fixture
+def imageid(store):
+    return store.save_image(f.photo_jpeg(800, 600), title="Red Bike")
+
+
+def get(app, path, **kwargs):
+    return Request.blank(path, **kwargs).get_response(app)
+
+
+@pytest.mark.parametrize(
+    "size, expected",
+    [
+        ("o", (800, 600)),
+        ("240x160", (213, 160)),
+        ("75x75!", (75, 75)),
+        ("square", (75, 75)),
+        ("thumb", (50, 38)),
+        ("2000x2000", (800, 600)),
+    ],
+)
+def test_every_size_kind(app, imageid, size, expected):
+    response = get(app, f"/{size}/{imageid}.jpeg")
+    assert response.status_int == 200
+    assert response.content_type == "image/jpeg"
+    assert int(response.headers["Content-Length"]) == len(response.body)
+    assert Image.open(io.BytesIO(response.body)).size == expected
+    assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert response.etag and not response.headers["ETag"].startswith("W/")
+    assert response.last_modified is not None
+
+
+def test_original_bytes_are_untouched(app, store, imageid):
+    assert get(app, f"/o/{imageid}.jpeg").body == store.blobs.path(imageid).read_bytes()
+
+
+def test_seo_url_serves_the_same_file(app, imageid):
+    plain = get(app, f"/240x160/{imageid}.jpeg")
+    seo = get(app, f"/240x160/{imageid}/red-bike.jpeg")
+    assert seo.status_int == 200 and seo.body == plain.body and seo.etag == plain.etag
+
+
+def test_cache_file_is_written_where_a_webserver_finds_it(app, config, imageid):
+    get(app, f"/75x75!/{imageid}/anything.jpeg")
+    cached = config.cache_dir / "75x75!" / f"{imageid}.jpeg"
+    assert cached.is_file()
+    assert [p.name for p in cached.parent.iterdir()] == [cached.name]  # no temp files left
+
+
+def test_hit_is_served_from_the_cache_without_the_catalog(app, store, imageid):
+    first = get(app, f"/240x160/{imageid}.jpeg")
+    store.catalog = None  # any catalog access would now fail loudly
+    second = get(app, f"/240x160/{imageid}.jpeg")
+    assert second.status_int == 200 and second.body == first.body
+
+
+def test_conditional_requests(app, imageid):
+    first = get(app, f"/240x160/{imageid}.jpeg")
+    etag = first.headers["ETag"]
+    not_modified = get(app, f"/240x160/{imageid}.jpeg", headers={"If-None-Match": etag})
+    assert not_modified.status_int == 304 and not_modified.body == b""
+    assert not_modified.headers["ETag"] == etag
+    since = get(
+        app,
+        f"/240x160/{imageid}.jpeg",
+        headers={"If-Modified-Since": first.headers["Last-Modified"]},
+    )
+    assert since.status_int == 304
+    other = get(app, f"/240x160/{imageid}.jpeg", headers={"If-None-Match": '"nope"'})
+    assert other.status_int == 200 and other.body == first.body
+
+
+def test_head_has_headers_and_no_body(app, imageid):
+    full = get(app, f"/240x160/{imageid}.jpeg")
+    head = get(app, f"/240x160/{imageid}.jpeg", method="HEAD")
+    assert head.status_int == 200 and head.body == b""
+    for header in ("Content-Type", "Content-Length", "ETag", "Last-Modified", "Cache-Control"):
+        assert head.headers[header] == full.headers[header]
+
+
+def test_head_on_a_miss_generates(app, imageid, config):
+    head = get(app, f"/100x100/{imageid}.jpeg", method="HEAD")
+    assert head.status_int == 200 and int(head.headers["Content-Length"]) > 0
+    assert (config.cache_dir / "100x100" / f"{imageid}.jpeg").exists()
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/240x160/" + "A" * 32 + "01.jpeg", 404),
+        ("/12xx/{id}.jpeg", 400),
+        ("/0x10/{id}.jpeg", 400),
+        ("/nosuchpreset/{id}.jpeg", 400),
+        ("/9999x9999/{id}.jpeg", 400),
+        ("/240x160/not-an-id.jpeg", 400),
+        ("/240x160/{id}.gif", 404),
+        ("/240x160/{id}", 404),
+        ("/240x160", 404),
+        ("/", 404),
+        ("/240x160/{id}/a/b.jpeg", 404),
+        ("/240x160/../{id}.jpeg", 400),
+    ],
+)
+def test_error_statuses(app, imageid, path, status):
+    response = get(app, path.format(id=imageid))
+    assert response.status_int == status
+    assert response.content_type == "text/plain"
+    assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods_are_405(app, imageid, method):
+    response = get(app, f"/240x160/{imageid}.jpeg", method=method)
+    assert response.status_int == 405 and "GET" in response.headers["Allow"]
+
+
+def test_deleted_image_is_404(app, store, imageid):
+    assert get(app, f"/240x160/{imageid}.jpeg").status_int == 200
+    store.delete_image(imageid)
+    assert get(app, f"/240x160/{imageid}.jpeg").status_int == 404
+    assert get(app, f"/o/{imageid}.jpeg").status_int == 404
+
+
+def test_middleware_passes_other_requests_through(store, imageid):
+    def host_app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"host:" + environ["PATH_INFO"].encode()]
+
+    app = ImageMiddleware(host_app, prefix="/img", store=store)
+    assert get(app, "/about").body == b"host:/about"
+    assert get(app, "/imgfoo/x").body == b"host:/imgfoo/x"
+    assert get(app, f"/img/75x75!/{imageid}.jpeg").content_type == "image/jpeg"
+    assert get(app, "/img/12xx/whatever.jpeg").status_int == 400
+
+
+def test_uses_the_servers_file_wrapper(app, imageid):
+    wrapped = []
+
+    def file_wrapper(handle, block_size):
+        wrapped.append(handle)
+        return iter(lambda: handle.read(block_size), b"")
+
+    response = get(app, f"/240x160/{imageid}.jpeg", environ={"wsgi.file_wrapper": file_wrapper})
+    assert response.status_int == 200 and wrapped
+
+
+def test_xsendfile_mode(tmp_path):
+    config = Config(data_dir=tmp_path, xsendfile="x-sendfile")
+    app = make_app(config)
+    imageid = app.store.save_image(f.solid_jpeg())
+    response = get(app, f"/10x10/{imageid}.jpeg")
+    target = response.headers["X-Sendfile"]
+    assert response.body == b"" and os.path.isfile(target)
+    assert target == str(config.cache_dir / "10x10" / f"{imageid}.jpeg")
+    accel = make_app(Config(data_dir=tmp_path, xsendfile="x-accel-redirect"))
+    response = get(accel, f"/10x10/{imageid}.jpeg")
+    assert response.headers["X-Accel-Redirect"] == f"/huimages-cache/10x10/{imageid}.jpeg"
+
+
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({"PATH_INFO": "/o/X.jpeg"}, "/o/X.jpeg"),
+        (
+            {
+                "PATH_INFO": "",
+                "SCRIPT_NAME": "/75x75!/X.jpeg",
+                "REQUEST_URI": "/75x75%21/X.jpeg?sig=1",
+            },
+            "/75x75!/X.jpeg",
+        ),
+        ({"PATH_INFO": "", "SCRIPT_NAME": "/img", "REQUEST_URI": "/img/o/X.jpeg"}, "/o/X.jpeg"),
+        ({"PATH_INFO": "", "SCRIPT_NAME": "", "REQUEST_URI": "/o/X.jpeg"}, "/o/X.jpeg"),
+    ],
+)
+def test_request_path_behind_fastcgi_fronts(environ, expected):
+    assert request_path(environ) == expected
+
+
+def test_empty_path_info_is_served_via_request_uri(app, imageid):
+    request = Request.blank("/")
+    request.environ.update(
+        PATH_INFO="", SCRIPT_NAME=f"/75x75!/{imageid}.jpeg", REQUEST_URI=f"/75x75%21/{imageid}.jpeg"
+    )
+    response = request.get_response(app)
+    assert response.status_int == 200 and response.content_type == "image/jpeg"
