@@ -22,6 +22,7 @@ from .engine import ImageEngine
 from .errors import ImageNotFound, ImageTooLarge, InvalidImage, InvalidSize, SizeNotAllowed
 from .geometry import scaled_dimensions as _geometry_dimensions
 from .ids import compute_id, validate_id
+from .signing import sign
 from .sizes import Size, parse_size
 from .storage import BlobStore, Catalog, Doc, is_live, open_blob_store, open_catalog, timestamp
 from .urls import image_path, join_url
@@ -197,7 +198,11 @@ class ImageStore:
     # -- URLs ----------------------------------------------------------------
 
     def url_for(self, imageid: str, size: Size, ext: str = "jpeg", title: str = "") -> str:
-        return join_url(self.config.server_url, image_path(imageid, size.name, ext, title))
+        """Signed automatically when a secret is configured."""
+        secret = self.config.secret
+        signature = sign(secret, size.name, imageid) if secret else ""
+        path = image_path(imageid, size.name, ext, title, signature)
+        return join_url(self.config.server_url, path)
 
     def imageurl(self, imageid: str, size: str = "o") -> str:
         validate_id(imageid)

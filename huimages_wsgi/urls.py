@@ -16,13 +16,14 @@ def slugify(title: str, max_length: int = 80) -> str:
     return slug[:max_length].rstrip("-")
 
 
-def image_path(imageid: str, size_name: str, ext: str = "jpeg", title: str = "") -> str:
+def image_path(
+    imageid: str, size_name: str, ext: str = "jpeg", title: str = "", signature: str = ""
+) -> str:
     """``/<size>/<ID>.<ext>`` or, with a title, ``/<size>/<ID>/<slug>.<ext>``."""
     slug = slugify(title) if title else ""
     size_part = quote(size_name, safe="!")
-    if slug:
-        return f"/{size_part}/{imageid}/{slug}.{ext}"
-    return f"/{size_part}/{imageid}.{ext}"
+    path = f"/{size_part}/{imageid}/{slug}.{ext}" if slug else f"/{size_part}/{imageid}.{ext}"
+    return f"{path}?sig={signature}" if signature else path
 
 
 def join_url(server_url: str, path: str) -> str:

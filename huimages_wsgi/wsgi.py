@@ -21,8 +21,15 @@ from urllib.parse import unquote_to_bytes
 from webob import Request, Response
 
 from .config import XSENDFILE_HEADERS, Config
-from .errors import BackendUnavailable, GenerationBusy, HuImagesError, InvalidPath
+from .errors import (
+    BackendUnavailable,
+    GenerationBusy,
+    HuImagesError,
+    InvalidPath,
+    SignatureError,
+)
 from .ids import validate_id
+from .signing import verify
 from .sizes import Size
 from .store import ImageStore
 
@@ -149,6 +156,9 @@ class ImageMiddleware:
 
     def generate(self, request: Request, wanted: ImageRequest, size: Size) -> Response:
         """The expensive path: look up, fetch, scale, cache, then serve."""
+        secret = self.config.secret
+        if secret and not verify(secret, size.name, wanted.imageid, request.GET.get("sig")):
+            raise SignatureError("missing or invalid signature for a variant not yet cached")
         path = self.store.variant(wanted.imageid, size, wanted.ext)
         return self.file_response(request, path, os.stat(path), wanted.ext)
 

@@ -1,0 +1,28 @@
+"""URL signatures that gate the expensive path (generating a variant).
+
+HMAC-SHA256 over ``<size>/<ID>`` with the configured secret, truncated to
+128 bits and base64url-encoded, carried as ``?sig=`` so the path, and thus
+the cache file name a webserver serves, stays the same with or without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+SIGNATURE_BYTES = 16
+
+
+def sign(secret: str, size_name: str, imageid: str) -> str:
+    message = f"{size_name}/{imageid}".encode()
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()[:SIGNATURE_BYTES]
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def verify(secret: str, size_name: str, imageid: str, signature: str | None) -> bool:
+    """Constant-time comparison; a missing or malformed signature is simply wrong."""
+    if not signature or len(signature) > 64:
+        return False
+    expected = sign(secret, size_name, imageid)
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
