@@ -125,6 +125,25 @@ def cmd_purge(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
+    from .storage.migrating import FAILED, MigratingBlobStore, migrate_all
+
+    store = _store(config)
+    if not isinstance(store.blobs, MigratingBlobStore):
+        raise SystemExit("huimages: migrate needs HUIMAGESCOUCHSERVER (the legacy attachments)")
+    ids = list(store.catalog.ids())
+    progress = Progress(len(ids), "migrating", force=args.progress)
+
+    def dimensions(imageid: str) -> tuple[int, int]:
+        doc = store.catalog.get(imageid) or {}
+        return int(doc.get("width") or 0), int(doc.get("height") or 0)
+
+    summary = migrate_all(ids, store.blobs, dimensions, lambda imageid, outcome: progress.step())
+    print(", ".join(f"{summary[key]} {key}" for key in ("moved", "already there", FAILED))
+          + f" ({summary['nothing to move']} without any original)")
+    return 1 if summary[FAILED] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="huimages",
@@ -169,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     purge = commands.add_parser("purge", help="remove an image's cached variants on this node")
     purge.add_argument("ids", nargs="+", metavar="ID")
     purge.set_defaults(handler=cmd_purge)
+
+    migrate = commands.add_parser(
+        "migrate", help="copy attachment-only originals from CouchDB to the blob store"
+    )
+    migrate.add_argument("--progress", action="store_true", help="show progress even if not a tty")
+    migrate.set_defaults(handler=cmd_migrate)
     return parser
 
 

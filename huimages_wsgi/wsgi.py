@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -25,6 +26,7 @@ from .errors import (
     BackendUnavailable,
     GenerationBusy,
     HuImagesError,
+    ImageNotFound,
     InvalidPath,
     SignatureError,
 )
@@ -149,7 +151,7 @@ class ImageMiddleware:
         size = self.store.parse_size(wanted.size_text)
         cached = self.store.cache.path(size.name, wanted.imageid, wanted.ext)
         try:
-            return self.file_response(request, cached, os.stat(cached), wanted.ext)
+            return self.file_response(request, cached, os.lstat(cached), wanted.ext)
         except FileNotFoundError:
             pass
         return self.generate(request, wanted, size)
@@ -160,11 +162,13 @@ class ImageMiddleware:
         if secret and not verify(secret, size.name, wanted.imageid, request.GET.get("sig")):
             raise SignatureError("missing or invalid signature for a variant not yet cached")
         path = self.store.variant(wanted.imageid, size, wanted.ext)
-        return self.file_response(request, path, os.stat(path), wanted.ext)
+        return self.file_response(request, path, os.lstat(path), wanted.ext)
 
     def file_response(
         self, request: Request, path: Path, stat: os.stat_result, ext: str
     ) -> Response:
+        if not S_ISREG(stat.st_mode):  # a symlink or device planted in the cache: never follow
+            raise ImageNotFound("not a cached image")
         response = Response(content_type=CONTENT_TYPES[ext], conditional_response=True)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.cache_control = CACHE_CONTROL
@@ -175,7 +179,7 @@ class ImageMiddleware:
             response.content_length = stat.st_size
             response.app_iter = []
             return response
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the file wrapper
+        handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
         wrapper = request.environ.get("wsgi.file_wrapper")
         response.app_iter = wrapper(handle, 1 << 16) if wrapper else _FileIter(handle)
         response.content_length = stat.st_size

@@ -1,0 +1,198 @@
+"""The catalog in CouchDB, compatible with existing huImages databases.
+
+Documents keep the original shape (``ctime``, ``mtime``, ``title`` list,
+``references`` dict of lists, ``types``, ``width``, ``height``, ``deleted``,
+``_attachments`` for the oldest originals). The views browsing needs live in
+``_design/huimages`` and are (re)installed when their version changes.
+Writes use CouchDB's optimistic concurrency: on a conflict the mutation is
+re-applied to the fresh document, so two servers never lose each other's
+changes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import couchdb
+import couchdb.http
+
+from ..errors import BackendUnavailable
+from ..ids import validate_id
+from .base import BlobNotFound, BlobStore, Catalog, Doc, Mutation
+
+DESIGN_ID = "_design/huimages"
+DESIGN_VERSION = 1
+DESIGN = {
+    "version": DESIGN_VERSION,
+    "language": "javascript",
+    "views": {
+        "live": {"map": "function (doc) { if (!doc.deleted) { emit(doc._id, null); } }"},
+        "recent": {"map": "function (doc) { if (!doc.deleted) { emit(doc.ctime || '', null); } }"},
+    },
+}
+_CONFLICT_RETRIES = 20
+_NETWORK_ERRORS = (OSError, socket.timeout, http.client.HTTPException, couchdb.http.ServerError)
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+class CouchCatalog(Catalog):
+    def __init__(self, url: str, dbname: str = "huimages", timeout: float = 10.0) -> None:
+        self.url = url
+        self.dbname = dbname
+        session = couchdb.http.Session(timeout=timeout, retry_delays=[0.2])
+        self.server = couchdb.Server(url, session=session)
+        self._db: couchdb.Database | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def db(self) -> couchdb.Database:
+        """Connect (and create the database and views) on first use, not at import."""
+        if self._db is not None:
+            return self._db
+        with self._lock:
+            if self._db is None:
+                try:
+                    try:
+                        db = self.server[self.dbname]
+                    except couchdb.http.ResourceNotFound:
+                        try:
+                            db = self.server.create(self.dbname)
+                        except couchdb.http.PreconditionFailed:  # created concurrently
+                            db = self.server[self.dbname]
+                    self._install_design(db)
+                except _NETWORK_ERRORS as exc:
+                    raise BackendUnavailable(f"CouchDB unreachable: {exc}") from exc
+                self._db = db
+        return self._db
+
+    @staticmethod
+    def _install_design(db: couchdb.Database) -> None:
+        for _ in range(_CONFLICT_RETRIES):
+            current = db.get(DESIGN_ID) or {"_id": DESIGN_ID}
+            if current.get("version") == DESIGN_VERSION:
+                return
+            current.update(DESIGN)
+            try:
+                db.save(current)
+                return
+            except couchdb.http.ResourceConflict:
+                continue
+
+    def _guard(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except _NETWORK_ERRORS as exc:
+            raise BackendUnavailable(f"CouchDB unreachable: {exc}") from exc
+
+    def get(self, imageid: str) -> Doc | None:
+        doc = self._guard(self.db.get, validate_id(imageid))
+        return dict(doc) if doc is not None else None
+
+    def update(self, imageid: str, mutate: Mutation) -> Doc:
+        validate_id(imageid)
+        for _ in range(_CONFLICT_RETRIES):
+            current = self._guard(self.db.get, imageid)
+            doc: Doc = dict(current) if current is not None else {"_id": imageid}
+            mutate(doc)
+            doc["_id"] = imageid
+            try:
+                self._guard(self.db.save, doc)
+                return doc
+            except couchdb.http.ResourceConflict:
+                continue
+        raise BackendUnavailable(f"too many concurrent updates of {imageid}; try again")
+
+    def _view_ids(self, name: str, **options: Any) -> list[str]:
+        rows = self._guard(lambda: list(self.db.view(name, **options)))
+        return [row.id for row in rows]
+
+    def _neighbour(self, imageid: str, descending: bool) -> str | None:
+        ids = self._view_ids("huimages/live", startkey=validate_id(imageid), limit=2,
+                             descending=descending)
+        following = [other for other in ids if other != imageid]
+        return following[0] if following else None
+
+    def next_id(self, imageid: str) -> str | None:
+        return self._neighbour(imageid, descending=False)
+
+    def previous_id(self, imageid: str) -> str | None:
+        return self._neighbour(imageid, descending=True)
+
+    def random_id(self) -> str | None:
+        start = "".join(random.choice(_ALPHABET) for _ in range(8))
+        ids = self._view_ids("huimages/live", startkey=start, limit=1) or self._view_ids(
+            "huimages/live", limit=1
+        )
+        return ids[0] if ids else None
+
+    def ids(self, include_deleted: bool = False) -> Iterator[str]:
+        name = "_all_docs" if include_deleted else "huimages/live"
+        rows = self._guard(lambda: list(self.db.iterview(name, 500)))
+        for row in rows:
+            if not row.id.startswith("_design/"):
+                yield row.id
+
+    def recent_ids(self, limit: int) -> list[str]:
+        return self._view_ids("huimages/recent", descending=True, limit=limit)
+
+    def check(self) -> None:
+        self._guard(self.db.info)
+
+    def attachments(self) -> CouchAttachmentStore:
+        return CouchAttachmentStore(self)
+
+    def describe(self) -> str:
+        base = self.url.split("@")[-1]  # never print credentials
+        return f"couchdb:{base}/{self.dbname}"
+
+
+class CouchAttachmentStore(BlobStore):
+    """Originals kept as attachments on the catalog document (huImages' first design)."""
+
+    def __init__(self, catalog: CouchCatalog) -> None:
+        self.catalog = catalog
+
+    def _attachment_name(self, imageid: str) -> str | None:
+        doc = self.catalog.get(imageid)
+        attachments = (doc or {}).get("_attachments") or {}
+        return next(iter(attachments), None)
+
+    def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
+        doc = self.catalog._guard(self.catalog.db.get, validate_id(imageid)) or {"_id": imageid}
+        self.catalog._guard(self.catalog.db.put_attachment, doc, data, "image.jpeg", content_type)
+
+    def open(self, imageid: str) -> BinaryIO:
+        name = self._attachment_name(validate_id(imageid))
+        if name is None:
+            raise BlobNotFound(f"no attachment on {imageid}")
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller
+        try:
+            body = self.catalog._guard(self.catalog.db.get_attachment, imageid, name)
+            if body is None:
+                raise BlobNotFound(f"attachment of {imageid} vanished")
+            with body:
+                shutil.copyfileobj(body, spool, 1 << 20)
+        except _NETWORK_ERRORS as exc:
+            spool.close()
+            raise BackendUnavailable(f"CouchDB attachment read failed: {exc}") from exc
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return spool  # type: ignore[return-value]
+
+    def exists(self, imageid: str) -> bool:
+        return self._attachment_name(validate_id(imageid)) is not None
+
+    def delete(self, imageid: str) -> None:
+        """Attachments are left in place: they are the legacy copy of record."""
+
+    def describe(self) -> str:
+        return f"{self.catalog.describe()} (attachments)"

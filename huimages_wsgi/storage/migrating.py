@@ -1,0 +1,88 @@
+"""Serve legacy attachment originals while moving them to the primary store.
+
+huImages' first versions kept originals as CouchDB attachments. On the first
+read of such an image the bytes are copied to the primary store (S3) and
+verified there before anything else happens; the attachment itself is left
+untouched, so an interrupted migration can never lose an original.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import BinaryIO
+
+from ..errors import HuImagesError
+from .base import BlobNotFound, BlobStore
+
+log = logging.getLogger("huimages_wsgi")
+
+MOVED = "moved"
+ALREADY_THERE = "already there"
+NOTHING_TO_MOVE = "nothing to move"
+FAILED = "failed"
+
+
+class MigratingBlobStore(BlobStore):
+    def __init__(self, primary: BlobStore, legacy: BlobStore) -> None:
+        self.primary = primary
+        self.legacy = legacy
+
+    def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
+        self.primary.put(imageid, data, content_type, width, height)
+
+    def open(self, imageid: str) -> BinaryIO:
+        try:
+            return self.primary.open(imageid)
+        except BlobNotFound:
+            pass
+        self.migrate(imageid)
+        return self.primary.open(imageid)
+
+    def migrate(self, imageid: str, width: int = 0, height: int = 0) -> str:
+        """Copy one attachment-only original to the primary store; idempotent."""
+        if self.primary.exists(imageid):
+            return ALREADY_THERE
+        if not self.legacy.exists(imageid):
+            raise BlobNotFound(f"no original for {imageid} in any store")
+        with self.legacy.open(imageid) as handle:
+            data = handle.read()
+        self.primary.put(imageid, data, "image/jpeg", width, height)  # put verifies the copy
+        log.info("migrated original %s to %s", imageid, self.primary.describe())
+        return MOVED
+
+    def exists(self, imageid: str) -> bool:
+        return self.primary.exists(imageid) or self.legacy.exists(imageid)
+
+    def delete(self, imageid: str) -> None:
+        self.primary.delete(imageid)
+        self.legacy.delete(imageid)
+
+    def check(self) -> None:
+        self.primary.check()
+        self.legacy.check()
+
+    def describe(self) -> str:
+        return f"{self.primary.describe()} (migrating from {self.legacy.describe()})"
+
+
+def migrate_all(
+    catalog_ids: Iterable[str],
+    store: MigratingBlobStore,
+    dimensions: Callable[[str], tuple[int, int]],
+    on_step: Callable[[str, str], None] = lambda imageid, outcome: None,
+) -> Counter[str]:
+    """Move every attachment-only original; safe to interrupt and run again."""
+    summary: Counter[str] = Counter()
+    for imageid in catalog_ids:
+        try:
+            outcome = store.migrate(imageid, *dimensions(imageid))
+        except BlobNotFound:
+            outcome = NOTHING_TO_MOVE
+        except HuImagesError as exc:
+            log.warning("migrating %s failed: %s", imageid, exc)
+            outcome = FAILED
+        summary[outcome] += 1
+        on_step(imageid, outcome)
+    return summary

@@ -1,0 +1,132 @@
+"""Originals in an S3 bucket (AWS, SeaweedFS, MinIO, Ceph) via boto3.
+
+The endpoint and credentials come from boto3's own configuration chain
+(``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``,
+profiles, instance roles), so nothing S3-specific is configured twice.
+Objects are written private (no ACL is ever set) with an MD5 the server
+checks, and read by streaming into a temporary file, never whole into memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import tempfile
+import threading
+from typing import Any, BinaryIO
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..errors import BackendUnavailable
+from ..ids import validate_id
+from .base import BlobNotFound, BlobStore
+
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class S3BlobStore(BlobStore):
+    def __init__(self, bucket: str, timeout: float = 10.0, create_bucket: bool = False,
+                 client: Any = None) -> None:
+        self.bucket = bucket
+        self.create_bucket = create_bucket
+        self.client = client or boto3.session.Session().client(
+            "s3",
+            config=BotoConfig(
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"max_attempts": 2, "mode": "standard"},
+                s3={"addressing_style": "path"},
+            ),
+        )
+        self._ready = not create_bucket
+        self._lock = threading.Lock()
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        """Run one S3 call, translating failures into our error vocabulary."""
+        self._ensure_bucket()
+        try:
+            return getattr(self.client, operation)(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            if _code(exc) in _MISSING and "Key" in kwargs:
+                raise BlobNotFound(f"no original in s3://{self.bucket}/{kwargs['Key']}") from None
+            raise BackendUnavailable(f"S3 {operation} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise BackendUnavailable(f"S3 unreachable: {exc}") from exc
+
+    def _ensure_bucket(self) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if _code(exc) not in _MISSING | {"NoSuchBucket"}:
+                    raise BackendUnavailable(f"S3 bucket check failed: {exc}") from exc
+                try:
+                    self.client.create_bucket(Bucket=self.bucket)
+                except ClientError as create_exc:
+                    if _code(create_exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                        raise BackendUnavailable(f"cannot create bucket: {create_exc}") from None
+            except BotoCoreError as exc:
+                raise BackendUnavailable(f"S3 unreachable: {exc}") from exc
+            self._ready = True
+
+    def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
+        digest = hashlib.md5(data, usedforsecurity=False).digest()
+        self._call(
+            "put_object",
+            Key=validate_id(imageid),
+            Body=data,
+            ContentType=content_type,
+            ContentMD5=base64.b64encode(digest).decode("ascii"),
+            Metadata={"width": str(width), "height": str(height)},
+        )
+        self.verify(imageid, len(data), digest.hex())
+
+    def verify(self, imageid: str, length: int, md5_hex: str) -> None:
+        """Read back what S3 says it holds; raise if it is not exactly our bytes."""
+        head = self._call("head_object", Key=imageid)
+        etag = str(head.get("ETag", "")).strip('"')
+        if head.get("ContentLength") != length or (etag and "-" not in etag and etag != md5_hex):
+            raise BackendUnavailable(f"S3 copy of {imageid} does not match the original")
+
+    def open(self, imageid: str) -> BinaryIO:
+        response = self._call("get_object", Key=validate_id(imageid))
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller
+        try:
+            with response["Body"] as body:
+                shutil.copyfileobj(body, spool, 1 << 20)
+        except (BotoCoreError, OSError) as exc:
+            spool.close()
+            raise BackendUnavailable(f"S3 read of {imageid} failed: {exc}") from exc
+        spool.seek(0)
+        return spool  # type: ignore[return-value]
+
+    def exists(self, imageid: str) -> bool:
+        try:
+            self._call("head_object", Key=validate_id(imageid))
+        except BlobNotFound:
+            return False
+        return True
+
+    def delete(self, imageid: str) -> None:
+        self._call("delete_object", Key=validate_id(imageid))
+
+    def check(self) -> None:
+        self._ensure_bucket()
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise BackendUnavailable(f"S3 bucket {self.bucket}: {exc}") from exc
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}"
