@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import Config
+from .config import Config, parse_bytes
 from .errors import HuImagesError
 from .store import ImageStore
 
@@ -144,6 +144,26 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
     return 1 if summary[FAILED] else 0
 
 
+def cmd_prune_cache(args: argparse.Namespace, config: Config) -> int:
+    from .cache import Cache
+    from .prune import prune_cache
+
+    if args.max_bytes is None and args.min_free is None:
+        raise SystemExit("huimages: prune-cache needs --max-bytes and/or --min-free")
+    report = prune_cache(
+        Cache(config.cache_root),
+        max_bytes=parse_bytes(args.max_bytes) if args.max_bytes else None,
+        min_free=parse_bytes(args.min_free) if args.min_free else None,
+        dry_run=args.dry_run,
+        stale_after=args.stale_after,
+    )
+    if args.verbose_list:
+        for path in report.deleted:
+            print(path)
+    print(report.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="huimages",
@@ -194,6 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--progress", action="store_true", help="show progress even if not a tty")
     migrate.set_defaults(handler=cmd_migrate)
+
+    prune = commands.add_parser(
+        "prune-cache",
+        help="delete least recently used cached variants until a target is met",
+        description="Deletes the least recently used files (by max(atime, mtime)) until the"
+        " cache holds at most --max-bytes and/or the filesystem has --min-free available."
+        " Safe while the server runs. Sizes accept K, M, G, T suffixes.",
+    )
+    prune.add_argument("--max-bytes", metavar="SIZE", help="keep the cache at most this big")
+    prune.add_argument("--min-free", metavar="SIZE", help="keep this much free on the filesystem")
+    prune.add_argument("--dry-run", action="store_true", help="only report what would go")
+    prune.add_argument("--stale-after", type=float, default=3600.0, metavar="SECONDS",
+                       help="remove temporary files older than this (crash leftovers)")
+    prune.add_argument("--list", dest="verbose_list", action="store_true",
+                       help="print each deleted file")
+    prune.set_defaults(handler=cmd_prune_cache)
     return parser
 
 

@@ -32,7 +32,7 @@ def _parse_bool(text: str) -> bool:
     return text.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _parse_bytes(text: str) -> int:
+def parse_bytes(text: str) -> int:
     """Accept ``1048576``, ``512K``, ``10M``, ``2G``."""
     text = text.strip().upper().rstrip("B")
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -118,7 +118,7 @@ class Config:
             ),
             "max_dimension": (("HUIMAGES_MAX_DIMENSION",), int),
             "max_pixels": (("HUIMAGES_MAX_PIXELS",), int),
-            "max_upload_bytes": (("HUIMAGES_MAX_UPLOAD_BYTES",), _parse_bytes),
+            "max_upload_bytes": (("HUIMAGES_MAX_UPLOAD_BYTES",), parse_bytes),
             "lock_timeout": (("HUIMAGES_LOCK_TIMEOUT",), float),
             "xsendfile": (("HUIMAGES_XSENDFILE",), str.lower),
             "xaccel_prefix": (("HUIMAGES_XACCEL_PREFIX",), str),
