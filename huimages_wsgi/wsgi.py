@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qs, unquote_to_bytes
 
 from webob import Request, Response
 
@@ -62,6 +62,12 @@ def request_path(environ: dict[str, Any]) -> str:
     if script and raw != script and raw.startswith(script.rstrip("/") + "/"):
         return raw[len(script.rstrip("/")) :]
     return raw
+
+
+def query_param(environ: dict[str, Any], name: str) -> str | None:
+    """One query parameter, tolerant of bytes that are not UTF-8 (WebOb raises on them)."""
+    values = parse_qs(environ.get("QUERY_STRING", ""), errors="replace").get(name)
+    return values[0] if values else None
 
 
 def _not_found_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -159,7 +165,7 @@ class ImageMiddleware:
     def generate(self, request: Request, wanted: ImageRequest, size: Size) -> Response:
         """The expensive path: look up, fetch, scale, cache, then serve."""
         secret = self.config.secret
-        if secret and not verify(secret, size.name, wanted.imageid, request.GET.get("sig")):
+        if secret and not verify(secret, size.name, wanted.imageid, query_param(request.environ, "sig")):
             raise SignatureError("missing or invalid signature for a variant not yet cached")
         path = self.store.variant(wanted.imageid, size, wanted.ext)
         return self.file_response(request, path, os.lstat(path), wanted.ext)
