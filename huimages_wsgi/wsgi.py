@@ -165,7 +165,8 @@ class ImageMiddleware:
     def generate(self, request: Request, wanted: ImageRequest, size: Size) -> Response:
         """The expensive path: look up, fetch, scale, cache, then serve."""
         secret = self.config.secret
-        if secret and not verify(secret, size.name, wanted.imageid, query_param(request.environ, "sig")):
+        signature = query_param(request.environ, "sig")
+        if secret and not verify(secret, size.name, wanted.imageid, signature):
             raise SignatureError("missing or invalid signature for a variant not yet cached")
         path = self.store.variant(wanted.imageid, size, wanted.ext)
         return self.file_response(request, path, os.lstat(path), wanted.ext)
