@@ -17,6 +17,8 @@ import pytest
 from huimages_wsgi import Config, ImageMiddleware, ImageStore
 
 from . import imagefactory
+from .backends import BACKENDS, backend_config, backend_store
+from .services import PouchDBServer, SeaweedS3
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -43,16 +45,75 @@ def app(store: ImageStore) -> ImageMiddleware:
     return ImageMiddleware(prefix="", store=store)
 
 
+# -- real backend servers: started once per session; a failure to start is an error ------
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def s3_server(services_dir: Path) -> Iterator[SeaweedS3]:
+    server = SeaweedS3(services_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def couch_server(services_dir: Path) -> Iterator[PouchDBServer]:
+    server = PouchDBServer(services_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point boto3 at the test S3 server the standard way: AWS_* variables."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server.env
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def any_config(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Config:
+    """A fresh configuration on each backend combination (real servers where needed)."""
+    s3 = couch = None
+    if backend != "embedded":
+        request.getfixturevalue("s3_env")
+        s3 = request.getfixturevalue("s3_server")
+    if backend in ("s3+couch", "legacy"):
+        couch = request.getfixturevalue("couch_server")
+    return backend_config(backend, tmp_path / "data", s3, couch)
+
+
+@pytest.fixture
+def any_store(backend: str, any_config: Config) -> ImageStore:
+    return backend_store(backend, any_config)
+
+
 @pytest.fixture(scope="session")
 def photo_8mp() -> bytes:
     return imagefactory.photo_jpeg(3500, 2400, seed=7)
 
 
 class LiveServer:
-    """``huimages serve`` (gunicorn, 2 workers) in a subprocess on a free port."""
+    """``huimages serve`` (gunicorn, 2 workers by default) in a subprocess on a free port."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, workers: int = 2
+    ) -> None:
         self.data_dir = data_dir
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -68,7 +129,8 @@ class LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [str(BIN / "huimages"), "serve", "--port", str(self.port), "--workers", "2"],
+                [str(BIN / "huimages"), "serve", "--port", str(self.port),
+                 "--workers", str(self.workers)],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

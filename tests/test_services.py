@@ -38,31 +38,6 @@ def fake_jpeg(size: int) -> bytes:
 
 
 # -- fixtures (session-scoped: each server starts once per test run) -------------------
-@pytest.fixture(scope="session")
-def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("services")
-
-
-@pytest.fixture(scope="session")
-def s3_server(services_dir: Path) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(services_dir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def couch_server(services_dir: Path) -> Iterator[PouchDBServer]:
-    server = PouchDBServer(services_dir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def bucket(s3_server: SeaweedS3) -> str:
     return s3_server.create_bucket()

@@ -11,6 +11,18 @@ from huimages_wsgi import Config, ImageMiddleware, make_app
 from huimages_wsgi.wsgi import request_path
 
 from . import imagefactory as f
+from .backends import read_original
+
+
+@pytest.fixture
+def config(any_config):
+    """Every test here that takes ``app`` or ``store`` runs on each backend combination."""
+    return any_config
+
+
+@pytest.fixture
+def store(any_store):
+    return any_store
 
 
 @pytest.fixture
@@ -45,7 +57,7 @@ def test_every_size_kind(app, imageid, size, expected):
 
 
 def test_original_bytes_are_untouched(app, store, imageid):
-    assert get(app, f"/o/{imageid}.jpeg").body == store.blobs.path(imageid).read_bytes()
+    assert get(app, f"/o/{imageid}.jpeg").body == read_original(store, imageid)
 
 
 def test_seo_url_serves_the_same_file(app, imageid):

@@ -165,8 +165,19 @@ class CouchAttachmentStore(BlobStore):
         return next(iter(attachments), None)
 
     def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
-        doc = self.catalog._guard(self.catalog.db.get, validate_id(imageid)) or {"_id": imageid}
-        self.catalog._guard(self.catalog.db.put_attachment, doc, data, "image.jpeg", content_type)
+        """Attach to the catalog document, creating it first: attachments need a revision."""
+        guard, db = self.catalog._guard, self.catalog.db
+        validate_id(imageid)
+        for _ in range(_CONFLICT_RETRIES):
+            doc = guard(db.get, imageid) or {"_id": imageid}
+            try:
+                if "_rev" not in doc:
+                    guard(db.save, doc)
+                guard(db.put_attachment, doc, data, "image.jpeg", content_type)
+                return
+            except couchdb.http.ResourceConflict:
+                continue
+        raise BackendUnavailable(f"too many concurrent updates of {imageid}; try again")
 
     def open(self, imageid: str) -> BinaryIO:
         name = self._attachment_name(validate_id(imageid))
@@ -177,8 +188,10 @@ class CouchAttachmentStore(BlobStore):
             body = self.catalog._guard(self.catalog.db.get_attachment, imageid, name)
             if body is None:
                 raise BlobNotFound(f"attachment of {imageid} vanished")
-            with body:
+            try:  # couchdb's ResponseBody is no context manager
                 shutil.copyfileobj(body, spool, 1 << 20)
+            finally:
+                body.close()
         except _NETWORK_ERRORS as exc:
             spool.close()
             raise BackendUnavailable(f"CouchDB attachment read failed: {exc}") from exc

@@ -1,0 +1,209 @@
+"""S3, CouchDB and legacy attachments: what only the real backends can show.
+
+The behavioural suite (test_store, test_wsgi) already runs on every backend
+combination; this module covers what is specific to each backend: object
+privacy and metadata, the CouchDB document shape and design documents, write
+conflicts, and the migration of legacy attachment originals.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import couchdb
+import pytest
+from PIL import Image
+from webob import Request
+
+from huimages_wsgi import Config, ImageStore, make_app
+from huimages_wsgi.errors import BackendUnavailable
+from huimages_wsgi.ids import compute_id
+from huimages_wsgi.storage.couch import DESIGN_ID, DESIGN_VERSION, CouchCatalog
+from huimages_wsgi.storage.migrating import MigratingBlobStore
+from huimages_wsgi.storage.s3 import S3BlobStore
+
+from . import imagefactory as f
+from .backends import backend_config, backend_store, primary_has, read_original
+
+
+@pytest.fixture
+def s3_couch(tmp_path, s3_env, s3_server, couch_server) -> Config:
+    return backend_config("s3+couch", tmp_path / "data", s3_server, couch_server)
+
+
+@pytest.fixture
+def legacy(tmp_path, s3_env, s3_server, couch_server) -> ImageStore:
+    config = backend_config("legacy", tmp_path / "data", s3_server, couch_server)
+    return backend_store("legacy", config)
+
+
+def couch_db(couch_server, name: str) -> couchdb.Database:
+    return couchdb.Server(couch_server.url, session=couchdb.http.Session(timeout=10))[name]
+
+
+# -- S3 -----------------------------------------------------------------------------
+def test_s3_objects_are_private_and_carry_type_and_dimensions(s3_couch, s3_server):
+    store = ImageStore(s3_couch)
+    imageid = store.save_image(f.photo_jpeg(640, 480))
+    head = s3_server.client().head_object(Bucket=s3_couch.s3_bucket, Key=imageid)
+    assert head["ContentType"] == "image/jpeg"
+    assert head["Metadata"] == {"width": "640", "height": "480"}
+    anonymous = f"{s3_server.endpoint_url}/{s3_couch.s3_bucket}/{imageid}"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(anonymous, timeout=10)
+    assert refused.value.code == 403
+
+
+def test_s3_bucket_is_created_only_when_configured(s3_env, s3_server):
+    """A missing bucket is a configuration error (503), unless creating it was asked for."""
+    client = s3_server.client()
+    name = f"huimages-new-{os.getpid()}-{threading.get_ident() % 100_000}"
+    with pytest.raises(BackendUnavailable):
+        S3BlobStore(name).open(compute_id(b"x"))
+    with pytest.raises(BackendUnavailable):
+        S3BlobStore(name).check()
+    assert name not in {b["Name"] for b in client.list_buckets()["Buckets"]}
+    S3BlobStore(name, create_bucket=True).check()
+    assert name in {b["Name"] for b in client.list_buckets()["Buckets"]}
+
+
+def test_s3_missing_original_is_404_not_503(s3_couch, s3_server):
+    store = ImageStore(s3_couch)
+    imageid = store.save_image(f.solid_jpeg())
+    s3_server.client().delete_object(Bucket=s3_couch.s3_bucket, Key=imageid)
+    response = Request.blank(f"/9x9/{imageid}.jpeg").get_response(make_app(s3_couch))
+    assert response.status_int == 404
+
+
+# -- CouchDB ------------------------------------------------------------------------
+def test_couch_documents_keep_the_huimages_shape(s3_couch, couch_server):
+    store, data = ImageStore(s3_couch), f.photo_jpeg(300, 200)
+    imageid = store.save_image(data, title="One", references={"sku": "1"}, typ="product")
+    assert store.save_image(data, title="Two", references={"sku": "2"}) == imageid
+    doc = couch_db(couch_server, s3_couch.couch_db)[imageid]
+    assert doc["title"] == ["One", "Two"]
+    assert doc["references"] == {"sku": ["1", "2"]}
+    assert doc["types"] == ["product"]
+    assert (doc["width"], doc["height"], doc["deleted"]) == (300, 200, False)
+    assert doc["contenttype"] == "image/jpeg" and doc["length"] > 0
+    assert doc["ctime"] <= doc["mtime"]
+
+
+def test_an_existing_huimages_database_works_unchanged(s3_couch, couch_server, s3_server):
+    """A document written by the original huImages (no fields of ours) is served."""
+    data = f.photo_jpeg(400, 300)
+    imageid = ImageStore(Config(data_dir=s3_couch.data_dir / "scratch")).save_image(data)
+    server = couchdb.Server(couch_server.url)
+    db = server.create(s3_couch.couch_db)
+    db.save({"_id": imageid, "ctime": "20090101T000000", "mtime": "20090101T000000",
+             "title": ["Old"], "references": {}, "types": [], "width": 400, "height": 300,
+             "deleted": False})
+    s3_server.client().put_object(Bucket=s3_couch.s3_bucket, Key=imageid, Body=data)
+    store = ImageStore(s3_couch)
+    assert store.scaled_dimensions(imageid, "200x200") == (200, 150)
+    with Image.open(store.variant(imageid, store.parse_size("200x200"))) as image:
+        assert image.size == (200, 150)
+    assert DESIGN_ID in db  # installed on first use, next to the old documents
+
+
+def test_design_document_is_upgraded(s3_couch, couch_server):
+    db = couchdb.Server(couch_server.url).create(s3_couch.couch_db)
+    db.save({"_id": DESIGN_ID, "version": 0, "views": {"live": {"map": "function(d){}"}}})
+    store = ImageStore(s3_couch)
+    ids = sorted(store.save_image(f.solid_jpeg(colour=(60 * i, 0, 0))) for i in range(3))
+    assert store.get_next_imageid(ids[0]) == ids[1]
+    assert db[DESIGN_ID]["version"] == DESIGN_VERSION
+
+
+def test_concurrent_writers_lose_no_update(s3_couch):
+    """Two servers (two catalog clients) updating one document: every title survives."""
+    imageid = ImageStore(s3_couch).save_image(f.solid_jpeg())
+    stores = [ImageStore(s3_couch), ImageStore(s3_couch)]
+    titles = [f"t{i}" for i in range(16)]
+
+    def write(index: int) -> None:
+        for title in titles[index::2]:
+            stores[index].update_metadata(imageid, title=title)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(stores[0].get_imagedoc(imageid)["title"]) == sorted(titles)
+
+
+def test_catalog_ids_page_through_all_docs(s3_couch):
+    store = ImageStore(s3_couch)
+    ids = {store.save_image(f.solid_jpeg(colour=(30 * i, 0, 90))) for i in range(7)}
+    catalog = store.catalog
+    assert isinstance(catalog, CouchCatalog)
+    assert set(catalog.ids()) == ids
+    assert store.get_random_imageid() in ids
+    assert set(catalog.recent_ids(100)) == ids
+
+
+# -- legacy attachments -------------------------------------------------------------
+def test_attachment_only_original_is_served_and_moved_to_s3(legacy):
+    data = f.photo_jpeg(500, 400)
+    imageid = legacy.save_image(data)
+    assert not primary_has(legacy, imageid)  # stored as huImages 0.x did
+    with Image.open(legacy.variant(imageid, legacy.parse_size("100x100"))) as image:
+        assert image.size == (100, 80)
+    assert primary_has(legacy, imageid)
+    assert read_original(legacy, imageid) == data
+    assert legacy.blobs.legacy.exists(imageid)  # the legacy copy is never removed
+
+
+def test_migrate_command_is_resumable_and_idempotent(legacy, tmp_path, s3_server, couch_server):
+    ids = [legacy.save_image(f.solid_jpeg(colour=(40 * i, 9, 9))) for i in range(4)]
+    legacy.variant(ids[0], legacy.parse_size("10x10"))  # one moved already by a read
+    config = legacy.config
+    env = {**s3_server.env, "HUIMAGES_DATA_DIR": str(config.data_dir),
+           "HUIMAGES3BUCKET": config.s3_bucket, "HUIMAGESCOUCHSERVER": couch_server.url,
+           "HUIMAGES_COUCHDB_NAME": config.couch_db}
+    first = run_cli(env, "migrate", "--progress")
+    assert first.returncode == 0, first.stderr
+    assert "3 moved, 1 already there, 0 failed" in first.stdout
+    assert "migrating" in first.stderr  # the progress bar
+    second = run_cli(env, "migrate")
+    assert "0 moved, 4 already there, 0 failed" in second.stdout
+    assert all(primary_has(legacy, imageid) for imageid in ids)
+
+
+def test_migrate_refuses_without_couchdb(tmp_path):
+    result = run_cli({"HUIMAGES_DATA_DIR": str(tmp_path)}, "migrate")
+    assert result.returncode != 0 and "HUIMAGESCOUCHSERVER" in result.stderr
+
+
+def test_migration_verifies_the_s3_copy_before_changing_anything(legacy, s3_server):
+    """A corrupting primary store must fail the migration, not serve or record bad bytes."""
+    imageid = legacy.save_image(f.photo_jpeg(64, 64))
+
+    class Corrupting(S3BlobStore):
+        def put(self, imageid, data, content_type, width, height):
+            self._call("put_object", Key=imageid, Body=data[:-10], ContentType=content_type)
+            self.verify(imageid, len(data), "0" * 32)
+
+    primary = legacy.blobs.primary
+    legacy.blobs = MigratingBlobStore(Corrupting(primary.bucket), legacy.blobs.legacy)
+    with pytest.raises(BackendUnavailable):
+        legacy.variant(imageid, legacy.parse_size("10x10"))
+    assert not list(legacy.cache.root.glob("*/*.jpeg"))
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "huimages"), *args],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+
+
+def decode(body: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(body)) as image:
+        return image.size
