@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ from huimages_wsgi.storage.s3 import S3BlobStore
 
 from . import imagefactory as f
 from .backends import backend_config, backend_store, primary_has, read_original
+from .conftest import LiveServer
 
 
 @pytest.fixture
@@ -207,3 +209,34 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 def decode(body: bytes) -> tuple[int, int]:
     with Image.open(io.BytesIO(body)) as image:
         return image.size
+
+
+def test_migrate_while_a_server_serves_the_same_images(legacy, tmp_path, s3_server,
+                                                       couch_server):
+    """Server reads (which migrate too) race the bulk migration: no failure on either side."""
+    ids = [legacy.save_image(f.photo_jpeg(160, 120, seed=s)) for s in range(12)]
+    config = legacy.config
+    env = {**s3_server.env, "HUIMAGES3BUCKET": config.s3_bucket or "",
+           "HUIMAGESCOUCHSERVER": couch_server.url, "HUIMAGES_COUCHDB_NAME": config.couch_db}
+    server = LiveServer(tmp_path / "node", env).start()
+    try:
+        statuses: list[int] = []
+
+        def read_all() -> None:
+            for imageid in ids:
+                with urllib.request.urlopen(f"{server.url}/40x40/{imageid}.jpeg") as response:
+                    statuses.append(response.status)
+
+        readers = [threading.Thread(target=read_all) for _ in range(2)]
+        for reader in readers:
+            reader.start()
+        migrated = server.cli("migrate")
+        for reader in readers:
+            reader.join()
+    finally:
+        server.stop()
+    assert statuses == [200] * (2 * len(ids))
+    moved, already = (int(n) for n in re.findall(r"(\d+) (?:moved|already there)",
+                                                  migrated.stdout))
+    assert moved + already == len(ids) and ", 0 failed" in migrated.stdout
+    assert all(primary_has(legacy, imageid) for imageid in ids)
