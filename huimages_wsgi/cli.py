@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from .config import Config, parse_bytes
 from .errors import HuImagesError
 from .store import ImageStore
+from .webconfig import add_config_parser
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -60,6 +61,48 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         access_log=args.access_log,
     )
     return 0
+
+
+def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
+    from .fcgi import serve_fcgi
+    from .webconfig import parse_hostport
+    from .wsgi import make_app
+
+    bind = parse_hostport(args.bind) if args.bind else None
+    options: dict[str, Any] = {}
+    if args.umask is not None:
+        options["umask"] = args.umask
+    if args.max_workers is not None and args.forking:
+        # flup raises maxChildren to maxSpare (5) unless told otherwise
+        options.update(maxChildren=args.max_workers, maxSpare=min(5, args.max_workers))
+    elif args.max_workers is not None:
+        options["maxThreads"] = args.max_workers
+    app = make_app(config)  # a bad configuration fails here, before listening
+    where = args.socket or args.bind
+    mode = "forking" if args.forking else "threaded"
+    print(f"huimages fcgi: serving {config.cache_root} on {where} ({mode})", file=sys.stderr)
+    serve_fcgi(app, socket_path=args.socket, bind=bind, threaded=not args.forking, **options)
+    return 0
+
+
+def _octal(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal umask: {text!r}") from None
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(f"umask out of range: {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"want a positive number, got {text!r}")
+    return value
 
 
 def _parse_references(items: Sequence[str]) -> dict[str, str]:
@@ -183,6 +226,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timeout", type=int, default=60, help="worker timeout in seconds")
     serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
     serve.set_defaults(handler=cmd_serve)
+
+    fcgi = commands.add_parser(
+        "fcgi",
+        help="run the image server as a FastCGI backend (flup) behind lighttpd or Apache",
+        description="Serve the app over FastCGI until SIGTERM/SIGINT. The web server answers"
+        " cache hits from the cache directory itself and forwards misses here; render its"
+        " configuration with 'huimages config'.",
+    )
+    where = fcgi.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", metavar="PATH", help="listen on this unix socket")
+    where.add_argument("--bind", metavar="HOST:PORT", help="listen on TCP (keep it on loopback)")
+    fcgi.add_argument("--forking", action="store_true",
+                      help="pre-forked worker processes instead of threads (no GIL contention)")
+    fcgi.add_argument("--max-workers", type=_positive, metavar="N",
+                      help="most threads (or processes with --forking) at once")
+    fcgi.add_argument("--umask", type=_octal, metavar="OCTAL",
+                      help="umask while creating the socket (default 111: srw-rw-rw-,"
+                      " so a web server running as another user can connect)")
+    fcgi.set_defaults(handler=cmd_fcgi)
+
+    add_config_parser(commands)
 
     put = commands.add_parser("put", help="upload originals, print one ID per line")
     put.add_argument("files", nargs="+", metavar="FILE")

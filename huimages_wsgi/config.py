@@ -9,7 +9,7 @@ can live in one process.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,14 @@ from typing import Any
 from .sizes import DEFAULT_PRESETS, validate_presets
 
 XSENDFILE_HEADERS = {"x-sendfile": "X-Sendfile", "x-accel-redirect": "X-Accel-Redirect"}
+
+# The limits, defined once; the engine's own default refers to DEFAULT_MAX_PIXELS.
+DEFAULT_MAX_DIMENSION = 4096  # widest or tallest variant a URL may ask for
+# Pillow's own decompression-bomb threshold (a quarter GiB decoded at 3 bytes per
+# pixel), adopted on purpose so that the two guards agree: 89.5 megapixels holds
+# every common camera; raising HUIMAGES_MAX_PIXELS raises Pillow's threshold with it.
+DEFAULT_MAX_PIXELS = 89_478_485
+DEFAULT_MAX_UPLOAD_BYTES = 50 << 20
 
 
 def _parse_presets(text: str) -> dict[str, str]:
@@ -41,6 +49,36 @@ def parse_bytes(text: str) -> int:
     return int(text)
 
 
+def _parse_names(text: str) -> frozenset[str]:
+    return frozenset(s.strip() for s in text.split(",") if s.strip())
+
+
+#: Config field -> (environment variables, first set one wins; converter from text).
+ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
+    "data_dir": (("HUIMAGES_DATA_DIR",), Path),
+    "cache_dir": (("HUIMAGES_CACHE_DIR",), Path),
+    "server_url": (("IMAGESERVERURL",), str),
+    "alt_addition": (("HUIMAGESALTADDITION",), str),
+    "presets": (("HUIMAGES_PRESETS",), _parse_presets),
+    "jpeg_quality": (("HUIMAGES_JPEG_QUALITY",), int),
+    "s3_bucket": (("HUIMAGES3BUCKET", "S3BUCKET"), str),
+    "s3_create_bucket": (("HUIMAGES_S3_CREATE_BUCKET",), _parse_bool),
+    "couch_server": (("HUIMAGESCOUCHSERVER", "COUCHSERVER"), str),
+    "couch_db": (("HUIMAGES_COUCHDB_NAME",), str),
+    "backend_timeout": (("HUIMAGES_BACKEND_TIMEOUT",), float),
+    "secret": (("HUIMAGES_SECRET",), str),
+    "allowed_sizes": (("HUIMAGES_ALLOWED_SIZES",), _parse_names),
+    "max_dimension": (("HUIMAGES_MAX_DIMENSION",), int),
+    "max_pixels": (("HUIMAGES_MAX_PIXELS",), int),
+    "max_upload_bytes": (("HUIMAGES_MAX_UPLOAD_BYTES",), parse_bytes),
+    "lock_timeout": (("HUIMAGES_LOCK_TIMEOUT",), float),
+    "xsendfile": (("HUIMAGES_XSENDFILE",), str.lower),
+    "xaccel_prefix": (("HUIMAGES_XACCEL_PREFIX",), str),
+    "upload_token": (("HUIMAGES_UPLOAD_TOKEN",), str),
+    "api_url": (("HUIMAGES_API_URL",), str),
+}
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("huimages-data")
@@ -58,12 +96,15 @@ class Config:
 
     secret: str | None = None
     allowed_sizes: frozenset[str] | None = None
-    max_dimension: int = 4096
-    max_pixels: int = 100_000_000
-    max_upload_bytes: int = 50 << 20
+    max_dimension: int = DEFAULT_MAX_DIMENSION
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     lock_timeout: float = 30.0
     xsendfile: str | None = None
     xaccel_prefix: str = "/huimages-cache"
+
+    upload_token: str | None = None  # unset: the HTTP upload API is disabled
+    api_url: str | None = None  # set: the client library talks to this server's API
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
@@ -99,31 +140,7 @@ class Config:
                     return env[name]
             return None
 
-        readers: dict[str, tuple[tuple[str, ...], Any]] = {
-            "data_dir": (("HUIMAGES_DATA_DIR",), Path),
-            "cache_dir": (("HUIMAGES_CACHE_DIR",), Path),
-            "server_url": (("IMAGESERVERURL",), str),
-            "alt_addition": (("HUIMAGESALTADDITION",), str),
-            "presets": (("HUIMAGES_PRESETS",), _parse_presets),
-            "jpeg_quality": (("HUIMAGES_JPEG_QUALITY",), int),
-            "s3_bucket": (("HUIMAGES3BUCKET", "S3BUCKET"), str),
-            "s3_create_bucket": (("HUIMAGES_S3_CREATE_BUCKET",), _parse_bool),
-            "couch_server": (("HUIMAGESCOUCHSERVER", "COUCHSERVER"), str),
-            "couch_db": (("HUIMAGES_COUCHDB_NAME",), str),
-            "backend_timeout": (("HUIMAGES_BACKEND_TIMEOUT",), float),
-            "secret": (("HUIMAGES_SECRET",), str),
-            "allowed_sizes": (
-                ("HUIMAGES_ALLOWED_SIZES",),
-                lambda text: frozenset(s.strip() for s in text.split(",") if s.strip()),
-            ),
-            "max_dimension": (("HUIMAGES_MAX_DIMENSION",), int),
-            "max_pixels": (("HUIMAGES_MAX_PIXELS",), int),
-            "max_upload_bytes": (("HUIMAGES_MAX_UPLOAD_BYTES",), parse_bytes),
-            "lock_timeout": (("HUIMAGES_LOCK_TIMEOUT",), float),
-            "xsendfile": (("HUIMAGES_XSENDFILE",), str.lower),
-            "xaccel_prefix": (("HUIMAGES_XACCEL_PREFIX",), str),
-        }
-        for name, (env_names, convert) in readers.items():
+        for name, (env_names, convert) in ENV_READERS.items():
             raw = first(*env_names)
             if raw is not None:
                 try:
@@ -136,3 +153,25 @@ class Config:
             raise TypeError(f"unknown configuration keys: {sorted(unknown)}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @classmethod
+    def from_mapping(
+        cls, settings: Mapping[str, str], environ: Mapping[str, str] | None = None
+    ) -> Config:
+        """Text settings keyed by field name (an ``.ini`` section) over the environment.
+
+        Values are converted the way the matching environment variables are
+        (``allowed_sizes = thumb, square``, ``max_upload_bytes = 10M`` ...), so
+        one spelling works in both places; an empty value means "not set here".
+        """
+        values: dict[str, Any] = {}
+        for name, raw in settings.items():
+            if name not in ENV_READERS:
+                raise TypeError(f"unknown configuration key {name!r}; known: {sorted(ENV_READERS)}")
+            if raw is None or not str(raw).strip():
+                continue
+            try:
+                values[name] = ENV_READERS[name][1](str(raw).strip())
+            except ValueError as exc:
+                raise ValueError(f"{name}={raw!r}: {exc}") from exc
+        return cls.from_env(environ, **values)

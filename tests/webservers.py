@@ -8,17 +8,13 @@ logs, so CI fails loudly.
 Typical use (see tests/test_webconfig.py)::
 
     base = make_base_dir()                       # 0755, under /tmp
-    backend = FcgiBackend("tests.fake_image_app:app", socket_path=..., env=...)
-    backend.start()
-    server = WebServer("lighttpd", render_config("lighttpd", ...), run_dir, port)
+    backend = FcgiBackend(socket_path=..., env={"HUIMAGES_DATA_DIR": ...})
+    backend.start()                              # `huimages fcgi --socket ...`
+    server = WebServer("lighttpd", config_text, run_dir, port)   # `huimages config ...`
     server.start()
     status, headers, body = http_get(server.port, "/75x75/ID.jpeg")
     backend.stop(); backend.start()              # restartable
     server.stop(); backend.stop()
-
-The app is given as an import string ``"module:attr"`` (``"module:attr()"``
-calls a factory), which is the seam for swapping the fake app for the real
-one.
 """
 
 from __future__ import annotations
@@ -117,45 +113,33 @@ def _terminate(proc: subprocess.Popen | None, timeout: float = STOP_TIMEOUT) -> 
 
 # ----------------------------------------------------------------- backend
 
-_BACKEND_CODE = """
-import importlib, sys
-spec, mode, target, threaded = sys.argv[1:5]
-module_name, _, attr = spec.partition(":")
-call = attr.endswith("()")
-obj = getattr(importlib.import_module(module_name), attr[:-2] if call else attr)
-app = obj() if call else obj
-from huimages_wsgi.fcgi import serve_fcgi
-threaded = threaded == "1"
-if mode == "socket":
-    serve_fcgi(app, socket_path=target, threaded=threaded)
-else:
-    host, _, port = target.rpartition(":")
-    serve_fcgi(app, bind=(host, int(port)), threaded=threaded)
-"""
+HUIMAGES = Path(sys.executable).parent / "huimages"
 
 
 class FcgiBackend:
-    """The WSGI app under flup's FastCGI server, in a restartable subprocess."""
+    """``huimages fcgi`` (the real app under flup) in a restartable subprocess.
+
+    Its configuration comes from ``env`` (``HUIMAGES_DATA_DIR``,
+    ``HUIMAGES_CACHE_DIR``, ``HUIMAGES_SECRET`` ...), exactly as in production.
+    The umask is pinned to 022 so the cache directories it creates are
+    traversable by a web server running as another user (www-data).
+    """
 
     def __init__(
         self,
-        app: str,
         *,
         socket_path: str | os.PathLike[str] | None = None,
         bind: tuple[str, int] | None = None,
-        threaded: bool = True,
+        forking: bool = False,
         env: dict[str, str] | None = None,
         log_path: str | os.PathLike[str] | None = None,
-        pythonpath: list[str | os.PathLike[str]] | None = None,
     ) -> None:
         if (socket_path is None) == (bind is None):
             raise ValueError("FcgiBackend needs exactly one of socket_path or bind")
-        self.app = app
         self.socket_path = os.fspath(socket_path) if socket_path is not None else None
         self.bind = bind
-        self.threaded = threaded
+        self.forking = forking
         self.env = dict(env or {})
-        self.pythonpath = [os.fspath(p) for p in (pythonpath or [REPO_ROOT])]
         if log_path:
             self.log_path = Path(log_path)
         elif self.socket_path:
@@ -167,45 +151,33 @@ class FcgiBackend:
 
     @property
     def fcgi_socket(self) -> str | None:
-        """Value for render_config(fcgi_socket=...)."""
+        """Value for ``huimages config --fcgi-socket``."""
         return self.socket_path
 
     @property
     def fcgi_bind(self) -> str | None:
-        """Value for render_config(fcgi_bind=...)."""
+        """Value for ``huimages config --fcgi-bind``."""
         return f"{self.bind[0]}:{self.bind[1]}" if self.bind else None
+
+    def command(self) -> list[str]:
+        where = ["--socket", self.socket_path] if self.socket_path else ["--bind", self.fcgi_bind]
+        return [str(HUIMAGES), "fcgi", *where] + (["--forking"] if self.forking else [])
 
     def start(self) -> FcgiBackend:
         if self.running:
             return self
-        env = dict(os.environ)
-        env.update(self.env)
-        env["PYTHONPATH"] = os.pathsep.join(
-            self.pythonpath + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-        )
-        env["PYTHONUNBUFFERED"] = "1"
-        mode, target = ("socket", self.socket_path) if self.socket_path else ("tcp", self.fcgi_bind)
-        log = open(self.log_path, "ab")  # noqa: SIM115 (kept open by the child)
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         t0 = time.monotonic()
-        try:
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    _BACKEND_CODE,
-                    self.app,
-                    mode,
-                    target,
-                    "1" if self.threaded else "0",
-                ],
+                self.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=str(REPO_ROOT),
+                umask=0o022,
             )
-        finally:
-            log.close()
         deadline = t0 + START_TIMEOUT
         if self.socket_path:
             ok = _wait_for_unix(self.socket_path, deadline, self.proc)
@@ -214,7 +186,7 @@ class FcgiBackend:
         if not ok:
             self.stop()
             raise RuntimeError(
-                f"FastCGI backend {self.app} on {target} did not come up within "
+                f"{' '.join(self.command())} did not come up within "
                 f"{START_TIMEOUT:.0f}s\n{log_tail(self.log_path)}"
             )
         self.startup_seconds = time.monotonic() - t0
@@ -341,7 +313,12 @@ class WebServer:
 
 
 def http_get(
-    port: int, path: str, host: str = "127.0.0.1", method: str = "GET", timeout: float = 15.0
+    port: int,
+    path: str,
+    host: str = "127.0.0.1",
+    method: str = "GET",
+    timeout: float = 15.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request; returns ``(status, headers with lower-case names, body)``.
 
@@ -349,13 +326,13 @@ def http_get(
     """
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request(method, path, headers={"Connection": "close"})
+        conn.request(method, path, headers={"Connection": "close", **(headers or {})})
         resp = conn.getresponse()
         body = resp.read()
-        headers: dict[str, str] = {}
+        received: dict[str, str] = {}
         for name, value in resp.getheaders():
             key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        return resp.status, headers, body
+            received[key] = f"{received[key]}, {value}" if key in received else value
+        return resp.status, received, body
     finally:
         conn.close()

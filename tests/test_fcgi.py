@@ -1,0 +1,127 @@
+"""``huimages fcgi`` and ``huimages config``: the command-line fronts of the deployment.
+
+Serving real requests through lighttpd and Apache is tests/test_deployment.py;
+here: arguments, the socket's permissions and clean shutdown of a real
+``huimages fcgi`` process, and the rendered config's defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+
+from huimages_wsgi.cli import build_parser, main
+
+from .webservers import HUIMAGES, make_base_dir, remove_base_dir
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUIMAGES_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("HUIMAGES_CACHE_DIR", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", ["fcgi", "config"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"huimages {command}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fcgi"],
+        ["fcgi", "--socket", "/tmp/a.sock", "--bind", "127.0.0.1:9000"],
+        ["fcgi", "--socket", "/tmp/a.sock", "--umask", "999"],
+        ["fcgi", "--socket", "/tmp/a.sock", "--max-workers", "0"],
+        ["config", "nginx", "--port", "80", "--fcgi-bind", "127.0.0.1:9000"],
+        ["config", "lighttpd", "--port", "80"],
+    ],
+)
+def test_usage_errors(argv, env, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "usage: huimages" in capsys.readouterr().err
+
+
+def test_fcgi_bad_bind_is_a_clear_error(env, capsys):
+    assert main(["fcgi", "--bind", "localhost"]) == 1
+    assert "HOST:PORT" in capsys.readouterr().err
+
+
+def test_config_uses_the_configured_cache_dir(env, capsys):
+    assert main(["config", "lighttpd", "--port", "8081", "--fcgi-socket", "/run/h.sock"]) == 0
+    out = capsys.readouterr().out
+    assert f'server.document-root = "{env}/data/cache"' in out
+    assert f'server.pid-file      = "{env}/data/run/lighttpd.pid"' in out
+    assert '"socket" => "/run/h.sock"' in out
+
+    assert main(["--cache-dir", str(env / "c"), "config", "apache", "--port", "8081",
+                 "--fcgi-bind", "127.0.0.1:9000"]) == 0
+    out = capsys.readouterr().out
+    assert f'DocumentRoot "{env}/c"' in out
+    assert 'RewriteRule "^/" "fcgi://127.0.0.1:9000/" [P,L]' in out
+
+    assert main(["config", "apache", "--cache-dir", str(env / "d"), "--port", "8081",
+                 "--fcgi-bind", "127.0.0.1:9000", "-o", str(env / "apache.conf")]) == 0
+    assert f'DocumentRoot "{env}/d"' in (env / "apache.conf").read_text()
+
+
+def _wait_for_socket(path, process, log):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        if os.path.exists(path):
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(path))
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.05)
+    raise AssertionError(f"no socket at {path}: {log.read_text()}")
+
+
+@pytest.mark.parametrize(
+    ("options", "mode"),
+    [
+        ([], 0o666),
+        (["--max-workers", "4"], 0o666),
+        (["--umask", "117", "--forking", "--max-workers", "2"], 0o660),
+    ],
+)
+def test_fcgi_socket_mode_and_clean_shutdown(options, mode):
+    base = make_base_dir()
+    try:
+        path, log = base / "app.sock", base / "fcgi.log"
+        environ = {**os.environ, "HUIMAGES_DATA_DIR": str(base / "data")}
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [str(HUIMAGES), "fcgi", "--socket", str(path), *options],
+                env=environ, stdout=out, stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_for_socket(path, process, log)
+            st = os.lstat(path)
+            assert stat.S_ISSOCK(st.st_mode)
+            assert stat.S_IMODE(st.st_mode) == mode
+            assert f"on {path}" in log.read_text()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0, log.read_text()
+            assert not path.exists()  # flup leaves it; serve_fcgi removes it
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    finally:
+        remove_base_dir(base)
