@@ -161,3 +161,15 @@ def mean_colour(img: Image.Image, box: tuple[int, int, int, int] | None = None) 
     region = img.convert("RGB").crop(box) if box else img.convert("RGB")
     small = region.resize((1, 1), Image.Resampling.BOX)
     return small.getpixel((0, 0))
+
+
+def declared_size_jpeg(width: int, height: int) -> bytes:
+    """A tiny, well-formed JPEG whose frame header claims ``width`` x ``height``.
+
+    The shape of a decompression bomb: a few hundred bytes that would need
+    gigabytes if a decoder believed the header and allocated the bitmap.
+    """
+    data = bytearray(solid_jpeg(16, 16))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)

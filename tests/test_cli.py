@@ -90,3 +90,42 @@ def test_progress_is_silent_when_not_a_tty(capsys):
     for _ in range(3):
         progress.step()
     assert capsys.readouterr().err == ""
+
+
+def _stored(data_dir):
+    """Everything an upload could leave behind: catalog entries and original files."""
+    from huimages_wsgi import Config, ImageStore
+
+    ids = set(ImageStore(Config(data_dir=data_dir)).catalog.ids(include_deleted=True))
+    files = {p for p in (data_dir / "originals").rglob("*") if p.is_file()}
+    return ids, files
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("oversize", f.photo_jpeg(400, 300), "the limit is 4096"),
+        ("bomb", f.declared_size_jpeg(60_000, 60_000), "too many pixels"),
+        ("warning band", f.declared_size_jpeg(10_000, 10_000), "pixels; the limit is 89478485"),
+        ("truncated", f.photo_jpeg(400, 300)[:3000], "truncated JPEG"),
+        ("png", f.palette_png(), "only JPEG originals are accepted"),
+        ("empty", b"", "only JPEG originals are accepted"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_put_refuses_with_one_clear_line_and_stores_nothing(
+    env, monkeypatch, capsys, name, data, message
+):
+    monkeypatch.setenv("HUIMAGES_MAX_UPLOAD_BYTES", "4K")
+    (good,) = write_images(env, 1)
+    assert main(["put", good]) == 0
+    capsys.readouterr()
+    before = _stored(env / "data")
+    bad = env / f"{name}.jpg"
+    bad.write_bytes(data)
+    assert main(["put", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1, captured.err
+    assert captured.err.startswith(f"huimages: {bad}: ") and message in captured.err
+    assert _stored(env / "data") == before
