@@ -1,25 +1,23 @@
 #!/usr/bin/env python3
-"""Where the time goes on huimages' cold and warm paths, and what would help.
+"""Where the time goes on huimages' cold and warm paths, and what the knobs do.
 
 Usage (repository root)::
 
-    .venv/bin/python bench/profile_paths.py [--photo PATH] [--quick] [--e2e]
+    .venv/bin/python bench/profile_paths.py [--photo PATH] [--quick]
 
 1. cold phases, in-process, per size: open, EXIF orientation, draft decode,
-   transpose, resize, colour conversion, JPEG encode, file write, plus the
+   resize, transpose, colour conversion, JPEG encode, file write, plus the
    whole ``ImageStore.variant`` (catalog lookup, lock, temp file, rename);
    and the top functions under cProfile;
-2. engine experiments on a COPY (bench/experiments/engine_copy.py): draft_gap,
-   reducing_gap, resampling filter; ms per render (interleaved rounds,
-   median), output bytes and PSNR against a reference (full decode, exact
-   LANCZOS, no JPEG round trip);
-3. warm path, in-process: bare file_wrapper app vs the middleware vs the
-   fast-path COPY (bench/experiments/wsgi_fast.py), microseconds per call;
-4. ``--e2e``: the same suggestions end to end under gunicorn (2 workers):
-   cold 1024x768 and 240x160 with the original vs the experiment app, and
-   warm hits with wrk through original / fast path / bare app (interleaved).
+2. engine variants (``ImageEngine(draft_gap=..., reducing_gap=...,
+   resample=...)``), including the settings before issue #6: ms per render
+   (interleaved rounds, median), output bytes and PSNR against a reference
+   (full decode, exact LANCZOS, no JPEG round trip);
+3. warm path, in-process: the bare file_wrapper app vs the middleware's hit
+   path, microseconds per call, and the middleware under cProfile.
 
-Writes bench/results/profile-<timestamp>.json and prints a summary.
+End to end numbers come from bench/run.py. Writes
+bench/results/profile-<timestamp>.json and prints a summary.
 """
 
 from __future__ import annotations
@@ -45,7 +43,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import bench.run as run  # noqa: E402
-from bench.experiments import engine_copy  # noqa: E402
 from huimages_wsgi import engine as engine_mod  # noqa: E402
 from huimages_wsgi.config import Config  # noqa: E402
 from huimages_wsgi.geometry import scaled_geometry  # noqa: E402
@@ -74,21 +71,21 @@ def phases(engine: Any, data: bytes, size_text: str, tmpdir: Path) -> dict[str, 
     upright_w, upright_h = engine_mod._upright_size(img, orientation)
     geometry = scaled_geometry(upright_w, upright_h, size)
     t2 = c()
-    img = engine._decode_scaled(img, orientation, geometry.box, geometry.width, geometry.height)
+    reduction = engine._draft(img, orientation, geometry.box, geometry.width, geometry.height)
+    img.load()
     t3 = c()
     profile = img.info.get("icc_profile")
+    left, top, right, bottom = engine_mod._stored_box(
+        geometry.box, orientation, upright_w, upright_h
+    )
+    box = (left / reduction, top / reduction, right / reduction, bottom / reduction)
+    out_size = (geometry.width, geometry.height)
+    if orientation >= 5:
+        out_size = (geometry.height, geometry.width)
+    img = img.resize(out_size, engine.resample, box=box, reducing_gap=engine.reducing_gap)
+    t4 = c()
     if orientation != 1:
         img = img.transpose(engine_mod._TRANSPOSE[orientation])
-    t4 = c()
-    sx, sy = img.width / upright_w, img.height / upright_h
-    left, top, right, bottom = geometry.box
-    box = (left * sx, top * sy, right * sx, bottom * sy)
-    img = img.resize(
-        (geometry.width, geometry.height),
-        Image.Resampling.LANCZOS,
-        box=box,
-        reducing_gap=engine.reducing_gap,
-    )
     t5 = c()
     img = engine_mod._to_srgb(img, profile)
     t6 = c()
@@ -105,8 +102,8 @@ def phases(engine: Any, data: bytes, size_text: str, tmpdir: Path) -> dict[str, 
         "open": t1 - t0,
         "exif+geometry": t2 - t1,
         "draft decode": t3 - t2,
-        "transpose": t4 - t3,
-        "resize": t5 - t4,
+        "resize": t4 - t3,
+        "transpose": t5 - t4,
         "to_srgb": t6 - t5,
         "encode": t7 - t6,
         "file write": t8 - t7,
@@ -192,18 +189,20 @@ def reference(data: bytes, size_text: str) -> Image.Image:
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "original (draft_gap 2, reducing_gap 2, LANCZOS)": {},
-    "draft_gap 1.0": {"draft_gap": 1.0},
-    "draft_gap 1.5": {"draft_gap": 1.5},
-    "reducing_gap 1.0": {"reducing_gap": 1.0},
+    "default (draft_gap 1, BICUBIC, reducing_gap 2)": {},
+    "before #6 (draft_gap 2, LANCZOS)": {
+        "draft_gap": 2.0,
+        "resample": Image.Resampling.LANCZOS,
+    },
+    "LANCZOS": {"resample": Image.Resampling.LANCZOS},
     "reducing_gap None (exact)": {"reducing_gap": None},
-    "BICUBIC": {"resample": Image.Resampling.BICUBIC},
-    "draft_gap 1.0 + BICUBIC": {"draft_gap": 1.0, "resample": Image.Resampling.BICUBIC},
+    "reducing_gap 1.0": {"reducing_gap": 1.0},
+    "BILINEAR": {"resample": Image.Resampling.BILINEAR},
 }
 
 
 def engine_experiments(data: bytes, rounds: int, per_round: dict[str, int]) -> dict[str, Any]:
-    engines = {name: engine_copy.ImageEngine(**kw) for name, kw in VARIANTS.items()}
+    engines = {name: engine_mod.ImageEngine(**kw) for name, kw in VARIANTS.items()}
     result: dict[str, Any] = {}
     for size_text in SIZES:
         size = parse_size(size_text)
@@ -248,18 +247,10 @@ class _Wrapper:
 
 
 def warm_inprocess(data_dir: Path, imageid: str, cached: Path, count: int) -> dict[str, Any]:
-    from bench.experiments.wsgi_fast import make_app as make_fast
-
     namespace: dict[str, Any] = {}
     os.environ["BENCH_BARE_FILE"] = str(cached)
     exec(run.BARE_APP, namespace)  # noqa: S102 - our own module text
-    config = Config(data_dir=data_dir)
-    apps = {
-        "bare": namespace["app"],
-        "original": make_app(config),
-        "lean copy": make_fast(config, kind="lean"),
-        "fast copy": make_fast(config),
-    }
+    apps = {"bare": namespace["app"], "middleware": make_app(Config(data_dir=data_dir))}
     path = f"/{run.WARM_SIZE}/{imageid}.jpeg"
 
     def environ() -> dict[str, Any]:
@@ -276,17 +267,9 @@ def warm_inprocess(data_dir: Path, imageid: str, cached: Path, count: int) -> di
             "wsgi.file_wrapper": _Wrapper,
         }
 
-    captured: dict[str, Any] = {}
-
     def start_response(status: str, headers: list, exc_info: Any = None) -> None:
-        captured["status"], captured["headers"] = status, headers
+        del status, headers, exc_info
 
-    headers = {}
-    for name, app in apps.items():
-        body = app(environ(), start_response)
-        body.close()
-        headers[name] = captured["headers"]
-    same = headers["original"] == headers["fast copy"] == headers["lean copy"]
     timings: dict[str, list[float]] = {name: [] for name in apps}
     for _ in range(5):
         for name, app in apps.items():
@@ -298,7 +281,7 @@ def warm_inprocess(data_dir: Path, imageid: str, cached: Path, count: int) -> di
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(count):
-        apps["original"](environ(), start_response).close()
+        apps["middleware"](environ(), start_response).close()
     prof.disable()
     stats = pstats.Stats(prof)
     top = []
@@ -310,155 +293,13 @@ def warm_inprocess(data_dir: Path, imageid: str, cached: Path, count: int) -> di
             f"{ct / count * 1e6:7.1f} us cum  {nc // count:>3} calls  "
             f"{Path(func[0]).name}:{func[1]}({func[2]})"
         )
-    return {
-        "us_per_call": result,
-        "fast_headers_identical": same,
-        "headers_original": headers["original"],
-        "cprofile_original_cumulative": top,
-    }
-
-
-# -- 4. end to end -------------------------------------------------------------------
-
-
-def e2e(photo: Path, quick: bool, work: Path) -> dict[str, Any]:
-    n = 16 if quick else 60
-    data_dir = work / "e2e-data"
-    copies, names, ids = run.upload_copies(photo, n, work, data_dir)
-    del copies, names
-    ports = {name: run.free_port() for name in ("original", "experiment", "lean", "bare")}
-    gunicorn = str(run.venv_bin("gunicorn"))
-    servers = {
-        "original": run.Server(
-            "original",
-            [
-                str(run.venv_bin("huimages")),
-                "--data-dir",
-                str(data_dir),
-                "serve",
-                "--port",
-                str(ports["original"]),
-                "--workers",
-                "2",
-            ],
-            ports["original"],
-            work / "original.log",
-        ),
-        "experiment": run.Server(
-            "experiment",
-            [
-                gunicorn,
-                "-w",
-                "2",
-                "-b",
-                f"{run.HOST}:{ports['experiment']}",
-                "--no-control-socket",
-                "--chdir",
-                str(ROOT),
-                "bench.experiments.fast_app:app",
-            ],
-            ports["experiment"],
-            work / "experiment.log",
-            env={**os.environ, "HUIMAGES_DATA_DIR": str(data_dir), "BENCH_DRAFT_GAP": "1.0"},
-        ),
-        "lean": run.Server(
-            "lean",
-            [
-                gunicorn,
-                "-w",
-                "2",
-                "-b",
-                f"{run.HOST}:{ports['lean']}",
-                "--no-control-socket",
-                "--chdir",
-                str(ROOT),
-                "bench.experiments.fast_app:app",
-            ],
-            ports["lean"],
-            work / "lean.log",
-            env={**os.environ, "HUIMAGES_DATA_DIR": str(data_dir), "BENCH_WSGI": "lean"},
-        ),
-    }
-    result: dict[str, Any] = {
-        "experiment": "FastHitMiddleware + engine copy draft_gap=1.0",
-        "lean": "LeanResponseMiddleware (warm rows only)",
-        "cold_requests_per_side": n,
-    }
-    try:
-        for server in servers.values():
-            server.wait_ready("/")
-        for size in ("1024x768", "240x160"):
-            side: dict[str, list] = {"original": [], "experiment": []}
-            half = n // 2
-            for r in range(2):
-                chunk = ids[r * half : (r + 1) * half]
-                order = ("original", "experiment") if r == 0 else ("experiment", "original")
-                for name in order:
-                    run.clear_cache(data_dir, size)
-                    paths = [f"/{size}/{i}.jpeg" for i in chunk]
-                    side[name].append(run.run_load(ports[name], paths, 4, 120, False))
-            merged = {k: run.merge_rounds(v) for k, v in side.items()}
-            result[f"cold {size}"] = {
-                **{
-                    k: {x: v[x] for x in ("rps", "p50_ms", "p99_ms", "errors")}
-                    for k, v in merged.items()
-                },
-                "experiment/original": merged["experiment"]["rps"] / merged["original"]["rps"],
-            }
-            run.log(f"e2e cold {size}: {result[f'cold {size}']}")
-        run.run_load(ports["original"], [f"/{run.WARM_SIZE}/{ids[0]}.jpeg"], 1, 60, False)
-        cached = data_dir / "cache" / run.WARM_SIZE / f"{ids[0]}.jpeg"
-        if not cached.exists():
-            raise RuntimeError("warm file missing")
-        (work / "bare_app.py").write_text(run.BARE_APP)
-        servers["bare"] = run.Server(
-            "bare",
-            [
-                gunicorn,
-                "-w",
-                "2",
-                "-b",
-                f"{run.HOST}:{ports['bare']}",
-                "--no-control-socket",
-                "--chdir",
-                str(work),
-                "bare_app:app",
-            ],
-            ports["bare"],
-            work / "bare.log",
-            env={**os.environ, "BENCH_BARE_FILE": str(cached)},
-        )
-        servers["bare"].wait_ready("/")
-        script = work / "check.lua"
-        script.write_text(run.WRK_LUA)
-        wrk = shutil.which("wrk") or "/usr/bin/wrk"
-        runs: dict[str, list] = {k: [] for k in ports}
-        seconds, repeats = (2, 2) if quick else (5, 4)
-        for r in range(repeats):
-            order = list(ports) if r % 2 == 0 else list(reversed(list(ports)))
-            for name in order:
-                url = f"http://{run.HOST}:{ports[name]}/{run.WARM_SIZE}/{ids[0]}.jpeg"
-                runs[name].append(run.run_wrk(wrk, script, url, seconds, 4))
-        warm = {k: run.merge_wrk(v) for k, v in runs.items()}
-        result["warm hit"] = {
-            **{
-                k: {x: v[x] for x in ("rps", "p50_ms", "p99_ms", "errors")} for k, v in warm.items()
-            },
-            "original/bare": warm["original"]["rps"] / warm["bare"]["rps"],
-            "experiment/bare": warm["experiment"]["rps"] / warm["bare"]["rps"],
-            "lean/bare": warm["lean"]["rps"] / warm["bare"]["rps"],
-        }
-        run.log(f"e2e warm: {result['warm hit']}")
-    finally:
-        run.Server.stop_all()
-    return result
+    return {"us_per_call": result, "cprofile_middleware_cumulative": top}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photo")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--e2e", action="store_true", help="also measure under gunicorn")
     args = parser.parse_args()
     photo = Path(args.photo) if args.photo else run.RESULTS / "photo-4000x3000.jpg"
     if not photo.exists():
@@ -473,7 +314,7 @@ def main() -> int:
         report["cold_phases_ms"] = cold_phases(data, its, work)
         report["store_variant_ms"] = store_variant(data, 4 if q else 12, work)
         report["cprofile_render"] = cprofile_top(data, 3 if q else 10)
-        run.log("engine experiments")
+        run.log("engine variants")
         per_round = {"240x160": 2 if q else 6, "75x75!": 2 if q else 6, "1024x768": 1 if q else 3}
         report["engine_experiments"] = engine_experiments(data, 2 if q else 4, per_round)
         run.log("warm path in-process")
@@ -483,9 +324,6 @@ def main() -> int:
         report["warm_inprocess"] = warm_inprocess(
             work / "data", imageid, cached, 500 if q else 5000
         )
-        if args.e2e:
-            run.log("end to end")
-            report["e2e"] = e2e(photo, q, work)
     finally:
         run.Server.stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -510,7 +348,7 @@ def print_summary(report: dict[str, Any]) -> None:
         print(f"-- cProfile engine.render {size} (tottime)")
         for line in rows:
             print("   " + line)
-    print("\n== engine experiments on bench/experiments/engine_copy.py ==")
+    print("\n== engine variants (ImageEngine keyword arguments) ==")
     for size, variants in report["engine_experiments"].items():
         print(f"-- {size}")
         for name, v in variants.items():
@@ -522,13 +360,9 @@ def print_summary(report: dict[str, Any]) -> None:
     print("\n== warm hit in-process, us per call (best of 5) ==")
     for name, us in w["us_per_call"].items():
         print(f"   {name:<12} {us:7.1f} us")
-    print(f"   lean/fast headers identical to original: {w['fast_headers_identical']}")
-    print("   original, cumulative:")
-    for line in w["cprofile_original_cumulative"][:18]:
+    print("   middleware, cumulative:")
+    for line in w["cprofile_middleware_cumulative"][:18]:
         print("     " + line)
-    if "e2e" in report:
-        print("\n== end to end (gunicorn, 2 workers) ==")
-        print(json.dumps(report["e2e"], indent=1))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -465,15 +466,19 @@ def merge_wrk(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ok = sum(r["ok"] for r in runs)
     p50s = sorted(r["p50_ms"] for r in runs)
     p99s = sorted(r["p99_ms"] for r in runs)
+    per_run = [r["ok"] / r["wall_s"] for r in runs]
     return {
-        "rps": ok / wall if wall else 0.0,
+        # The median run: a few seconds of other work on the machine during one
+        # run must not decide a row (the total is kept as rps_overall).
+        "rps": statistics.median(per_run),
+        "rps_overall": ok / wall if wall else 0.0,
         "p50_ms": p50s[len(p50s) // 2],  # median of the runs' percentiles
         "p99_ms": p99s[len(p99s) // 2],
         "ok": ok,
         "errors": sum(r["errors"] for r in runs),
         "wall_s": wall,
         "rounds": len(runs),
-        "rps_per_run": [r["ok"] / r["wall_s"] for r in runs],
+        "rps_per_run": per_run,
     }
 
 
@@ -587,6 +592,7 @@ def cpu_split(pids: list[int], before: dict[int, float]) -> list[float]:
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
+    load_before = os.getloadavg()
     quick = args.quick
     n_cold = args.requests or (16 if quick else 120)
     rounds = 2
@@ -595,8 +601,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     concurrency = args.concurrency
     round_limit = 20.0 if quick else 120.0
     floor_count = 8 if quick else 40
-    warm_seconds = 2.0 if quick else 5.0
-    warm_runs = 2 if quick else 4
+    warm_seconds = 2.0 if quick else 4.0
+    warm_runs = 2 if quick else 6
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.photo:
@@ -719,7 +725,20 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 f"cold {size}: huimages {h['rps']:.1f}/s thumbor {t['rps']:.1f}/s "
                 f"floor {f['rps']:.1f}/s (decodes {f['decoded_size'][0]}x{f['decoded_size'][1]})"
             )
-            rows.append(row(f"cold {size}", "huimages", h, "thumbor", t, COLD_TARGETS[size]))
+            # The most any server could reach against thumbor if rendering cost nothing
+            # beyond the decode: the evidence when a cold target is out of reach.
+            ceiling = f["rps"] / t["rps"] if t["rps"] else None
+            rows.append(
+                row(
+                    f"cold {size}",
+                    "huimages",
+                    h,
+                    "thumbor",
+                    t,
+                    COLD_TARGETS[size],
+                    note=f"floor/thumbor {ceiling:.2f}x" if ceiling else "",
+                )
+            )
             rows.append(
                 row(
                     f"cold {size} vs decode floor",
@@ -806,7 +825,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "mode": "quick" if quick else "full",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            # other work on the machine skews the numbers: the 1-minute load shows it
+            "loadavg_1m_before_after": [load_before[0], os.getloadavg()[0]],
+        },
         "versions": {
             "python": platform.python_version(),
             "pillow_huimages": Image.__version__,
@@ -914,7 +938,9 @@ def render_table(report: dict) -> str:
         f"requests/system/size, concurrency {s['concurrency']}, {s['rounds']} interleaved rounds; "
         f"floor: {s['floor_processes']} processes; warm: {s['warm']['tool']} "
         f"{s['warm']['runs']}x{s['warm']['seconds_per_run']:g}s per side; "
-        f"{report['versions']['thumbor']}"
+        f"{report['versions']['thumbor']}; "
+        f"{report['machine']['cpus']} CPUs, 1-min load before/after "
+        + "/".join(f"{x:.1f}" for x in report["machine"]["loadavg_1m_before_after"])
     )
     return "\n".join(lines)
 

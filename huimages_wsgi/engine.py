@@ -4,31 +4,30 @@ Two jobs: check an upload (``inspect``) and produce a derivative
 (``render``). Rendering decodes through libjpeg's DCT scaling (``draft``),
 so a thumbnail of a 12 MP photo never materialises the full-size bitmap;
 it applies EXIF orientation, converts any embedded ICC profile to sRGB and
-writes a plain sRGB JPEG with no metadata (no EXIF, no GPS).
+writes plain sRGB pixels with no metadata (no EXIF, no GPS, no ICC profile)
+as JPEG, WebP, AVIF or PNG (see formats.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import warnings
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import BinaryIO
 
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from .config import DEFAULT_MAX_PIXELS
 from .errors import ImageTooLarge, InvalidImage
+from .formats import FORMATS, output_format, save_options
 from .geometry import scaled_geometry
 from .jpegscan import check_upload_structure
 from .sizes import Size
 
-# Pillow's own bomb guard only warns between MAX_IMAGE_PIXELS and twice that.
-# We never want to decode such a file half-heartedly: make the warning an error.
-warnings.simplefilter("error", Image.DecompressionBombWarning)
-
 ACCEPTED_UPLOAD_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg"}
-OUTPUT_FORMATS = {"jpeg": ("JPEG", "image/jpeg")}
+OUTPUT_FORMATS = {ext: (fmt.pillow_format, fmt.content_type) for ext, fmt in FORMATS.items()}
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -93,24 +92,57 @@ def _to_srgb(img: Image.Image, profile: bytes | None) -> Image.Image:
     return img.convert("RGB")
 
 
+def _stored_box(
+    box: tuple[float, float, float, float], orientation: int, upright_w: int, upright_h: int
+) -> tuple[float, float, float, float]:
+    """Map a region of the upright image onto the pixels as stored (before EXIF transpose)."""
+    left, top, right, bottom = box
+    return {
+        1: (left, top, right, bottom),
+        2: (upright_w - right, top, upright_w - left, bottom),
+        3: (upright_w - right, upright_h - bottom, upright_w - left, upright_h - top),
+        4: (left, upright_h - bottom, right, upright_h - top),
+        5: (top, left, bottom, right),
+        6: (top, upright_w - right, bottom, upright_w - left),
+        7: (upright_h - bottom, upright_w - right, upright_h - top, upright_w - left),
+        8: (upright_h - bottom, left, upright_h - top, right),
+    }[orientation]
+
+
 class ImageEngine:
     """Scaling and validation with one set of limits and quality settings."""
 
     def __init__(
         self,
         quality: int = 85,
-        max_pixels: int = 89_478_485,
-        draft_gap: float = 2.0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        draft_gap: float = 1.0,
         reducing_gap: float | None = 2.0,
+        resample: Image.Resampling = Image.Resampling.BICUBIC,
     ) -> None:
+        """``draft_gap`` 1.0 lets libjpeg's DCT scaling go as far down as the
+        output allows: decode at the smallest 1/2, 1/4 or 1/8 scale that is
+        still at least the output size, then ``resample`` (with Pillow's
+        ``reducing_gap``) does the rest. bench/README.md has the measurements
+        behind these defaults (speed, and PSNR against a full-size decode)."""
         self.quality = quality
         self.max_pixels = max_pixels
         self.draft_gap = draft_gap
         self.reducing_gap = reducing_gap
-        # Our own limit is checked first; keep Pillow's guard from firing below it.
+        self.resample = resample
+        # Pillow's threshold is process-wide: keep it at or above ours, so that it
+        # never refuses an original we accept and its warning band (above it, up
+        # to twice it) only ever holds images that ``_open`` refuses anyway.
         Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
 
     def _open(self, source: BinaryIO) -> Image.Image:
+        """Parse the header only, then refuse anything over the pixel limit.
+
+        This check is the guard, not Pillow's: between its threshold and twice
+        that, Pillow merely emits a DecompressionBombWarning, which a host
+        application may have silenced (or turned into an error: both are caught).
+        Nothing has been decoded or allocated at this point.
+        """
         try:
             img = Image.open(source)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -160,31 +192,23 @@ class ImageEngine:
         upright_w, upright_h = _upright_size(img, orientation)
         geometry = scaled_geometry(upright_w, upright_h, size)
         try:
-            img = self._decode_scaled(
-                img, orientation, geometry.box, geometry.width, geometry.height
-            )
+            reduction = self._draft(img, orientation, geometry.box, geometry.width, geometry.height)
+            img.load()
             profile = img.info.get("icc_profile")
+            # Resample in stored orientation and turn only the small result upright.
+            left, top, right, bottom = _stored_box(geometry.box, orientation, upright_w, upright_h)
+            box = (left / reduction, top / reduction, right / reduction, bottom / reduction)
+            out_size = (geometry.width, geometry.height)
+            if orientation >= 5:
+                out_size = (geometry.height, geometry.width)
+            if out_size != img.size or box != (0, 0, img.width, img.height):
+                img = img.resize(out_size, self.resample, box=box, reducing_gap=self.reducing_gap)
             if orientation != 1:
                 img = img.transpose(_TRANSPOSE[orientation])
-            scale_x = img.width / upright_w
-            scale_y = img.height / upright_h
-            left, top, right, bottom = geometry.box
-            box = (left * scale_x, top * scale_y, right * scale_x, bottom * scale_y)
-            if (geometry.width, geometry.height) != img.size or box != (
-                0,
-                0,
-                img.width,
-                img.height,
-            ):
-                img = img.resize(
-                    (geometry.width, geometry.height),
-                    Image.Resampling.LANCZOS,
-                    box=box,
-                    reducing_gap=self.reducing_gap,
-                )
             img = _to_srgb(img, profile)
-            pil_format, _ = OUTPUT_FORMATS[fmt]
-            img.save(output, pil_format, quality=self.quality)
+            encoding = output_format(fmt)
+            img.info = {}  # AVIF and PNG would carry EXIF/ICC over from the original
+            img.save(output, encoding.pillow_format, **save_options(encoding, self.quality))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(str(exc)) from exc
         except _DECODE_ERRORS as exc:
@@ -199,17 +223,40 @@ class ImageEngine:
         out_w: int,
         out_h: int,
     ) -> Image.Image:
-        """Let libjpeg decode at 1/2, 1/4 or 1/8 when the output is small enough."""
+        """Decode ``img`` at the reduced scale ``render`` would use (the bench's floor)."""
+        self._draft(img, orientation, box, out_w, out_h)
+        img.load()
+        return img
+
+    def _draft(
+        self,
+        img: Image.Image,
+        orientation: int,
+        box: tuple[float, float, float, float],
+        out_w: int,
+        out_h: int,
+    ) -> int:
+        """Let libjpeg decode at 1/2, 1/4 or 1/8 when the output is small enough.
+
+        The decode is most of the cost of a variant, and a scaled decode skips
+        most of the IDCT, upsampling and colour conversion work. The request
+        is the size of the whole image at the resolution the output region
+        needs (times ``draft_gap``), rounded up: Pillow then picks the
+        smallest scale that still covers it, so we never upscale. Returns the
+        reduction (1, 2, 4 or 8); the decoded size is the stored size divided
+        by it, rounded up.
+        """
         if img.format in ("JPEG", "MPO"):
             region_w, region_h = box[2] - box[0], box[3] - box[1]
             upright_w, upright_h = _upright_size(img, orientation)
-            # size of the whole upright image at the resolution the output needs
             need_w = upright_w * out_w / region_w * self.draft_gap
             need_h = upright_h * out_h / region_h * self.draft_gap
             if orientation >= 5:
                 need_w, need_h = need_h, need_w
-            request = (max(1, int(need_w)), max(1, int(need_h)))
+            request = (max(1, math.ceil(need_w)), max(1, math.ceil(need_h)))
             if request[0] < img.width and request[1] < img.height:
-                img.draft(img.mode if img.mode in ("RGB", "L", "CMYK") else None, request)
-        img.load()
-        return img
+                stored_w = img.width
+                drafted = img.draft(img.mode if img.mode in ("RGB", "L", "CMYK") else None, request)
+                if drafted is not None:  # (mode, (0, 0, stored_w / scale, stored_h / scale))
+                    return round(stored_w / drafted[1][2])
+        return 1

@@ -14,13 +14,19 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
+from wsgiref.handlers import format_date_time
 
 from webob import Request, Response
+from webob.etag import ETagMatcher
 
+from .api import ApiApp
+from .browse import BrowseApp
 from .config import XSENDFILE_HEADERS, Config
 from .errors import (
     BackendUnavailable,
@@ -30,7 +36,9 @@ from .errors import (
     InvalidPath,
     SignatureError,
 )
+from .formats import CONTENT_TYPES
 from .ids import validate_id
+from .ops import CACHE_KEY, ROUTE_KEY, HealthApp, Instrumented, Metrics, MetricsApp
 from .signing import verify
 from .sizes import Size
 from .store import ImageStore
@@ -38,10 +46,11 @@ from .store import ImageStore
 log = logging.getLogger("huimages_wsgi")
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
-CONTENT_TYPES = {"jpeg": "image/jpeg"}
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 _SEO_NAME_RE = re.compile(r"[^\x00-\x20\x7f/\\]{1,200}")
 _RETRY_AFTER = "5"
+_HIT_METHODS = ("GET", "HEAD")
+_SIZE_MEMO_LIMIT = 256
 
 
 def request_path(environ: dict[str, Any]) -> str:
@@ -68,6 +77,27 @@ def query_param(environ: dict[str, Any], name: str) -> str | None:
     """One query parameter, tolerant of bytes that are not UTF-8 (WebOb raises on them)."""
     values = parse_qs(environ.get("QUERY_STRING", ""), errors="replace").get(name)
     return values[0] if values else None
+
+
+def http_date(value: str) -> int | None:
+    """An HTTP date as a POSIX timestamp; None for anything unparsable (RFC 9110: ignore it)."""
+    try:
+        when = parsedate_to_datetime(value)
+        return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def not_modified(environ: dict[str, Any], etag: str, mtime: int) -> bool:
+    """RFC 9110 section 13.2.2: If-None-Match (weak comparison) wins over If-Modified-Since."""
+    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+    if if_none_match:
+        return if_none_match.strip() == "*" or etag in ETagMatcher.parse(if_none_match, False)
+    if_modified_since = environ.get("HTTP_IF_MODIFIED_SINCE")
+    if if_modified_since:
+        since = http_date(if_modified_since)
+        return since is not None and mtime <= since
+    return False
 
 
 def _not_found_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -131,6 +161,18 @@ class ImageMiddleware:
         self.config = self.store.config
         self.cache_root = self.config.cache_root
         self._sendfile_header = XSENDFILE_HEADERS.get(self.config.xsendfile or "")
+        # Everything a cache hit needs that does not depend on the request, built once.
+        self._cache_dir = str(self.cache_root)
+        self._xaccel_prefix = self.config.xaccel_prefix.rstrip("/")
+        self._size_names: dict[str, str] = {}  # URL size text -> cache directory name
+        self._fixed_headers = {
+            ext: [
+                ("Content-Type", content_type),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Cache-Control", CACHE_CONTROL),
+            ]
+            for ext, content_type in CONTENT_TYPES.items()
+        }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = request_path(environ)
@@ -139,6 +181,15 @@ class ImageMiddleware:
             if not path.startswith(prefix + "/"):
                 return self.app(environ, start_response)
             path = path[len(prefix) :]
+        if environ.get("REQUEST_METHOD") in _HIT_METHODS and "HTTP_RANGE" not in environ:
+            hit = self._cached(path)
+            if hit is not None:
+                answer = self._send_cached(environ, start_response, *hit)
+                if answer is not None:
+                    return answer
+        since = environ.get("HTTP_IF_MODIFIED_SINCE")
+        if since is not None and http_date(since) is None:
+            del environ["HTTP_IF_MODIFIED_SINCE"]  # to be ignored, and WebOb raises on some
         try:
             response = self.handle(Request(environ), path)
         except HuImagesError as exc:
@@ -149,6 +200,78 @@ class ImageMiddleware:
             log.exception("unexpected error serving %r", path)
             response = error_response(500, "internal error")
         return response(environ, start_response)
+
+    def _cached(self, path: str) -> tuple[str, str, str, os.stat_result] | None:
+        """(size name, file name, extension, stat) when ``path`` is a cached variant.
+
+        The fast path: no WebOb, no pathlib, no catalog, one ``lstat``. Anything
+        unusual (a bad URL, a miss, a non-file) returns None and takes the full
+        path below, which produces the precise error or generates the variant.
+        """
+        try:
+            wanted = ImageRequest.parse(path)
+        except HuImagesError:
+            return None
+        size_name = self._size_names.get(wanted.size_text)
+        if size_name is None:
+            try:
+                size_name = self.store.parse_size(wanted.size_text).name
+            except HuImagesError:
+                return None
+            if len(self._size_names) < _SIZE_MEMO_LIMIT:  # valid sizes only, bounded
+                self._size_names[wanted.size_text] = size_name
+        filename = f"{wanted.imageid}.{wanted.ext}"
+        try:
+            stat = os.lstat(f"{self._cache_dir}/{size_name}/{filename}")
+        except OSError:
+            return None
+        if not S_ISREG(stat.st_mode):  # a symlink or device planted in the cache
+            return None
+        return size_name, filename, wanted.ext, stat
+
+    def _send_cached(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable,
+        size_name: str,
+        filename: str,
+        ext: str,
+        stat: os.stat_result,
+    ) -> Iterable[bytes] | None:
+        """Answer a GET or HEAD (not a Range) for a cached file, with the same
+        headers ``file_response`` gives; None if the file vanished meanwhile."""
+        etag = f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
+        mtime = int(stat.st_mtime)
+        headers = [
+            *self._fixed_headers[ext],
+            ("Last-Modified", format_date_time(mtime)),
+            ("ETag", f'"{etag}"'),
+        ]
+        if self._sendfile_header:
+            headers.append((self._sendfile_header, self._sendfile_location(size_name, filename)))
+        if not_modified(environ, etag, mtime):
+            start_response("304 Not Modified", headers[1:])  # no Content-Type, no body
+            return []
+        if self._sendfile_header:
+            start_response("200 OK", headers)
+            return []
+        headers.append(("Content-Length", str(stat.st_size)))
+        if environ["REQUEST_METHOD"] == "HEAD":
+            start_response("200 OK", headers)
+            return []
+        try:
+            fd = os.open(f"{self._cache_dir}/{size_name}/{filename}", os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None  # pruned or replaced since the lstat: the full path decides
+        handle = open(fd, "rb")  # noqa: SIM115 - closed by the server, through the wrapper
+        start_response("200 OK", headers)
+        wrapper = environ.get("wsgi.file_wrapper")
+        return wrapper(handle, 1 << 16) if wrapper else _FileIter(handle)
+
+    def _sendfile_location(self, size_name: str, filename: str) -> str:
+        if self._sendfile_header == "X-Sendfile":
+            return f"{self._cache_dir}/{size_name}/{filename}"
+        return f"{self._xaccel_prefix}/{size_name}/{filename}"
 
     def handle(self, request: Request, path: str) -> Response:
         if request.method not in ("GET", "HEAD"):
@@ -164,6 +287,7 @@ class ImageMiddleware:
 
     def generate(self, request: Request, wanted: ImageRequest, size: Size) -> Response:
         """The expensive path: look up, fetch, scale, cache, then serve."""
+        request.environ[CACHE_KEY] = "miss"  # for ops.Instrumented: metrics and access log
         secret = self.config.secret
         signature = query_param(request.environ, "sig")
         if secret and not verify(secret, size.name, wanted.imageid, signature):
@@ -212,6 +336,68 @@ class _FileIter:
         self.handle.close()
 
 
-def make_app(config: Config | None = None) -> ImageMiddleware:
-    """The standalone application (also the gunicorn factory: ``huimages_wsgi:make_app()``)."""
-    return ImageMiddleware(_not_found_app, prefix="", config=config)
+class Mount:
+    """Service endpoints at reserved top-level names in front of the image server.
+
+    Names start with ``_`` (``/_api``, ``/_health``, ...) and size names
+    never do (``sizes.PRESET_NAME_RE``), so no endpoint can shadow an image
+    URL, and an image request pays one character comparison. A routed
+    request sees its name moved from PATH_INFO to SCRIPT_NAME, as under any
+    WSGI mount. ``.store``/``.config`` are the image app's; setting the store
+    swaps it everywhere.
+    """
+
+    def __init__(self, images: ImageMiddleware, routes: dict[str, WSGIApp | None]) -> None:
+        self.images = images
+        self.routes = {name: app for name, app in routes.items() if app is not None}
+
+    @property
+    def config(self) -> Config:
+        return self.images.config
+
+    @property
+    def store(self) -> ImageStore:
+        return self.images.store
+
+    @store.setter
+    def store(self, store: ImageStore) -> None:
+        for app in (self.images, *self.routes.values()):
+            if hasattr(app, "store"):
+                app.store = store  # type: ignore[attr-defined]
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        path = request_path(environ)
+        if path[1:2] == "_":
+            name, slash, rest = path[1:].partition("/")
+            app = self.routes.get(name)
+            if app is not None:
+                script = environ.get("SCRIPT_NAME", "")
+                if not environ.get("PATH_INFO") and path.startswith(script):
+                    script = ""  # a FastCGI front put the whole path into SCRIPT_NAME
+                environ[ROUTE_KEY] = name
+                environ["SCRIPT_NAME"] = f"{script.rstrip('/')}/{name}"
+                environ["PATH_INFO"] = slash + rest
+                return app(environ, start_response)
+        return self.images(environ, start_response)
+
+
+def make_app(config: Config | None = None) -> WSGIApp:
+    """The standalone application (also the gunicorn factory: ``huimages_wsgi:make_app()``).
+
+    The image server at the root, the service endpoints beside it (each one
+    line, switched by configuration), and around all of it the metrics and
+    access log. ``ImageMiddleware`` alone stays the way to mount images in a host app.
+    """
+    store = ImageStore(config)
+    config = store.config
+    metrics = Metrics(config.data_dir / "metrics") if config.metrics else None
+    routes: dict[str, WSGIApp | None] = {
+        "_api": ApiApp(store),  # answers 404 "disabled" until HUIMAGES_UPLOAD_TOKEN is set
+        "_health": HealthApp(store) if config.health else None,
+        "_metrics": MetricsApp(metrics) if metrics else None,
+        "_browse": BrowseApp(store) if config.browse else None,
+    }
+    app: WSGIApp = Mount(ImageMiddleware(_not_found_app, prefix="", store=store), routes)
+    if metrics or config.access_log:
+        app = Instrumented(app, metrics, log_requests=config.access_log)
+    return app

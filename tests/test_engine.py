@@ -1,10 +1,14 @@
 import io
+import math
+import warnings
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
+from huimages_wsgi.config import DEFAULT_MAX_PIXELS, Config
 from huimages_wsgi.engine import ImageEngine
 from huimages_wsgi.errors import ImageTooLarge, InvalidImage
+from huimages_wsgi.geometry import scaled_geometry
 from huimages_wsgi.sizes import parse_size
 
 from . import imagefactory as f
@@ -146,3 +150,57 @@ def test_huge_declared_dimensions_are_rejected_before_decoding():
 def test_pixel_limit_is_configurable():
     with pytest.raises(ImageTooLarge, match="limit"):
         ImageEngine(max_pixels=1000).inspect(f.solid_jpeg(64, 48))
+
+
+def test_config_and_engine_share_one_pixel_limit():
+    assert Config().max_pixels == ImageEngine().max_pixels == DEFAULT_MAX_PIXELS
+    assert Image.MAX_IMAGE_PIXELS >= DEFAULT_MAX_PIXELS  # Pillow never refuses below ours
+
+
+@pytest.mark.parametrize("action", ["ignore", "error"])
+def test_pillows_warning_band_is_refused_whatever_the_warning_filters(action):
+    """Between its threshold and twice that, Pillow only warns: we refuse, always."""
+    width, height = 10_000, 10_000
+    assert DEFAULT_MAX_PIXELS < width * height <= 2 * DEFAULT_MAX_PIXELS
+    data = f.declared_size_jpeg(width, height)
+    engine = ImageEngine()
+    with warnings.catch_warnings():
+        warnings.simplefilter(action, Image.DecompressionBombWarning)
+        with pytest.raises(ImageTooLarge, match="pixels"):
+            engine.inspect(data)
+        with pytest.raises(ImageTooLarge, match="pixels"):  # a stored original, too
+            engine.render(io.BytesIO(data), parse_size("100x100"), io.BytesIO())
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    hist = ImageChops.difference(a.convert("RGB"), b.convert("RGB")).histogram()
+    mse = sum((i % 256) ** 2 * n for i, n in enumerate(hist)) / (a.width * a.height * 3)
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def smooth_photo() -> Image.Image:
+    """Detail down to a few pixels but no finer, so JPEG loss stays small next to scaling error."""
+    return f.photo(800, 600, seed=3).resize((2400, 1800), Image.Resampling.BICUBIC)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 7])
+@pytest.mark.parametrize("size", ["240x160", "75x75!", "480x320", "1024x768", "1000x300!"])
+def test_fast_path_output_is_as_good_as_an_exact_resize(smooth_photo, orientation, size):
+    """Guards the speed work: DCT-scaled decode + resample must stay close to the
+    exact pipeline (full decode, LANCZOS from the full-size pixels, same JPEG
+    quality). Measured margin: 0.2-0.6 dB; decoding too small (draft_gap 0.5),
+    NEAREST, or BILINEAR/BOX without Pillow's reducing_gap fall 1.3-5.5 dB short."""
+    stored = smooth_photo.transpose(f._INVERSE[orientation]) if orientation > 1 else smooth_photo
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = f.encode(stored, quality=95, exif=exif.tobytes())
+    geometry = scaled_geometry(*smooth_photo.size, parse_size(size))
+    upright = Image.open(io.BytesIO(f.encode(smooth_photo, quality=95)))
+    exact = upright.resize(
+        (geometry.width, geometry.height), Image.Resampling.LANCZOS, box=geometry.box
+    )
+    exact_jpeg = Image.open(io.BytesIO(f.encode(exact, quality=95)))
+    ours = render(data, size, ImageEngine(quality=95))
+    assert ours.size == exact.size
+    assert _psnr(exact, ours) >= _psnr(exact, exact_jpeg) - 1.0

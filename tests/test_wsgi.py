@@ -210,3 +210,45 @@ def test_empty_path_info_is_served_via_request_uri(app, imageid):
     )
     response = request.get_response(app)
     assert response.status_int == 200 and response.content_type == "image/jpeg"
+
+
+@pytest.fixture
+def embedded_hit(tmp_path):
+    """One embedded app and one cached variant: the hit path never touches a backend."""
+
+    def build(**settings):
+        app = make_app(Config(data_dir=tmp_path, **settings))
+        imageid = app.store.save_image(f.photo_jpeg(400, 300))
+        miss = get(app, f"/240x160/{imageid}.jpeg")
+        return app, f"/240x160/{imageid}.jpeg", miss
+
+    return build
+
+
+@pytest.mark.parametrize("xsendfile", [None, "x-sendfile", "x-accel-redirect"])
+def test_hit_answers_exactly_like_the_generating_request(embedded_hit, xsendfile):
+    """Hits skip WebOb; what the client sees must not change."""
+    app, path, miss = embedded_hit(xsendfile=xsendfile)
+    hit = get(app, path)
+    assert (hit.status, hit.headerlist, hit.body) == (miss.status, miss.headerlist, miss.body)
+    head = get(app, path, method="HEAD")
+    assert (head.status, head.headerlist, head.body) == (miss.status, miss.headerlist, b"")
+
+
+def test_range_requests_are_still_honoured(embedded_hit):
+    app, path, miss = embedded_hit()
+    part = get(app, path, headers={"Range": "bytes=0-9"})
+    assert part.status_int == 206 and part.body == miss.body[:10]
+    assert get(app, path, headers={"Range": "bytes=99999999-"}).status_int == 416
+
+
+def test_conditional_edge_cases(embedded_hit):
+    app, path, miss = embedded_hit()
+    star = get(app, path, headers={"If-None-Match": "*"})
+    assert star.status_int == 304 and "Content-Type" not in star.headers
+    weak = get(app, path, headers={"If-None-Match": f'"other", W/{miss.headers["ETag"]}'})
+    assert weak.status_int == 304
+    for date in ("Mon, 01 Jan 99999 00:00:00 GMT", "not a date", ""):  # ignored, never a 500
+        assert get(app, path, headers={"If-Modified-Since": date}).status_int == 200
+        ranged = get(app, path, headers={"If-Modified-Since": date, "Range": "bytes=0-1"})
+        assert ranged.status_int == 206
