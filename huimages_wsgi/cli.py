@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any, TextIO
 
 from .config import Config, parse_bytes
 from .errors import HuImagesError
+from .logs import configure_logging
+from .remote import open_store
 from .store import ImageStore
 from .webconfig import add_config_parser
 
@@ -46,19 +47,23 @@ class Progress:
 
 
 def _store(config: Config) -> ImageStore:
-    return ImageStore(config)
+    """The backends, or with HUIMAGES_API_URL set a server's HTTP API (remote.py)."""
+    return open_store(config)
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from .server import run_gunicorn
 
+    if config.browse is None:  # HUIMAGES_BROWSE unset: on for the embedded default only
+        config = config.with_changes(browse=not (config.s3_bucket or config.couch_server))
+    if args.access_log:
+        config = config.with_changes(access_log=True)
     run_gunicorn(
         config,
         host=args.host,
         port=args.port,
         workers=args.workers,
         timeout=args.timeout,
-        access_log=args.access_log,
     )
     return 0
 
@@ -224,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=2)
     serve.add_argument("--timeout", type=int, default=60, help="worker timeout in seconds")
-    serve.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every request to stderr (HUIMAGES_ACCESS_LOG)")
     serve.set_defaults(handler=cmd_serve)
 
     fcgi = commands.add_parser(
@@ -299,13 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(verbose=args.verbose)
     try:
         overrides: dict[str, Any] = {"data_dir": args.data_dir, "cache_dir": args.cache_dir}
         config = Config.from_env(**overrides)
+        configure_logging(config.log_format, verbose=args.verbose)
         return args.handler(args, config)
     except HuImagesError as exc:
         print(f"huimages: {exc}", file=sys.stderr)

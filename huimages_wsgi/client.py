@@ -1,7 +1,9 @@
 """The original huImages module-level API, as a thin front over ImageStore.
 
 The default store is built from the environment on first use (so importing
-the package does no I/O) and can be replaced with ``configure()``.
+the package does no I/O) and can be replaced with ``configure()``. With
+``HUIMAGES_API_URL`` set it talks to that server's HTTP API (remote.py)
+instead of the storage backends.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import threading
 from typing import Any
 
 from .config import Config
+from .remote import open_store
 from .store import ImageStore
 
 _default: ImageStore | None = None
@@ -20,7 +23,7 @@ def default_store() -> ImageStore:
     global _default
     with _lock:
         if _default is None:
-            _default = ImageStore(Config.from_env())
+            _default = open_store(Config.from_env())
         return _default
 
 
@@ -28,7 +31,7 @@ def configure(config: Config | None = None, **settings: Any) -> ImageStore:
     """Replace the default store, e.g. ``configure(data_dir="/srv/images")``."""
     global _default
     with _lock:
-        _default = ImageStore(config or Config.from_env(**settings))
+        _default = open_store(config or Config.from_env(**settings))
         return _default
 
 
@@ -62,8 +65,8 @@ def imageurl(imageid: str, size: str = "o") -> str:
     return default_store().imageurl(imageid, size)
 
 
-def scaled_imageurl(imageid: str, size: str = "150x150") -> str:
-    return default_store().scaled_imageurl(imageid, size)
+def scaled_imageurl(imageid: str, size: str = "150x150", ext: str = "jpeg") -> str:
+    return default_store().scaled_imageurl(imageid, size, ext)
 
 
 def scaled_imagedata(imageid: str, size: str = "square") -> bytes:

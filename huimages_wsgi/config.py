@@ -17,6 +17,7 @@ from typing import Any
 from .sizes import DEFAULT_PRESETS, validate_presets
 
 XSENDFILE_HEADERS = {"x-sendfile": "X-Sendfile", "x-accel-redirect": "X-Accel-Redirect"}
+LOG_FORMATS = ("text", "json")
 
 # The limits, defined once; the engine's own default refers to DEFAULT_MAX_PIXELS.
 DEFAULT_MAX_DIMENSION = 4096  # widest or tallest variant a URL may ask for
@@ -76,6 +77,11 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "xaccel_prefix": (("HUIMAGES_XACCEL_PREFIX",), str),
     "upload_token": (("HUIMAGES_UPLOAD_TOKEN",), str),
     "api_url": (("HUIMAGES_API_URL",), str),
+    "browse": (("HUIMAGES_BROWSE",), _parse_bool),
+    "health": (("HUIMAGES_HEALTH",), _parse_bool),
+    "metrics": (("HUIMAGES_METRICS",), _parse_bool),
+    "access_log": (("HUIMAGES_ACCESS_LOG",), _parse_bool),
+    "log_format": (("HUIMAGES_LOG_FORMAT",), str.lower),
 }
 
 
@@ -105,6 +111,15 @@ class Config:
 
     upload_token: str | None = None  # unset: the HTTP upload API is disabled
     api_url: str | None = None  # set: the client library talks to this server's API
+    # The browse page at /_browse/. None (not set) means off, except that `huimages
+    # serve` turns it on when neither S3 nor CouchDB is configured (the embedded default).
+    browse: bool | None = None
+
+    # make_app's service endpoints (ops.py) and the log format (logs.py)
+    health: bool = True  # /_health
+    metrics: bool = True  # /_metrics, counted in <data_dir>/metrics
+    access_log: bool = False  # one structured line per request
+    log_format: str = "text"  # "text" (logfmt) or "json"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
@@ -117,6 +132,8 @@ class Config:
             raise ValueError("jpeg_quality must be between 1 and 95")
         if self.xsendfile is not None and self.xsendfile not in XSENDFILE_HEADERS:
             raise ValueError(f"xsendfile must be one of {sorted(XSENDFILE_HEADERS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {sorted(LOG_FORMATS)}")
         if self.allowed_sizes is not None:
             object.__setattr__(self, "allowed_sizes", frozenset(self.allowed_sizes))
 

@@ -62,3 +62,31 @@ def scaled_geometry(src_w: int, src_h: int, size: Size) -> Geometry:
 def scaled_dimensions(src_w: int, src_h: int, size: Size) -> tuple[int, int]:
     geometry = scaled_geometry(src_w, src_h, size)
     return geometry.width, geometry.height
+
+
+def high_density_size(
+    src_w: int, src_h: int, size: Size, limit: int, min_gain: float = 1.25
+) -> Size | None:
+    """The size to offer as a ``2x`` candidate for ``size``, or None if none is worth it.
+
+    The box doubled, capped at what the original can give (a box never
+    upscales; a crop is shrunk to the largest crop the source region holds)
+    and at ``limit`` pixels per side. None unless it is at least ``min_gain``
+    times as wide: a few per cent more pixels are not worth a second file.
+    Returned as a plain box, whose name is its spec, so its URL and predicted
+    dimensions come from the same rules as any other size.
+    """
+    if size.kind == ORIGINAL:
+        return None
+    if size.kind == CROP:
+        left, top, right, bottom = crop_box(src_w, src_h, size.width, size.height)
+        factor = min(2.0, (right - left) / size.width, (bottom - top) / size.height,
+                     limit / size.width, limit / size.height)
+        width, height = int(size.width * factor), int(size.height * factor)
+        if width < size.width * min_gain or height <= size.height:
+            return None
+        return Size(f"{width}x{height}!", CROP, width, height)
+    width, height = min(2 * size.width, limit), min(2 * size.height, limit)
+    bigger = Size(f"{width}x{height}", size.kind, width, height)
+    gain = scaled_dimensions(src_w, src_h, bigger)[0] / scaled_dimensions(src_w, src_h, size)[0]
+    return bigger if gain >= min_gain else None

@@ -9,9 +9,33 @@ from __future__ import annotations
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 from .config import Config
+from .logs import make_formatter
 from .wsgi import make_app
+
+
+class StructuredGunicornLogger(Logger):
+    """gunicorn's own lines (start, worker exits, timeouts) in HUIMAGES_LOG_FORMAT too.
+
+    gunicorn's access log stays off: the app writes its own structured one
+    (``HUIMAGES_ACCESS_LOG``/``--access-log``), which also knows cache hits.
+    """
+
+    log_format = "text"
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(make_formatter(self.log_format))
+
+
+class JsonGunicornLogger(StructuredGunicornLogger):
+    log_format = "json"
+
+
+GUNICORN_LOGGERS = {"text": StructuredGunicornLogger, "json": JsonGunicornLogger}
 
 
 class _Gunicorn(BaseApplication):
@@ -34,7 +58,6 @@ def run_gunicorn(
     port: int = 8080,
     workers: int = 2,
     timeout: int = 60,
-    access_log: bool = False,
 ) -> None:
     """Block serving the app; the catalog is opened once so errors show before forking."""
     make_app(config)  # fail fast on a bad configuration, in the parent
@@ -46,7 +69,6 @@ def run_gunicorn(
         "worker_class": "sync",
         # several servers (nodes, tests) may share a machine: no shared ~/.gunicorn socket
         "control_socket_disable": True,
+        "logger_class": GUNICORN_LOGGERS[config.log_format],
     }
-    if access_log:
-        options["accesslog"] = "-"
     _Gunicorn(config, options).run()

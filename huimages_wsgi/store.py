@@ -8,23 +8,32 @@ the original huImages module-level API.
 from __future__ import annotations
 
 import datetime
-import html
 import io
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .cache import Cache
 from .config import Config
 from .engine import ImageEngine
-from .errors import ImageNotFound, ImageTooLarge, InvalidImage, InvalidSize, SizeNotAllowed
+from .errors import (
+    HuImagesError,
+    ImageNotFound,
+    ImageTooLarge,
+    InvalidImage,
+    InvalidSize,
+    SizeNotAllowed,
+)
+from .formats import check_variant, output_format
+from .geometry import high_density_size
 from .geometry import scaled_dimensions as _geometry_dimensions
 from .ids import compute_id, validate_id
 from .signing import sign
-from .sizes import Size, parse_size
+from .sizes import CROP, Size, parse_size
 from .storage import BlobStore, Catalog, Doc, is_live, open_blob_store, open_catalog, timestamp
+from .tags import img_tag, picture_tag
 from .urls import image_path, join_url
 
 log = logging.getLogger("huimages_wsgi")
@@ -192,42 +201,108 @@ class ImageStore:
             return None, None
         return _geometry_dimensions(int(doc["width"]), int(doc["height"]), parsed)
 
-    def scaled_imagedata(self, imageid: str, size: str = "square") -> bytes:
-        return self.variant(imageid, self.parse_size(size)).read_bytes()
+    def scaled_imagedata(self, imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
+        return self.variant(imageid, self.parse_size(size), ext).read_bytes()
 
     # -- URLs ----------------------------------------------------------------
 
-    def url_for(self, imageid: str, size: Size, ext: str = "jpeg", title: str = "") -> str:
-        """Signed automatically when a secret is configured."""
+    def url_for(
+        self,
+        imageid: str,
+        size: Size,
+        ext: str = "jpeg",
+        title: str = "",
+        base_url: str | None = None,
+    ) -> str:
+        """Signed automatically when a secret is configured.
+
+        ``base_url`` replaces the configured server URL, e.g. ``..`` for URLs
+        relative to a page one level below the image root (the browse page).
+        """
         secret = self.config.secret
         signature = sign(secret, size.name, imageid) if secret else ""
         path = image_path(imageid, size.name, ext, title, signature)
-        return join_url(self.config.server_url, path)
+        return join_url(base_url or self.config.server_url, path)
 
     def imageurl(self, imageid: str, size: str = "o") -> str:
         validate_id(imageid)
         return self.url_for(imageid, self.parse_size(size))
 
-    def scaled_imageurl(self, imageid: str, size: str = "150x150") -> str:
+    def canonical_size(self, size: str) -> Size:
         """Presets resolve to their box, so ``square`` and ``75x75!`` share a cache file."""
-        validate_id(imageid)
-        parsed = self.parse_size(size)
-        canonical = parse_size(parsed.spec, self.config.presets)
-        return self.url_for(imageid, canonical, title=newest_title(self.catalog.get(imageid)))
+        return parse_size(self.parse_size(size).spec, self.config.presets)
 
-    def scaled_tag(self, imageid: str, size: str = "square", *args: str, **attrs: str) -> str:
-        """An ``<img>`` with width, height and alt, every value HTML-escaped."""
-        width, height = self.scaled_dimensions(imageid, size)
+    def scaled_imageurl(
+        self, imageid: str, size: str = "150x150", ext: str = "jpeg", *, base_url: str | None = None
+    ) -> str:
+        validate_id(imageid)
+        canonical = self.canonical_size(size)
+        check_variant(canonical, ext)
+        title = newest_title(self.catalog.get(imageid))
+        return self.url_for(imageid, canonical, ext, title, base_url)
+
+    def scaled_tag(
+        self,
+        imageid: str,
+        size: str = "square",
+        *args: str,
+        formats: Sequence[str] = (),
+        srcset: bool = False,
+        base_url: str | None = None,
+        **attrs: str,
+    ) -> str:
+        """An ``<img>`` with width, height and alt, every value HTML-escaped.
+
+        ``srcset=True`` adds a high-density candidate: the box doubled, capped
+        at what the original can give (so ``1.5x`` for a photo only 1.5 times
+        the box, and none for one smaller than the box). ``formats`` (e.g.
+        ``("avif", "webp")``, best first) wraps the ``<img>`` in a ``<picture>``
+        with one ``<source>`` per format; the ``<img>`` stays JPEG, which every
+        browser decodes. One catalog read, whatever the options.
+        """
         doc = self.catalog.get(validate_id(imageid))
-        alt = " ".join(filter(None, [newest_title(doc), self.config.alt_addition]))
-        parts = [f'<img src="{html.escape(self.scaled_imageurl(imageid, size))}"']
-        if width and height:
-            parts.append(f'width="{width}" height="{height}"')
-        attrs.setdefault("alt", alt)
-        parts.extend(html.escape(arg) for arg in args)
-        parts.extend(f'{html.escape(k)}="{html.escape(str(v))}"' for k, v in attrs.items())
-        parts.append("/>")
-        return " ".join(parts)
+        title = newest_title(doc)
+        one_x = self.canonical_size(size)
+        width, height = self._tag_dimensions(doc, one_x)
+        sizes = [(one_x, 1.0)]
+        if srcset and width and height:
+            two_x = self._high_density(doc, one_x)
+            if two_x is not None:
+                sizes.append((two_x, self._tag_dimensions(doc, two_x)[0] / width))
+
+        def candidates(ext: str) -> list[tuple[str, float]]:
+            check_variant(one_x, ext)
+            return [
+                (self.url_for(imageid, variant, ext, title, base_url), density)
+                for variant, density in sizes
+                if variant is one_x or _fits(variant, ext)
+            ]
+
+        attrs.setdefault("alt", " ".join(filter(None, [title, self.config.alt_addition])))
+        img = img_tag(candidates("jpeg"), width, height, args, attrs)
+        sources = [
+            (output_format(ext).content_type, candidates(ext)) for ext in formats if ext != "jpeg"
+        ]
+        return picture_tag(sources, img) if formats else img
+
+    def _tag_dimensions(self, doc: Doc | None, size: Size) -> tuple[int | None, int | None]:
+        if size.kind == CROP:
+            return size.width, size.height
+        source = _source_dimensions(doc)
+        return _geometry_dimensions(*source, size) if source else (None, None)
+
+    def _high_density(self, doc: Doc | None, size: Size) -> Size | None:
+        """The 2x size, if the original has the pixels and the configuration allows it."""
+        source = _source_dimensions(doc)
+        if source is None:
+            return None
+        bigger = high_density_size(*source, size, self.config.max_dimension)
+        if bigger is None:
+            return None
+        try:
+            return self.parse_size(bigger.name)  # honours HUIMAGES_ALLOWED_SIZES
+        except HuImagesError:
+            return None
 
     # -- browsing ------------------------------------------------------------
 
@@ -244,6 +319,7 @@ class ImageStore:
 
     def variant(self, imageid: str, size: Size, ext: str = "jpeg") -> Path:
         """The cached file for one variant, generated once if missing."""
+        check_variant(size, ext)
         path = self.cache.path(size.name, validate_id(imageid), ext)
         if path.exists():
             return path
@@ -272,3 +348,19 @@ class ImageStore:
             doc.update(deleted=True, broken=reason[:200], mtime=timestamp())
 
         self.catalog.update(imageid, change)
+
+
+def _source_dimensions(doc: Doc | None) -> tuple[int, int] | None:
+    """The original's upright size as the catalog knows it."""
+    if not doc or not is_live(doc) or not doc.get("width") or not doc.get("height"):
+        return None
+    return int(doc["width"]), int(doc["height"])
+
+
+def _fits(size: Size, ext: str) -> bool:
+    """Whether ``ext`` is offered at ``size`` (PNG stops at small boxes)."""
+    try:
+        check_variant(size, ext)
+    except HuImagesError:
+        return False
+    return True

@@ -1,0 +1,239 @@
+"""The browse page over WSGI: pages, who may upload, and clean errors for bad input.
+
+The same pages in a real browser, against real servers, are in test_browse_e2e.py.
+"""
+
+import io
+import re
+import secrets
+import urllib.error
+import urllib.request
+from urllib.parse import urljoin
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from webob import Request
+
+from huimages_wsgi import Config, make_app
+
+from . import imagefactory as f
+from .conftest import LiveServer
+
+HOST = "127.0.0.1:8080"
+LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
+
+
+@pytest.fixture
+def browse_app(tmp_path):
+    return make_app(Config(data_dir=tmp_path / "data", browse=True))
+
+
+@pytest.fixture
+def token_app(tmp_path):
+    return make_app(Config(data_dir=tmp_path / "data", browse=True, upload_token="s3cret"))
+
+
+def get(app, path, environ=None, **kwargs):
+    request = Request.blank(path, environ={**LOCAL, "HTTP_HOST": HOST, **(environ or {})}, **kwargs)
+    return request.get_response(app)
+
+
+def post_upload(app, data=None, title="", token=None, filename="photo.jpg", environ=None,
+                headers=None):
+    fields = {"title": title}
+    if data is not None:
+        fields["file"] = (filename, data)
+    if token is not None:
+        fields["token"] = token
+    environ = {**LOCAL, "HTTP_HOST": HOST, **(environ or {})}
+    request = Request.blank("/_browse/upload", POST=fields, environ=environ, headers=headers)
+    return request.get_response(app)
+
+
+def upload(app, data, title="", **kwargs) -> str:
+    response = post_upload(app, data, title, **kwargs)
+    assert response.status_int == 303, response.text
+    match = re.fullmatch(r"http://[^/]+/_browse/([A-Z0-9]{34})", response.location)
+    assert match, response.location
+    return match.group(1)
+
+
+def test_empty_index_offers_the_form(browse_app):
+    response = get(browse_app, "/_browse/")
+    assert response.status_int == 200 and response.content_type == "text/html"
+    assert "No images yet" in response.text
+    assert 'enctype="multipart/form-data"' in response.text and 'name="token"' not in response.text
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert get(browse_app, "/_browse/", method="HEAD").status_int == 200
+
+
+def test_upload_then_detail_page_then_index(browse_app):
+    imageid = upload(browse_app, f.photo_jpeg(900, 600), title='Bike <script>"x"</script>')
+    detail = get(browse_app, f"/_browse/{imageid}")
+    assert detail.status_int == 200
+    assert "<script>" not in detail.text and "Bike &lt;script&gt;" in detail.text
+    assert '<source type="image/avif"' in detail.text and 'id="image"' in detail.text
+    # every image URL on the page is relative and is served by the same app
+    sources = re.findall(r'(?:src|srcset)="([^" ]+)', detail.text)
+    assert sources and all(src.startswith("../") for src in sources)
+    for src in sources:
+        url = urljoin(f"http://{HOST}/_browse/{imageid}", src)
+        image = get(browse_app, url.removeprefix(f"http://{HOST}"))
+        assert image.status_int == 200, url
+        Image.open(io.BytesIO(image.body)).load()
+    index = get(browse_app, "/_browse/")
+    assert f'href="{imageid}"' in index.text and 'class="thumb"' in index.text
+    assert f"../150x150!/{imageid}/bike-script-x-script.jpeg" in index.text
+
+
+def test_previous_next_and_random(browse_app):
+    ids = sorted(upload(browse_app, f.solid_jpeg(colour=(i * 60, 20, 20))) for i in range(3))
+    middle = get(browse_app, f"/_browse/{ids[1]}").text
+    assert f'id="prev" rel="prev" href="{ids[0]}"' in middle
+    assert f'id="next" rel="next" href="{ids[2]}"' in middle
+    first = get(browse_app, f"/_browse/{ids[0]}").text
+    assert 'id="prev"' not in first and 'id="next"' in first
+    random = get(browse_app, "/_browse/random")
+    assert random.status_int == 303 and random.location.rsplit("/", 1)[1] in ids
+
+
+def test_redirects_on_an_empty_store_and_without_the_slash(browse_app):
+    assert get(browse_app, "/_browse/random").location == f"http://{HOST}/_browse/"
+    bare = get(browse_app, "/_browse")
+    assert bare.status_int == 301 and bare.location == f"http://{HOST}/_browse/"
+
+
+@pytest.mark.parametrize(
+    "environ, headers",
+    [
+        ({"REMOTE_ADDR": "192.0.2.7"}, {}),  # another machine
+        ({}, {"X-Forwarded-For": "192.0.2.7"}),  # through a proxy on this machine
+        ({}, {"Forwarded": "for=192.0.2.7"}),
+        ({"HTTP_HOST": "rebound.example:8080"}, {}),  # DNS rebinding onto 127.0.0.1
+        ({"REMOTE_ADDR": ""}, {}),  # a unix socket: nobody known
+    ],
+)
+def test_without_a_token_only_local_direct_clients_may_upload(browse_app, environ, headers):
+    response = post_upload(browse_app, f.solid_jpeg(), environ=environ, headers=headers)
+    assert response.status_int == 403 and "HUIMAGES_UPLOAD_TOKEN" in response.text
+    index = get(browse_app, "/_browse/", environ=environ, headers=headers)
+    assert "<form" not in index.text and "HUIMAGES_UPLOAD_TOKEN" in index.text
+
+
+def test_local_clients_by_name_and_ipv6(browse_app):
+    upload(browse_app, f.solid_jpeg(), environ={"HTTP_HOST": "localhost:8080"})
+    upload(browse_app, f.solid_jpeg(colour=(1, 2, 3)),
+           environ={"REMOTE_ADDR": "::1", "HTTP_HOST": "[::1]:8080"})
+
+
+def test_a_configured_token_is_required_from_everyone(token_app):
+    assert 'name="token"' in get(token_app, "/_browse/").text
+    data = f.solid_jpeg()
+    for token in (None, "", "wrong"):
+        response = post_upload(token_app, data, token=token)
+        assert response.status_int == 403 and "token" in response.text
+    assert "No images yet" in get(token_app, "/_browse/").text
+    remote = {"REMOTE_ADDR": "192.0.2.7", "HTTP_HOST": "images.example.com"}
+    assert 'name="token"' in get(token_app, "/_browse/", environ=remote).text
+    upload(token_app, data, token="s3cret", environ=remote)
+
+
+def test_cross_site_posts_are_refused(token_app):
+    response = post_upload(token_app, f.solid_jpeg(), token="s3cret",
+                           headers={"Origin": "https://evil.example"})
+    assert response.status_int == 403 and "own page" in response.text
+    same = post_upload(token_app, f.solid_jpeg(), token="s3cret",
+                       headers={"Origin": f"http://{HOST}"})
+    assert same.status_int == 303
+
+
+def test_bad_uploads_get_their_status_and_the_form_again(tmp_path):
+    app = make_app(Config(data_dir=tmp_path / "d", browse=True, max_upload_bytes=20_000))
+    cases = [
+        (f.palette_png(), 415, "only JPEG"),
+        (b"hello, not an image", 415, "photo.jpg"),
+        (f.photo_jpeg(800, 600), 413, "limit"),
+        (f.declared_size_jpeg(30000, 30000), 413, "pixels"),
+        (b"", 400, "empty"),
+        (None, 400, "Choose a JPEG"),
+    ]
+    for data, status, message in cases:
+        response = post_upload(app, data)
+        assert response.status_int == status, (status, response.text)
+        assert response.content_type == "text/html" and message in response.text
+        assert 'role="alert"' in response.text and "<form" in response.text
+    huge = post_upload(app, b"\xff" * 200_000)  # refused on Content-Length alone
+    assert huge.status_int == 413
+    assert "No images yet" in get(app, "/_browse/").text
+
+
+def test_methods_and_unknown_pages(browse_app):
+    assert get(browse_app, "/_browse/upload").status_int == 405
+    assert get(browse_app, "/_browse/upload").headers["Allow"] == "POST"
+    assert get(browse_app, "/_browse/", method="POST").status_int == 405
+    assert get(browse_app, "/_browse/" + "A" * 32 + "01").status_int == 404
+    assert get(browse_app, "/_browse/not-an-id").status_int == 400
+    assert get(browse_app, "/_browse/a/b").status_int == 404
+    missing = get(browse_app, "/_browse/" + "A" * 32 + "01")
+    assert missing.content_type == "text/html" and "no image" in missing.text
+
+
+def test_off_unless_configured(tmp_path):
+    app = make_app(Config(data_dir=tmp_path / "data"))
+    assert get(app, "/_browse/").status_int == 404
+
+
+def test_unknown_form_fields_and_a_file_where_text_belongs(token_app):
+    request = Request.blank("/_browse/upload", environ=LOCAL, POST={
+        "token": ("token.txt", b"s3cret"), "title": ("t.txt", b"x"), "file": ("a.jpg", b"x")})
+    request.host = HOST
+    assert request.get_response(token_app).status_int == 403
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    tail=st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=40),
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]),
+    content_type=st.sampled_from(["", "multipart/form-data", "multipart/form-data; boundary=x",
+                                  "application/x-www-form-urlencoded", "text/plain"]),
+    body=st.binary(max_size=200),
+)
+def test_hostile_requests_never_get_a_500(browse_app, tail, method, content_type, body):
+    request = Request.blank("/")
+    request.environ.update(PATH_INFO="/_browse/" + tail, REQUEST_METHOD=method, **LOCAL)
+    request.host = HOST
+    if method == "POST":
+        request.environ["CONTENT_TYPE"] = content_type
+        request.body = body
+    response = request.get_response(browse_app)
+    assert response.status_int in {200, 301, 303, 400, 403, 404, 405, 411, 413, 415}, (
+        tail, method, response.status, response.text[-300:])
+
+
+def test_serve_turns_browse_on_for_the_embedded_default_only(tmp_path, s3_server, couch_server):
+    shared = {
+        **s3_server.env,
+        "HUIMAGES3BUCKET": s3_server.create_bucket(),
+        "HUIMAGESCOUCHSERVER": couch_server.url,
+        "HUIMAGES_COUCHDB_NAME": f"huimages_browse_{secrets.token_hex(4)}",
+    }
+    cases = [({}, 200), ({"HUIMAGES_BROWSE": "0"}, 404), (shared, 404),
+             ({**shared, "HUIMAGES_BROWSE": "yes"}, 200)]
+    for number, (env, expected) in enumerate(cases):
+        server = LiveServer(tmp_path / f"node{number}" / "data", env, workers=1).start()
+        try:
+            assert status(f"{server.url}/_browse/") == expected, env
+        finally:
+            server.stop()
+
+
+def status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
