@@ -100,10 +100,10 @@ class ApiApp:
             response = self.route(request)
         except HuImagesError as exc:
             if isinstance(exc, BackendUnavailable | GenerationBusy):
-                log.warning("%s %s %s: %s", exc.status, request.method, request.path_info, exc)
+                log.warning("%s %s %s: %s", exc.status, request.method, _path(environ), exc)
             response = error_response(exc)
         except Exception:
-            log.exception("unexpected error in %s %r", request.method, request.path_info)
+            log.exception("unexpected error in %s %r", request.method, _path(environ))
             response = json_response(500, {"error": "internal error", "status": 500})
         return response(environ, start_response)
 
@@ -112,7 +112,7 @@ class ApiApp:
     def route(self, request: Request) -> Response:
         if not uploads_enabled(self.config):
             raise ApiError(404, "the HTTP API is disabled here: no HUIMAGES_UPLOAD_TOKEN is set")
-        parts = request.path_info.strip("/").split("/")
+        parts = _path(request.environ).strip("/").split("/")
         if parts == ["images"]:
             self.allow(request, ("POST",))
             return self.upload(request)
@@ -314,6 +314,20 @@ def _timestamp(value: str | None) -> str | None:
     return value
 
 
+def _path(environ: dict[str, Any]) -> str:
+    """PATH_INFO as the server gave it (WebOb's ``path_info`` raises on non-UTF-8 bytes)."""
+    return environ.get("PATH_INFO", "")
+
+
+def _json_scalar(item: Any) -> bool:
+    """Numbers every JSON consumer (CouchDB's JavaScript included) reads back unchanged."""
+    if isinstance(item, bool):
+        return True
+    if isinstance(item, int):
+        return abs(item) <= 2**53
+    return isinstance(item, float) and math.isfinite(item)
+
+
 def _references(value: Any) -> dict[str, Any]:
     """A JSON object of scalars (``{"sku": "14600"}``); text is parsed as JSON first."""
     if isinstance(value, str):
@@ -326,7 +340,7 @@ def _references(value: Any) -> dict[str, Any]:
     for key, item in value.items():
         if isinstance(item, str) and len(item) <= TEXT_LIMIT:
             continue
-        if isinstance(item, bool | int | float) and math.isfinite(item):
+        if _json_scalar(item):
             continue
         raise ApiError(400, f"references[{key!r}] must be a string, number or boolean")
     return value

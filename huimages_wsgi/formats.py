@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from PIL import features
+
 from .errors import InvalidPath, InvalidSize
 from .sizes import Size
 
@@ -45,7 +47,7 @@ class OutputFormat:
     lossless: bool = False
 
 
-FORMATS: dict[str, OutputFormat] = {
+_ALL_FORMATS: dict[str, OutputFormat] = {
     "jpeg": OutputFormat("jpeg", "JPEG", "image/jpeg"),
     # q80 (WebP) and q60 (AVIF, whose scale runs lower) match JPEG q85's PSNR on a
     # 1024x768 photo at 54 % and 49 % of its bytes; WebP method 4 is Pillow's default.
@@ -53,6 +55,20 @@ FORMATS: dict[str, OutputFormat] = {
     "avif": OutputFormat("avif", "AVIF", "image/avif", {"speed": 7}, quality=60),
     "png": OutputFormat("png", "PNG", "image/png", {"compress_level": 6}, lossless=True),
 }
+
+
+def _encodable(fmt: OutputFormat) -> bool:
+    """Pillow builds without libwebp or libavif exist (distributions, source builds)."""
+    feature = {"WEBP": "webp", "AVIF": "avif"}.get(fmt.pillow_format)
+    return feature is None or bool(features.check(feature))
+
+
+#: What this Pillow can encode; an extension it cannot is an unknown one (404), not a 500.
+FORMATS: dict[str, OutputFormat] = {
+    ext: fmt for ext, fmt in _ALL_FORMATS.items() if _encodable(fmt)
+}
+#: Known formats this Pillow cannot encode: ``scaled_tag`` leaves their sources out.
+UNAVAILABLE: frozenset[str] = frozenset(_ALL_FORMATS) - frozenset(FORMATS)
 CONTENT_TYPES: dict[str, str] = {ext: fmt.content_type for ext, fmt in FORMATS.items()}
 ORIGINAL_EXT = "jpeg"
 

@@ -241,12 +241,12 @@ class HttpImageStore(ImageStore):
         self.api.call("DELETE", f"/images/{validate_id(imageid)}")
         self.catalog.forget(imageid)
 
-    def scaled_imagedata(self, imageid: str, size: str = "square") -> bytes:
+    def scaled_imagedata(self, imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
         """The variant as the server renders it (its cache, its engine)."""
         parsed = self.parse_size(size)
         secret = self.config.secret
         signature = sign(secret, parsed.name, validate_id(imageid)) if secret else ""
-        path = image_path(imageid, parsed.name, "jpeg", "", signature)
+        path = image_path(imageid, parsed.name, ext, "", signature)
         try:
             return self.api.call("GET", path, api=False)[1]
         except RemoteError as exc:

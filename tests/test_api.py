@@ -242,6 +242,7 @@ def test_bad_patches(config):
         (b'{"title": 7}', as_json, 400),
         (b'{"references": {"a": {"nested": 1}}}', as_json, 400),
         (b'{"references": {"a": NaN}}', as_json, 400),
+        (b'{"references": {"a": 1' + b"0" * 400 + b'}}', as_json, 400),  # was a 500
         (b'{"title": "' + b"x" * 70_000 + b'"}', as_json, 413),
     ):
         response = call(app, path, "PATCH", body, headers)
@@ -320,3 +321,11 @@ def test_chunked_upload_through_gunicorn(api_server):
         connection.close()
     assert response.status == 201, body
     assert body["length"] == len(data) and body["width"] == 200
+
+
+def test_paths_that_are_not_utf8_get_a_clear_status_not_500(config):
+    app = make_app(config.with_changes(upload_token=TOKEN))
+    for path in ("/_api/%ff", "/_api/images/%ff%fe"):
+        for method in ("GET", "DELETE"):
+            response = call(app, path, method)
+            assert response.status_int in (400, 404), (path, method, response.body)
