@@ -43,6 +43,7 @@ from .errors import (
     ImageTooLarge,
 )
 from .ids import compute_id, validate_id
+from .responses import json_response
 from .storage import Doc, is_live
 from .store import ImageStore
 
@@ -69,18 +70,8 @@ class ApiError(HuImagesError):
         self.headers = dict(headers or {})
 
 
-def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
-    response = Response(status=status, content_type="application/json", charset=None)
-    response.body = json.dumps(payload, default=str, sort_keys=True).encode() + b"\n"
-    response.cache_control = "no-store"
-    response.headers.update(headers or {})
-    return response
-
-
 def error_response(exc: HuImagesError) -> Response:
     headers = dict(getattr(exc, "headers", {}))
-    if exc.status == 503:
-        headers.setdefault("Retry-After", "5")
     return json_response(exc.status, {"error": str(exc), "status": exc.status}, headers)
 
 

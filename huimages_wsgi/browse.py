@@ -34,6 +34,7 @@ from webob import Request, Response
 from .auth import token_ok
 from .errors import BackendUnavailable, HuImagesError, ImageTooLarge, InvalidImage
 from .ids import validate_id
+from .responses import RETRY_AFTER
 from .store import ImageStore, newest_title
 
 log = logging.getLogger("huimages_wsgi")
@@ -127,7 +128,7 @@ class BrowseApp:
         except BackendUnavailable as exc:
             log.warning("browse %r: %s", environ.get("PATH_INFO"), exc)
             response = self.page("Storage unavailable", f"<p>{_e(exc)}</p>", status=503)
-            response.headers["Retry-After"] = "5"
+            response.headers["Retry-After"] = RETRY_AFTER
         except HuImagesError as exc:
             response = self.page("Error", f'<p class="error">{_e(exc)}</p>', status=exc.status)
         except Exception:

@@ -13,7 +13,6 @@ Counters are kept per node, summed over all worker processes (see
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import mmap
 import os
@@ -30,6 +29,7 @@ from webob import Request, Response
 
 from .config import Config
 from .logs import ACCESS_LOGGER
+from .responses import json_response, only_read_methods
 from .store import ImageStore
 
 log = logging.getLogger("huimages_wsgi")
@@ -224,15 +224,6 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 # -- the endpoints ----------------------------------------------------------------------
 
 
-def _only_get(request: Request) -> Response | None:
-    if request.method in ("GET", "HEAD"):
-        return None
-    response = Response(status=405, content_type="text/plain", charset="utf-8")
-    response.text = f"method {request.method} not allowed: use GET or HEAD\n"
-    response.allow = ("GET", "HEAD")
-    return response
-
-
 class MetricsApp:
     """``GET /_metrics``: the node's counters for Prometheus to scrape."""
 
@@ -241,7 +232,7 @@ class MetricsApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
-        response = _only_get(request)
+        response = only_read_methods(request.method)
         if response is None:
             response = Response(body=self.metrics.render().encode())
             response.headers["Content-Type"] = PROMETHEUS_CONTENT_TYPE
@@ -267,13 +258,11 @@ class HealthApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
-        response = _only_get(request)
+        response = only_read_methods(request.method)
         if response is None:
             report = self.report()
-            response = Response(status=200 if report["status"] == "ok" else 503)
-            response.content_type = "application/json"
-            response.body = json.dumps(report, indent=2, sort_keys=True).encode() + b"\n"
-            response.cache_control = "no-store"
+            status = 200 if report["status"] == "ok" else 503
+            response = json_response(status, report, indent=2)
         return response(environ, start_response)
 
     def report(self) -> dict[str, Any]:

@@ -39,6 +39,8 @@ from .errors import (
 from .formats import CONTENT_TYPES
 from .ids import validate_id
 from .ops import CACHE_KEY, ROUTE_KEY, HealthApp, Instrumented, Metrics, MetricsApp
+from .responses import only_read_methods
+from .responses import text_error as error_response
 from .signing import verify
 from .sizes import Size
 from .store import ImageStore
@@ -48,7 +50,6 @@ log = logging.getLogger("huimages_wsgi")
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 _SEO_NAME_RE = re.compile(r"[^\x00-\x20\x7f/\\]{1,200}")
-_RETRY_AFTER = "5"
 _HIT_METHODS = ("GET", "HEAD")
 _SIZE_MEMO_LIMIT = 256
 
@@ -106,17 +107,6 @@ def _not_found_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         "404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
     )
     return [body]
-
-
-def error_response(status: int, message: str) -> Response:
-    response = Response(status=status, content_type="text/plain", charset="utf-8")
-    response.text = message.rstrip("\n") + "\n"
-    if status in (503,):
-        response.headers["Retry-After"] = _RETRY_AFTER
-    if status == 405:
-        response.allow = ("GET", "HEAD")
-    response.cache_control = "no-store"
-    return response
 
 
 class ImageRequest:
@@ -274,8 +264,9 @@ class ImageMiddleware:
         return f"{self._xaccel_prefix}/{size_name}/{filename}"
 
     def handle(self, request: Request, path: str) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            return error_response(405, f"method {request.method} not allowed: use GET or HEAD")
+        refusal = only_read_methods(request.method)
+        if refusal is not None:
+            return refusal
         wanted = ImageRequest.parse(path)
         size = self.store.parse_size(wanted.size_text)
         cached = self.store.cache.path(size.name, wanted.imageid, wanted.ext)
