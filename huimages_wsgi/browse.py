@@ -32,6 +32,7 @@ from typing import Any
 from webob import Request, Response
 
 from .auth import token_ok
+from .config import Config
 from .errors import BackendUnavailable, HuImagesError, ImageTooLarge, InvalidImage
 from .ids import validate_id
 from .responses import RETRY_AFTER
@@ -118,8 +119,11 @@ class BrowseApp:
 
     def __init__(self, store: ImageStore, page_size: int = PAGE_SIZE) -> None:
         self.store = store
-        self.config = store.config
         self.page_size = page_size
+
+    @property
+    def config(self) -> Config:
+        return self.store.config
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)

@@ -148,13 +148,6 @@ class ImageMiddleware:
         self.app = app or _not_found_app
         self.prefix = prefix.rstrip("/")
         self.store = store or ImageStore(config)
-        self.config = self.store.config
-        self.cache_root = self.config.cache_root
-        self._sendfile_header = XSENDFILE_HEADERS.get(self.config.xsendfile or "")
-        # Everything a cache hit needs that does not depend on the request, built once.
-        self._cache_dir = str(self.cache_root)
-        self._xaccel_prefix = self.config.xaccel_prefix.rstrip("/")
-        self._size_names: dict[str, str] = {}  # URL size text -> cache directory name
         self._fixed_headers = {
             ext: [
                 ("Content-Type", content_type),
@@ -163,6 +156,22 @@ class ImageMiddleware:
             ]
             for ext, content_type in CONTENT_TYPES.items()
         }
+
+    @property
+    def store(self) -> ImageStore:
+        return self._store
+
+    @store.setter
+    def store(self, store: ImageStore) -> None:
+        """Everything a cache hit needs that does not depend on the request, built once
+        per store (so swapping the store never leaves the old cache or secret in use)."""
+        self._store = store
+        self.config = config = store.config
+        self.cache_root = config.cache_root
+        self._sendfile_header = XSENDFILE_HEADERS.get(config.xsendfile or "")
+        self._cache_dir = str(self.cache_root)
+        self._xaccel_prefix = config.xaccel_prefix.rstrip("/")
+        self._size_names: dict[str, str] = {}  # URL size text -> cache directory name
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = request_path(environ)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from webob import Request
 
-from huimages_wsgi import Config, ImageMiddleware, make_app
+from huimages_wsgi import Config, ImageMiddleware, ImageStore, make_app
 from huimages_wsgi.wsgi import request_path
 
 from . import imagefactory as f
@@ -252,3 +252,18 @@ def test_conditional_edge_cases(embedded_hit):
         assert get(app, path, headers={"If-Modified-Since": date}).status_int == 200
         ranged = get(app, path, headers={"If-Modified-Since": date, "Range": "bytes=0-1"})
         assert ranged.status_int == 206
+
+
+def test_swapping_the_store_swaps_cache_and_secret(tmp_path):
+    """Mounted apps that get a new store must not keep the old cache or secret."""
+    first = ImageStore(Config(data_dir=tmp_path / "one"))
+    second = ImageStore(Config(data_dir=tmp_path / "two", secret="k"))
+    imageid = first.save_image(f.solid_jpeg())
+    second.save_image(f.solid_jpeg())
+    app = make_app(first.config)
+    assert get(app, f"/10x10/{imageid}.jpeg").status_int == 200
+    app.store = second
+    assert get(app, f"/10x10/{imageid}.jpeg").status_int == 403  # not cached there, unsigned
+    signed = second.scaled_imageurl(imageid, "10x10").split("/", 3)[3]
+    assert get(app, f"/{signed}").status_int == 200
+    assert (tmp_path / "two" / "cache" / "10x10" / f"{imageid}.jpeg").is_file()
