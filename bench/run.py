@@ -28,7 +28,9 @@ is stopped again on exit, Ctrl-C or error):
   connections, fixed duration) through the huimages middleware and through
   a bare WSGI app (gunicorn, 2 workers) returning the same file via
   ``wsgi.file_wrapper``; interleaved ABBA;
-* peak RSS (VmHWM) of every gunicorn worker after the cold rounds.
+* peak RSS (VmHWM) of every gunicorn worker after the cold rounds;
+* what previews cost at upload (information rows): ``save_image`` per photo
+  with and without them, and the bytes they add per photo.
 
 Prints one table and writes it, with all raw numbers, to
 ``bench/results/bench-<timestamp>.json``. ``--quick`` is a smoke test
@@ -563,6 +565,7 @@ def upload_copies(
         name = f"copy-{i:04d}.jpg"
         (copies / name).write_bytes(with_comment(data, f"huimages bench copy {i}"))
         names.append(name)
+    started = time.perf_counter()
     result = subprocess.run(
         [
             str(venv_bin("huimages")),
@@ -575,10 +578,49 @@ def upload_copies(
         text=True,
         check=False,
     )
+    elapsed = time.perf_counter() - started
     ids = result.stdout.split()
     if result.returncode != 0 or len(ids) != count or len(set(ids)) != count:
         raise RuntimeError(f"upload failed ({len(set(ids))} distinct IDs): {result.stderr[-2000:]}")
+    log(f"huimages put: {elapsed:.1f} s for {count} photos ({elapsed / count * 1000:.0f} ms each)")
     return copies, names, ids
+
+
+def upload_cost(data: bytes, work: Path, count: int) -> dict[str, Any]:
+    """What previews cost at upload, for the table: ``ImageStore.save_image`` per photo
+    in-process (embedded backend, fsynced original) with previews, as every upload makes
+    them, and with an engine that skips them (the upload path before previews),
+    interleaved; plus the bytes stored per photo."""
+    from huimages_wsgi import Config, ImageStore
+    from huimages_wsgi.engine import ImageEngine, ImageInfo
+
+    class WithoutPreviews(ImageEngine):
+        def inspect(self, data: bytes, previews: bool = False) -> ImageInfo:
+            return super().inspect(data, previews=False)
+
+    stores = {
+        "with": ImageStore(Config(data_dir=work / "upload-with"), engine=ImageEngine()),
+        "without": ImageStore(Config(data_dir=work / "upload-without"), engine=WithoutPreviews()),
+    }
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    for i in range(count + 1):
+        for label in (("with", "without") if i % 2 == 0 else ("without", "with")):
+            copy = with_comment(data, f"huimages upload cost {label} {i}")
+            started = time.perf_counter()
+            stores[label].save_image(copy)
+            if i:  # the first of each is a warm-up (imports, lazy tables)
+                times[label].append(time.perf_counter() - started)
+    stored: dict[str, int] = {}
+    for path in (work / "upload-with" / "originals").rglob("*"):
+        if path.is_file():
+            kind = path.suffix.lstrip(".") or "original"
+            stored[kind] = stored.get(kind, 0) + path.stat().st_size
+    photos = count + 1
+    return {
+        "photos": count,
+        "save_image_ms": {k: statistics.median(v) * 1000 for k, v in times.items()},
+        "stored_bytes_per_photo": {k: v / photos for k, v in sorted(stored.items())},
+    }
 
 
 def clear_cache(data_dir: Path, size: str) -> None:
@@ -637,6 +679,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         data_dir = work / "data"
         log(f"uploading {n_cold} distinct copies into {data_dir}")
         copies, names, ids = upload_copies(photo, n_cold, work, data_dir)
+        upload = upload_cost(photo.read_bytes(), work, 4 if quick else 12)
+        log(
+            "save_image: {with:.0f} ms with previews, {without:.0f} ms without".format(
+                **upload["save_image_ms"]
+            )
+        )
 
         # servers -------------------------------------------------------------------
         hport, tport, bport = free_port(), free_port(), free_port()
@@ -772,6 +820,38 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
 
+        # what the cold rows cost at upload (information, no target) ---------------------
+        stored = upload["stored_bytes_per_photo"]
+        previews_kb = sum(v for k, v in stored.items() if k != "original") / 1024
+        rows.append(
+            {
+                "row": "upload save_image (info)",
+                "a_name": "previews",
+                "a": {"value": upload["save_image_ms"]["with"], "unit": "ms"},
+                "b_name": "none",
+                "b": {"value": upload["save_image_ms"]["without"], "unit": "ms"},
+                "ratio": upload["save_image_ms"]["with"] / upload["save_image_ms"]["without"],
+                "target": "-",
+                "result": "INFO",
+                "note": "median per 4000x3000 photo, in-process, embedded backend",
+            }
+        )
+        rows.append(
+            {
+                "row": "stored per photo (info)",
+                "a_name": "previews",
+                "a": {"value": previews_kb, "unit": "KB"},
+                "b_name": "original",
+                "b": {"value": stored.get("original", 0) / 1024, "unit": "KB"},
+                "ratio": previews_kb * 1024 / (stored.get("original") or 1),
+                "target": "-",
+                "result": "INFO",
+                "note": ", ".join(
+                    f"{k} {v / 1024:.0f} KB" for k, v in stored.items() if k != "original"
+                ),
+            }
+        )
+
         # warm rows ------------------------------------------------------------------
         warm_id = ids[0]
         conn = http.client.HTTPConnection(HOST, hport, timeout=60)
@@ -851,6 +931,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "thumbor_conf": THUMBOR_CONF.format(root="<copies dir>"),
         },
         "rows": rows,
+        "upload": upload,
         "raw": strip_latencies(raw),
     }
 
@@ -911,8 +992,8 @@ def render_table(report: dict) -> str:
     for r in report["rows"]:
         a, b = r["a"], r["b"]
         if "unit" in a:
-            left = f"{r['a_name']:<10} {fmt(a['value'], '.0f'):>7} {'MB':>7} {'':>7}"
-            right = f"{r['b_name']:<12} {fmt(b['value'], '.0f'):>7} {'MB':>7} {'':>7}"
+            left = f"{r['a_name']:<10} {fmt(a['value'], '.0f'):>7} {a['unit']:>7} {'':>7}"
+            right = f"{r['b_name']:<12} {fmt(b['value'], '.0f'):>7} {b['unit']:>7} {'':>7}"
             errors = ""
         else:
             left = (

@@ -192,6 +192,22 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
     return 1 if summary[FAILED] else 0
 
 
+def cmd_previews(args: argparse.Namespace, config: Config) -> int:
+    from .remote import HttpImageStore
+    from .store import FAILED, PREVIEW_OUTCOMES, backfill_previews
+
+    if bool(args.all) == bool(args.ids):
+        raise SystemExit("huimages: previews wants either --all or image IDs")
+    store = _store(config)
+    if isinstance(store, HttpImageStore):
+        raise SystemExit("huimages: previews runs next to the backends, not over HUIMAGES_API_URL")
+    ids = list(store.catalog.ids()) if args.all else args.ids
+    progress = Progress(len(ids), "previews", force=args.progress)
+    summary = backfill_previews(store, ids, lambda imageid, outcome: progress.step(imageid))
+    print(", ".join(f"{summary[outcome]} {outcome}" for outcome in PREVIEW_OUTCOMES))
+    return 1 if summary[FAILED] else 0
+
+
 def cmd_prune_cache(args: argparse.Namespace, config: Config) -> int:
     from .cache import Cache
     from .prune import prune_cache
@@ -284,6 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--progress", action="store_true", help="show progress even if not a tty")
     migrate.set_defaults(handler=cmd_migrate)
+
+    previews = commands.add_parser(
+        "previews",
+        help="make the reduced previews that images uploaded before them lack",
+        description="Uploads store reduced copies of each original (longest side 512 and 2048,"
+        " when the original is more than 1.5 times that) that cold variants render from."
+        " This makes them for older images; idempotent and safe to interrupt.",
+    )
+    previews.add_argument("ids", nargs="*", metavar="ID")
+    previews.add_argument("--all", action="store_true", help="every image in the catalog")
+    previews.add_argument("--progress", action="store_true",
+                          help="show progress even if not a tty")
+    previews.set_defaults(handler=cmd_previews)
 
     prune = commands.add_parser(
         "prune-cache",

@@ -6,6 +6,10 @@ so a thumbnail of a 12 MP photo never materialises the full-size bitmap;
 it applies EXIF orientation, converts any embedded ICC profile to sRGB and
 writes plain sRGB pixels with no metadata (no EXIF, no GPS, no ICC profile)
 as JPEG, WebP, AVIF or PNG (see formats.py).
+
+An upload is decoded once, and the same pixels also make its previews
+(previews.py): normalised reduced copies that later renders start from
+instead of the original.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .errors import ImageTooLarge, InvalidImage
 from .formats import FORMATS, output_format, save_options
 from .geometry import scaled_geometry
 from .jpegscan import check_upload_structure
+from .previews import planned_previews, preview_reduction
 from .sizes import Size
 
 ACCEPTED_UPLOAD_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg"}
@@ -42,10 +47,21 @@ _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFE
 
 
 @dataclass(frozen=True)
+class Preview:
+    """One normalised reduced copy of an original (upright sRGB JPEG, no metadata)."""
+
+    name: str
+    width: int
+    height: int
+    data: bytes
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     width: int
     height: int
     content_type: str
+    previews: tuple[Preview, ...] = ()
 
 
 def _orientation(img: Image.Image) -> int:
@@ -109,6 +125,25 @@ def _stored_box(
     }[orientation]
 
 
+def _is_whole(
+    box: tuple[float, float, float, float], size: tuple[int, int], slack: float
+) -> bool:
+    """Whether ``box`` is the whole image, give or take ``slack`` pixels per edge."""
+    left, top, right, bottom = box
+    width, height = size
+    return (abs(left) <= slack and abs(top) <= slack
+            and abs(right - width) <= slack and abs(bottom - height) <= slack)
+
+
+def _scale_box(
+    box: tuple[float, float, float, float], original: tuple[int, int], preview: tuple[int, int]
+) -> tuple[float, float, float, float]:
+    """Map a region of the original onto a preview of it (multiply first: exact edges)."""
+    (ow, oh), (pw, ph) = original, preview
+    left, top, right, bottom = box
+    return (left * pw / ow, top * ph / oh, right * pw / ow, bottom * ph / oh)
+
+
 class ImageEngine:
     """Scaling and validation with one set of limits and quality settings."""
 
@@ -119,17 +154,31 @@ class ImageEngine:
         draft_gap: float = 1.0,
         reducing_gap: float | None = 2.0,
         resample: Image.Resampling = Image.Resampling.BICUBIC,
+        preview_quality: int = 92,
+        preview_resample: Image.Resampling = Image.Resampling.LANCZOS,
     ) -> None:
         """``draft_gap`` 1.0 lets libjpeg's DCT scaling go as far down as the
         output allows: decode at the smallest 1/2, 1/4 or 1/8 scale that is
         still at least the output size, then ``resample`` (with Pillow's
         ``reducing_gap``) does the rest. bench/README.md has the measurements
-        behind these defaults (speed, and PSNR against a full-size decode)."""
+        behind these defaults (speed, and PSNR against a full-size decode).
+
+        Previews are made once per upload and every later variant is
+        resampled from them, so they get a high JPEG quality and 4:2:0
+        chroma like the variants (whose chroma never needs more than a
+        preview's, as a variant is at most half a preview's size). They are
+        made with ``resample`` like any variant (LANCZOS would add 60 ms to
+        a 12 MP upload for 0.05 dB); variants *from* a preview use
+        ``preview_resample`` (LANCZOS): there BICUBIC costs up to 0.5 dB,
+        and the inputs are small enough that LANCZOS adds well under a
+        millisecond to a thumbnail (tests/test_previews.py holds the bar)."""
         self.quality = quality
         self.max_pixels = max_pixels
         self.draft_gap = draft_gap
         self.reducing_gap = reducing_gap
         self.resample = resample
+        self.preview_quality = preview_quality
+        self.preview_resample = preview_resample
         # Pillow's threshold is process-wide: keep it at or above ours, so that it
         # never refuses an original we accept and its warning band (above it, up
         # to twice it) only ever holds images that ``_open`` refuses anyway.
@@ -159,8 +208,13 @@ class ImageEngine:
             )
         return img
 
-    def inspect(self, data: bytes) -> ImageInfo:
-        """Validate an upload completely and return its upright dimensions."""
+    def inspect(self, data: bytes, previews: bool = False) -> ImageInfo:
+        """Validate an upload completely and return its upright dimensions.
+
+        With ``previews``, the decode that validates the upload is done at the
+        scale the largest planned preview needs instead of 1/8, and the
+        previews are made from those pixels: one decode per upload either way.
+        """
         structure = check_upload_structure(data)
         img = self._open(io.BytesIO(data))
         if img.format not in ACCEPTED_UPLOAD_FORMATS:
@@ -168,15 +222,47 @@ class ImageEngine:
         if img.size != (structure.width, structure.height):
             raise InvalidImage("corrupt JPEG: frame header and decoder disagree on the size")
         orientation = _orientation(img)
+        width, height = structure.width, structure.height
+        if orientation >= 5:
+            width, height = height, width
+        content_type = ACCEPTED_UPLOAD_FORMATS[img.format]
+        planned = planned_previews(width, height) if previews else []
         try:
+            if planned:
+                made = self._make_previews(img, orientation, planned)
+                return ImageInfo(width, height, content_type, made)
             img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
             img.load()  # decodes every scan: truncation and corruption surface here
         except _DECODE_ERRORS as exc:
             raise InvalidImage(f"corrupt image data: {exc}") from exc
-        width, height = structure.width, structure.height
-        if orientation >= 5:
-            width, height = height, width
-        return ImageInfo(width, height, ACCEPTED_UPLOAD_FORMATS[img.format])
+        return ImageInfo(width, height, content_type)
+
+    def _make_previews(
+        self, img: Image.Image, orientation: int, planned: list[tuple[str, int, int]]
+    ) -> tuple[Preview, ...]:
+        """Decode once at the coarsest DCT scale that covers the largest preview
+        (a 12 MP photo fully, 4096 pixels a side or more at 1/2 or less), make
+        that preview, then each smaller one from the one before: upright, sRGB,
+        no metadata."""
+        _, largest_w, largest_h = planned[0]
+        stored_size = (largest_h, largest_w) if orientation >= 5 else (largest_w, largest_h)
+        img.draft(img.mode if img.mode in ("RGB", "L", "CMYK") else None, stored_size)
+        img.load()  # decodes every scan: truncation and corruption surface here
+        profile = img.info.get("icc_profile")
+        pixels = img.resize(stored_size, self.resample, reducing_gap=self.reducing_gap)
+        if orientation != 1:
+            pixels = pixels.transpose(_TRANSPOSE[orientation])
+        pixels = _to_srgb(pixels, profile)
+        made = []
+        for name, width, height in planned:
+            if pixels.size != (width, height):
+                pixels = pixels.resize((width, height), self.resample,
+                                       reducing_gap=self.reducing_gap)
+            pixels.info = {}
+            out = io.BytesIO()
+            pixels.save(out, "JPEG", quality=self.preview_quality, subsampling="4:2:0")
+            made.append(Preview(name, width, height, out.getvalue()))
+        return tuple(made)
 
     def dimensions(self, source: BinaryIO) -> tuple[int, int]:
         """Upright dimensions of any stored original (legacy ones need not be JPEG)."""
@@ -184,25 +270,51 @@ class ImageEngine:
         return _upright_size(img, _orientation(img))
 
     def render(
-        self, source: BinaryIO, size: Size, output: BinaryIO, fmt: str = "jpeg"
+        self,
+        source: BinaryIO,
+        size: Size,
+        output: BinaryIO,
+        fmt: str = "jpeg",
+        *,
+        original_size: tuple[int, int] | None = None,
     ) -> tuple[int, int]:
-        """Scale ``source`` to ``size`` and write the encoded result to ``output``."""
+        """Scale ``source`` to ``size`` and write the encoded result to ``output``.
+
+        With ``original_size`` (the original's upright width and height), the
+        source is a preview of that original. The output size and region are
+        still computed from the original's size, so they are exactly what
+        ``scaled_dimensions`` predicts, and the region is mapped onto the
+        preview by its actual scale in each direction. A preview is upright and
+        sRGB already: its own EXIF and ICC (it has none) are not consulted.
+        """
         img = self._open(source)
-        orientation = _orientation(img)
-        upright_w, upright_h = _upright_size(img, orientation)
-        geometry = scaled_geometry(upright_w, upright_h, size)
+        if original_size is None:
+            orientation = _orientation(img)
+            upright_w, upright_h = _upright_size(img, orientation)
+            geometry = scaled_geometry(upright_w, upright_h, size)
+            region, slack, resample = geometry.box, 0.0, self.resample
+        else:
+            orientation, (upright_w, upright_h) = 1, img.size
+            geometry = scaled_geometry(*original_size, size)
+            region = _scale_box(geometry.box, original_size, img.size)
+            # a DCT scale landing within a pixel of the output is used as it is
+            slack, resample = 1.0, self.preview_resample
         try:
-            reduction = self._draft(img, orientation, geometry.box, geometry.width, geometry.height)
+            if original_size is None:
+                reduction = self._draft(img, orientation, region, geometry.width, geometry.height)
+            else:
+                whole = geometry.box == (0.0, 0.0, *map(float, original_size))
+                reduction = self._draft_preview(img, region, geometry.width, geometry.height, whole)
             img.load()
-            profile = img.info.get("icc_profile")
+            profile = img.info.get("icc_profile") if original_size is None else None
             # Resample in stored orientation and turn only the small result upright.
-            left, top, right, bottom = _stored_box(geometry.box, orientation, upright_w, upright_h)
+            left, top, right, bottom = _stored_box(region, orientation, upright_w, upright_h)
             box = (left / reduction, top / reduction, right / reduction, bottom / reduction)
             out_size = (geometry.width, geometry.height)
             if orientation >= 5:
                 out_size = (geometry.height, geometry.width)
-            if out_size != img.size or box != (0, 0, img.width, img.height):
-                img = img.resize(out_size, self.resample, box=box, reducing_gap=self.reducing_gap)
+            if out_size != img.size or not _is_whole(box, img.size, slack):
+                img = img.resize(out_size, resample, box=box, reducing_gap=self.reducing_gap)
             if orientation != 1:
                 img = img.transpose(_TRANSPOSE[orientation])
             img = _to_srgb(img, profile)
@@ -227,6 +339,24 @@ class ImageEngine:
         self._draft(img, orientation, box, out_w, out_h)
         img.load()
         return img
+
+    def _draft_preview(
+        self,
+        img: Image.Image,
+        region: tuple[float, float, float, float],
+        out_w: int,
+        out_h: int,
+        whole: bool,
+    ) -> int:
+        """Decode a preview at the DCT scale ``previews.preview_reduction`` picks."""
+        region_size = (region[2] - region[0], region[3] - region[1])
+        scale = preview_reduction(region_size, (out_w, out_h), whole) or 1
+        if scale > 1 and img.format in ("JPEG", "MPO"):
+            stored_w = img.width
+            drafted = img.draft("RGB", (max(1, img.width // scale), max(1, img.height // scale)))
+            if drafted is not None:
+                return round(stored_w / drafted[1][2])
+        return 1
 
     def _draft(
         self,

@@ -11,13 +11,14 @@ import datetime
 import io
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .cache import Cache
 from .config import Config
-from .engine import ImageEngine
+from .engine import ImageEngine, Preview
 from .errors import (
     HuImagesError,
     ImageNotFound,
@@ -26,13 +27,23 @@ from .errors import (
     InvalidSize,
     SizeNotAllowed,
 )
-from .formats import check_variant, output_format
+from .formats import UNAVAILABLE, check_variant, output_format
 from .geometry import high_density_size
 from .geometry import scaled_dimensions as _geometry_dimensions
 from .ids import compute_id, validate_id
+from .previews import choose_preview, planned_previews, recorded_previews
 from .signing import sign
 from .sizes import CROP, Size, parse_size
-from .storage import BlobStore, Catalog, Doc, is_live, open_blob_store, open_catalog, timestamp
+from .storage import (
+    BlobNotFound,
+    BlobStore,
+    Catalog,
+    Doc,
+    is_live,
+    open_blob_store,
+    open_catalog,
+    timestamp,
+)
 from .tags import img_tag, picture_tag
 from .urls import image_path, join_url
 
@@ -116,6 +127,11 @@ class ImageStore:
 
         ``contenttype`` is accepted for compatibility; the stored type is the
         one detected from the bytes, which are validated completely first.
+
+        The decode that validates the bytes also makes the previews
+        (previews.py), stored next to the original and listed in the document.
+        A repeated upload makes them again: the same bytes give the same
+        previews, and a lost one is replaced on the way.
         """
         del contenttype
         if not isinstance(imagedata, bytes | bytearray | memoryview):
@@ -125,10 +141,11 @@ class ImageStore:
             raise ImageTooLarge(
                 f"upload is {len(imagedata)} bytes; the limit is {self.config.max_upload_bytes}"
             )
-        info = self.engine.inspect(imagedata)
+        info = self.engine.inspect(imagedata, previews=True)
         imageid = compute_id(imagedata)
-        # Original first: the catalog must never point at bytes that are not stored.
+        # Blobs first: the catalog must never point at bytes that are not stored.
         self.blobs.put(imageid, imagedata, info.content_type, info.width, info.height)
+        previews = self._store_previews(imageid, info.previews)
         when = _as_timestamp(timestamp)
 
         def change(doc: Doc) -> None:
@@ -142,9 +159,50 @@ class ImageStore:
             )
             doc.setdefault("filename", filename)
             doc.pop("broken", None)
+            _record_previews(doc, previews)
 
         self.catalog.update(imageid, change)
         return imageid
+
+    def _store_previews(self, imageid: str, previews: Sequence[Preview]) -> dict[str, list[int]]:
+        """Put each preview in the blob store; the ones it kept, for the document."""
+        return {
+            preview.name: [preview.width, preview.height]
+            for preview in previews
+            if self.blobs.put_derived(imageid, preview.name, preview.data)
+        }
+
+    def ensure_previews(self, imageid: str) -> str:
+        """Make the previews an image lacks (one uploaded before they existed).
+
+        Idempotent: returns ``"made"``, ``"already there"``, ``"not needed"``
+        (an original too small for any), or ``"not supported"`` (a blob store
+        that keeps none). The original is read and validated like an upload;
+        one that no longer decodes raises InvalidImage and is left as it is.
+        """
+        doc = self.get_imagedoc(imageid)
+        source = _source_dimensions(doc)
+        if source is not None:
+            wanted = {name for name, _, _ in planned_previews(*source)}
+            if not wanted:
+                return NOT_NEEDED
+            if wanted <= set(recorded_previews(doc)):
+                return ALREADY_THERE
+        with self.blobs.open(imageid) as handle:
+            data = handle.read()
+        info = self.engine.inspect(data, previews=True)
+        if not info.previews:
+            return NOT_NEEDED
+        previews = self._store_previews(imageid, info.previews)
+        if not previews:
+            return NOT_SUPPORTED
+
+        def change(doc: Doc) -> None:
+            doc.update(width=info.width, height=info.height)
+            _record_previews(doc, previews)
+
+        self.catalog.update(imageid, change)
+        return MADE
 
     def update_metadata(
         self,
@@ -281,7 +339,9 @@ class ImageStore:
         attrs.setdefault("alt", " ".join(filter(None, [title, self.config.alt_addition])))
         img = img_tag(candidates("jpeg"), width, height, args, attrs)
         sources = [
-            (output_format(ext).content_type, candidates(ext)) for ext in formats if ext != "jpeg"
+            (output_format(ext).content_type, candidates(ext))
+            for ext in formats
+            if ext != "jpeg" and ext not in UNAVAILABLE  # a Pillow without AVIF offers none
         ]
         return picture_tag(sources, img) if formats else img
 
@@ -326,10 +386,14 @@ class ImageStore:
         doc = self.catalog.get(imageid)
         if not is_live(doc):
             raise ImageNotFound(f"no image {imageid}")
-        self.cache.produce(path, lambda out: self._write_variant(imageid, size, ext, out))
+        self.cache.produce(path, lambda out: self._write_variant(imageid, size, ext, out, doc))
         return path
 
-    def _write_variant(self, imageid: str, size: Size, ext: str, out: io.BufferedWriter) -> None:
+    def _write_variant(
+        self, imageid: str, size: Size, ext: str, out: io.BufferedWriter, doc: Doc | None = None
+    ) -> None:
+        if doc is not None and self._write_from_preview(imageid, size, ext, out, doc):
+            return
         with self.blobs.open(imageid) as source:
             if size.is_original:
                 shutil.copyfileobj(source, out, 1 << 20)
@@ -340,6 +404,31 @@ class ImageStore:
                 self.mark_broken(imageid, str(exc))
                 raise ImageNotFound(f"image {imageid} cannot be decoded") from exc
 
+    def _write_from_preview(
+        self, imageid: str, size: Size, ext: str, out: io.BufferedWriter, doc: Doc
+    ) -> bool:
+        """Render from the smallest preview with enough pixels; False to use the original.
+
+        Dimensions come from the original's size in the document, never from
+        the preview's. A preview that is missing or does not decode is only a
+        lost shortcut: it is logged, and the original is used.
+        """
+        source = _source_dimensions(doc)
+        chosen = choose_preview(recorded_previews(doc), *source, size) if source else None
+        if chosen is None:
+            return False
+        name = chosen[0]
+        try:
+            with self.blobs.open_derived(imageid, name) as preview:
+                self.engine.render(preview, size, out, ext, original_size=source)
+            return True
+        except (BlobNotFound, InvalidImage, ImageTooLarge) as exc:
+            log.warning("preview %s of %s not usable, rendering from the original: %s",
+                        name, imageid, exc)
+            out.seek(0)
+            out.truncate()
+            return False
+
     def mark_broken(self, imageid: str, reason: str) -> None:
         """Like the original: a broken original is flagged deleted, then answered 404."""
         log.error("marking image %s broken: %s", imageid, reason)
@@ -348,6 +437,39 @@ class ImageStore:
             doc.update(deleted=True, broken=reason[:200], mtime=timestamp())
 
         self.catalog.update(imageid, change)
+
+
+MADE = "made"
+ALREADY_THERE = "already there"
+NOT_NEEDED = "not needed"
+NOT_SUPPORTED = "not supported"
+FAILED = "failed"
+PREVIEW_OUTCOMES = (MADE, ALREADY_THERE, NOT_NEEDED, NOT_SUPPORTED, FAILED)
+
+
+def backfill_previews(
+    store: ImageStore,
+    imageids: Iterable[str],
+    on_step: Callable[[str, str], None] = lambda imageid, outcome: None,
+) -> Counter[str]:
+    """``ensure_previews`` for many images; safe to interrupt and run again."""
+    summary: Counter[str] = Counter()
+    for imageid in imageids:
+        try:
+            outcome = store.ensure_previews(imageid)
+        except HuImagesError as exc:
+            log.warning("previews of %s failed: %s", imageid, exc)
+            outcome = FAILED
+        summary[outcome] += 1
+        on_step(imageid, outcome)
+    return summary
+
+
+def _record_previews(doc: Doc, previews: Mapping[str, list[int]]) -> None:
+    """Merge into the document's ``previews`` (a concurrent writer's entries stay)."""
+    if previews:
+        recorded = doc.get("previews")
+        doc["previews"] = {**(recorded if isinstance(recorded, dict) else {}), **previews}
 
 
 def _source_dimensions(doc: Doc | None) -> tuple[int, int] | None:

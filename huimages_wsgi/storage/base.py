@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from ..errors import ImageNotFound
+from ..previews import check_preview_name
 
 Doc = dict[str, Any]
 Mutation = Callable[[Doc], None]
@@ -23,7 +24,14 @@ class BlobNotFound(ImageNotFound):
 
 
 class BlobStore(ABC):
-    """Where original bytes live, keyed by image ID."""
+    """Where original bytes live, keyed by image ID.
+
+    Next to each original a store may keep *derived* blobs: the reduced
+    previews made at upload (previews.py), under one of a fixed set of names.
+    They can always be made again from the original, so a store that keeps
+    none (the legacy CouchDB attachments) simply inherits the defaults below
+    and its images render from the original.
+    """
 
     @abstractmethod
     def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
@@ -38,7 +46,21 @@ class BlobStore(ABC):
 
     @abstractmethod
     def delete(self, imageid: str) -> None:
-        """Remove the original; missing is not an error."""
+        """Remove the original and its derived blobs; missing is not an error."""
+
+    def put_derived(self, imageid: str, name: str, data: bytes) -> bool:
+        """Store a derived JPEG beside the original; False if this store keeps none.
+
+        ``name`` is one of ``previews.PREVIEW_NAMES`` (checked). Overwrites:
+        the same original always gives the same previews.
+        """
+        check_preview_name(name)
+        return False
+
+    def open_derived(self, imageid: str, name: str) -> BinaryIO:
+        """A readable, closable file object with a derived blob; raises BlobNotFound."""
+        check_preview_name(name)
+        raise BlobNotFound(f"{self.describe()} keeps no previews")
 
     def check(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Raise BackendUnavailable when the store cannot be reached."""

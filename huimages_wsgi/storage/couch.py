@@ -154,7 +154,11 @@ class CouchCatalog(Catalog):
 
 
 class CouchAttachmentStore(BlobStore):
-    """Originals kept as attachments on the catalog document (huImages' first design)."""
+    """Originals kept as attachments on the catalog document (huImages' first design).
+
+    It keeps no previews (``put_derived`` says so by returning False), so an
+    image stored only here renders from its original, as it always did.
+    """
 
     def __init__(self, catalog: CouchCatalog) -> None:
         self.catalog = catalog

@@ -3,6 +3,11 @@
 Sharded by the first two ID characters so no directory grows past a few
 thousand entries even with millions of images. Writes are atomic and fsynced:
 the original is the one copy we cannot regenerate.
+
+Previews sit beside their original as ``<ID>.<name>`` (``<ID>.p512``). They
+are written atomically but not fsynced: they can be made again, and one that
+a crash left empty fails to decode, which the store answers by rendering
+from the original.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..ids import validate_id
+from ..previews import PREVIEW_NAMES, check_preview_name
 from .base import BlobNotFound, BlobStore
 
 
@@ -48,6 +54,10 @@ class DiskBlobStore(BlobStore):
         validate_id(imageid)
         return self.root / imageid[:2] / imageid
 
+    def derived_path(self, imageid: str, name: str) -> Path:
+        path = self.path(imageid)
+        return path.with_name(f"{path.name}.{check_preview_name(name)}")
+
     def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
         path = self.path(imageid)
         if path.exists() and path.stat().st_size == len(data):
@@ -60,10 +70,22 @@ class DiskBlobStore(BlobStore):
         except FileNotFoundError:
             raise BlobNotFound(f"no original stored for {imageid}") from None
 
+    def put_derived(self, imageid: str, name: str, data: bytes) -> bool:
+        write_atomic(self.derived_path(imageid, name), data, durable=False)
+        return True
+
+    def open_derived(self, imageid: str, name: str) -> BinaryIO:
+        try:
+            return open(self.derived_path(imageid, name), "rb")  # noqa: SIM115 - caller closes
+        except FileNotFoundError:
+            raise BlobNotFound(f"no preview {name} stored for {imageid}") from None
+
     def exists(self, imageid: str) -> bool:
         return self.path(imageid).is_file()
 
     def delete(self, imageid: str) -> None:
+        for name in PREVIEW_NAMES:
+            _unlink_quietly(self.derived_path(imageid, name))
         _unlink_quietly(self.path(imageid))
 
     def describe(self) -> str:

@@ -32,6 +32,13 @@ class MigratingBlobStore(BlobStore):
     def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
         self.primary.put(imageid, data, content_type, width, height)
 
+    def put_derived(self, imageid: str, name: str, data: bytes) -> bool:
+        """Previews live in the primary store only; attachments stay as they were."""
+        return self.primary.put_derived(imageid, name, data)
+
+    def open_derived(self, imageid: str, name: str) -> BinaryIO:
+        return self.primary.open_derived(imageid, name)
+
     def open(self, imageid: str) -> BinaryIO:
         try:
             return self.primary.open(imageid)

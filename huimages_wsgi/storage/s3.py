@@ -5,6 +5,8 @@ The endpoint and credentials come from boto3's own configuration chain
 profiles, instance roles), so nothing S3-specific is configured twice.
 Objects are written private (no ACL is ever set) with an MD5 the server
 checks, and read by streaming into a temporary file, never whole into memory.
+Previews are objects of their own, ``<ID>.<name>`` (``<ID>.p512``), private
+like the originals.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import BackendUnavailable
 from ..ids import validate_id
+from ..previews import PREVIEW_NAMES, check_preview_name
 from .base import BlobNotFound, BlobStore
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
@@ -100,16 +103,39 @@ class S3BlobStore(BlobStore):
             raise BackendUnavailable(f"S3 copy of {imageid} does not match the original")
 
     def open(self, imageid: str) -> BinaryIO:
-        response = self._call("get_object", Key=validate_id(imageid))
+        return self._read(validate_id(imageid))
+
+    def _read(self, key: str) -> BinaryIO:
+        response = self._call("get_object", Key=key)
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller
         try:
             with response["Body"] as body:
                 shutil.copyfileobj(body, spool, 1 << 20)
         except (BotoCoreError, OSError) as exc:
             spool.close()
-            raise BackendUnavailable(f"S3 read of {imageid} failed: {exc}") from exc
+            raise BackendUnavailable(f"S3 read of {key} failed: {exc}") from exc
         spool.seek(0)
         return spool  # type: ignore[return-value]
+
+    @staticmethod
+    def derived_key(imageid: str, name: str) -> str:
+        return f"{validate_id(imageid)}.{check_preview_name(name)}"
+
+    def put_derived(self, imageid: str, name: str, data: bytes) -> bool:
+        """Stored with an MD5 the server checks; no read-back, unlike an original:
+        a preview can be made again, and one that does not decode is not used."""
+        digest = hashlib.md5(data, usedforsecurity=False).digest()
+        self._call(
+            "put_object",
+            Key=self.derived_key(imageid, name),
+            Body=data,
+            ContentType="image/jpeg",
+            ContentMD5=base64.b64encode(digest).decode("ascii"),
+        )
+        return True
+
+    def open_derived(self, imageid: str, name: str) -> BinaryIO:
+        return self._read(self.derived_key(imageid, name))
 
     def exists(self, imageid: str) -> bool:
         try:
@@ -119,6 +145,8 @@ class S3BlobStore(BlobStore):
         return True
 
     def delete(self, imageid: str) -> None:
+        for name in sorted(PREVIEW_NAMES):
+            self._call("delete_object", Key=self.derived_key(imageid, name))
         self._call("delete_object", Key=validate_id(imageid))
 
     def check(self) -> None:

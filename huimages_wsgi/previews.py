@@ -1,0 +1,143 @@
+"""Previews ("mezzanines"): which reduced copies an original gets, and which one a variant uses.
+
+A cold variant of a 12 MP photo costs a decode of the whole original (about
+23 ms even at libjpeg's 1/8 DCT scale, 34 ms at 1/2), however small the
+output. So every upload also stores a few reduced copies of the original,
+made once from the pixels the upload's validation decodes anyway, and a
+variant is rendered from the smallest copy that still has enough pixels.
+
+A preview is *normalised*: upright (EXIF orientation applied), sRGB, RGB,
+no metadata (no EXIF, GPS or ICC profile). It is the original at a smaller
+scale and nothing else, so rendering from it needs no orientation or colour
+work, and the output dimensions still come from the original's size through
+``geometry.scaled_geometry``: a preview changes how fast a variant is made,
+never what ``scaled_dimensions`` predicts.
+
+This module is pure policy (no I/O): the names, the sizes, and the choice.
+The engine makes the pixels, the blob store keeps them, the store decides.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .geometry import fit_dimensions, scaled_geometry
+from .sizes import Size
+
+#: Preview name -> longest side. Powers of two, so libjpeg's 1/2 and 1/4 DCT
+#: scaling of a preview lands on common boxes: ``p2048`` decoded at 1/2 *is*
+#: a 1024-wide variant, with no resampling left to do. The names are the only
+#: ones a blob store accepts (they end up in file names and S3 keys).
+PREVIEW_LEVELS: Mapping[str, int] = {"p512": 512, "p2048": 2048}
+PREVIEW_NAMES = frozenset(PREVIEW_LEVELS)
+
+#: A level is made only for originals whose longest side is more than this many
+#: times the level: a preview barely smaller than the original would cost
+#: storage and upload time and save almost nothing when rendering.
+MIN_GAIN = 1.5
+
+#: How many times the output size a preview's region must be, at the DCT scale
+#: it is decoded at. A preview has been resampled and JPEG-compressed once
+#: already; resampling it again by less than 2x softens the result measurably
+#: (3200x2400 photo, q95 output: -1.2 to -2.8 dB against the exact pipeline at
+#: ratios 1.02-1.7; -0.02 to -0.8 dB at 2x and more, see tests/test_previews.py), where
+#: the original, decoded at libjpeg's nearest DCT scale, stays within 1 dB at
+#: any ratio. The one exception is a DCT scale that lands on the output size
+#: itself (``p2048`` at 1/2 for a 1024-wide fit): then nothing is resampled.
+PREVIEW_GAP = 2.0
+DCT_SCALES = (8, 4, 2, 1)
+
+#: Floating point slack when a preview region is compared with the output size.
+_EPSILON = 1e-6
+
+
+def check_preview_name(name: str) -> str:
+    """Return ``name`` if it is one of the fixed preview names, else raise ValueError.
+
+    Names reach file names and S3 keys; they never come from a request, and
+    this check makes sure nothing else ever does either.
+    """
+    if name not in PREVIEW_NAMES:
+        raise ValueError(f"not a preview name: {str(name)[:40]!r}")
+    return name
+
+
+def planned_previews(width: int, height: int) -> list[tuple[str, int, int]]:
+    """(name, width, height) of the previews an upright original gets, largest first."""
+    longest = max(width, height)
+    planned = [
+        (name, *fit_dimensions(width, height, level, level))
+        for name, level in PREVIEW_LEVELS.items()
+        if longest > MIN_GAIN * level
+    ]
+    return sorted(planned, key=lambda item: item[1] * item[2], reverse=True)
+
+
+def recorded_previews(doc: Mapping[str, Any] | None) -> dict[str, tuple[int, int]]:
+    """The well-formed entries of a catalog document's ``previews`` (others ignored)."""
+    previews = (doc or {}).get("previews")
+    if not isinstance(previews, Mapping):
+        return {}
+    result = {}
+    for name, dims in previews.items():
+        if name in PREVIEW_NAMES and isinstance(dims, list | tuple) and len(dims) == 2:
+            pw, ph = dims
+            if isinstance(pw, int) and isinstance(ph, int) and pw > 0 and ph > 0:
+                result[name] = (pw, ph)
+    return result
+
+
+def _ceil(value: float) -> int:
+    return math.ceil(value - _EPSILON)
+
+
+def preview_reduction(
+    region: tuple[float, float], output: tuple[int, int], whole: bool
+) -> int | None:
+    """The DCT scale (8, 4, 2 or 1, coarsest first) to decode a preview at, or None
+    when the preview is too small for ``output``.
+
+    ``region`` is the size, in preview pixels, of what maps onto the output;
+    ``whole`` says it is the entire preview (a fit, not a crop), the only case
+    where an exact landing on the output size is possible. (At scale 1 that
+    would be the preview re-encoded as it is: a second JPEG generation that
+    costs 1-2 dB at high quality, so the original serves such a size.)
+    """
+    (region_w, region_h), (out_w, out_h) = region, output
+    for scale in DCT_SCALES:
+        width, height = region_w / scale, region_h / scale
+        if scale > 1 and whole and _ceil(width) == out_w and _ceil(height) == out_h:
+            return scale  # libjpeg decodes exactly the output size: nothing to resample
+        if (width + _EPSILON >= PREVIEW_GAP * out_w
+                and height + _EPSILON >= PREVIEW_GAP * out_h):
+            return scale
+    return None
+
+
+def choose_preview(
+    previews: Mapping[str, tuple[int, int]], width: int, height: int, size: Size
+) -> tuple[str, int, int] | None:
+    """The smallest preview that can render ``size`` as well as the original, or None.
+
+    The region of the preview that maps onto the output must be at least
+    ``PREVIEW_GAP`` times the output size in both dimensions (or land on it
+    exactly at a DCT scale, see ``preview_reduction``), so a preview is only
+    ever scaled down, and by enough to keep the quality of a render from the
+    original. ``width`` and ``height`` are the original's upright size, from
+    the catalog. ``o`` always comes from the original.
+    """
+    if size.is_original or width < 1 or height < 1:
+        return None
+    geometry = scaled_geometry(width, height, size)
+    left, top, right, bottom = geometry.box
+    best: tuple[str, int, int] | None = None
+    whole = geometry.box == (0.0, 0.0, float(width), float(height))
+    for name, (pw, ph) in previews.items():
+        region = ((right - left) * pw / width, (bottom - top) * ph / height)
+        if preview_reduction(region, (geometry.width, geometry.height), whole) is None:
+            continue
+        if best is None or pw * ph < best[1] * best[2]:
+            best = (name, pw, ph)
+    return best
