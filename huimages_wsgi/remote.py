@@ -40,9 +40,9 @@ from .errors import (
 )
 from .ids import validate_id
 from .signing import sign
-from .storage import Catalog, Doc, timestamp
+from .storage import Catalog, Doc
 from .storage.base import Mutation
-from .store import ImageStore
+from .store import ImageStore, as_timestamp
 from .urls import image_path
 
 #: How long a fetched document is reused: ``scaled_tag`` needs it three times.
@@ -205,19 +205,15 @@ class HttpImageStore(ImageStore):
         typ: str = "",
     ) -> str:
         del contenttype  # the server detects the type from the bytes
-        if not isinstance(imagedata, bytes | bytearray | memoryview):
-            raise InvalidImage("image data must be bytes")
-        limit = self.config.max_upload_bytes
-        if len(imagedata) > limit:
-            raise ImageTooLarge(f"upload is {len(imagedata)} bytes; the limit is {limit}")
+        imagedata = self.checked_upload(imagedata)  # refused here, before sending
         fields = {"title": title, "type": typ, "filename": filename}
         if references:
             fields["references"] = json.dumps(dict(references))
         if timestamp is not None:
-            fields["timestamp"] = _timestamp_text(timestamp)
+            fields["timestamp"] = as_timestamp(timestamp)
         query = urlencode({key: value for key, value in fields.items() if value})
         summary = self.api.json(
-            "POST", f"/images?{query}", body=bytes(imagedata), content_type="image/jpeg"
+            "POST", f"/images?{query}", body=imagedata, content_type="image/jpeg"
         )
         imageid = validate_id(summary["id"])
         self.catalog.forget(imageid)
@@ -256,10 +252,6 @@ class HttpImageStore(ImageStore):
 
     def variant(self, imageid: str, size: Any, ext: str = "jpeg") -> Any:
         raise NotAvailableRemotely("variants are rendered by the server: use scaled_imagedata")
-
-
-def _timestamp_text(value: datetime.datetime | str) -> str:
-    return timestamp(value) if isinstance(value, datetime.datetime) else str(value)
 
 
 def open_store(config: Config) -> ImageStore:

@@ -66,7 +66,7 @@ def _merge(
         doc["title"].append(title)
 
 
-def _as_timestamp(value: datetime.datetime | str | None) -> str:
+def as_timestamp(value: datetime.datetime | str | None) -> str:
     if value is None:
         return timestamp()
     if isinstance(value, datetime.datetime):
@@ -113,6 +113,15 @@ class ImageStore:
 
     # -- writing -------------------------------------------------------------
 
+    def checked_upload(self, imagedata: Any) -> bytes:
+        """The bytes of an upload, refused before any parsing when not bytes or too big."""
+        if not isinstance(imagedata, bytes | bytearray | memoryview):
+            raise InvalidImage("image data must be bytes")
+        limit = self.config.max_upload_bytes
+        if len(imagedata) > limit:
+            raise ImageTooLarge(f"upload is {len(imagedata)} bytes; the limit is {limit}")
+        return bytes(imagedata)
+
     def save_image(
         self,
         imagedata: bytes,
@@ -134,19 +143,13 @@ class ImageStore:
         previews, and a lost one is replaced on the way.
         """
         del contenttype
-        if not isinstance(imagedata, bytes | bytearray | memoryview):
-            raise InvalidImage("image data must be bytes")
-        imagedata = bytes(imagedata)
-        if len(imagedata) > self.config.max_upload_bytes:
-            raise ImageTooLarge(
-                f"upload is {len(imagedata)} bytes; the limit is {self.config.max_upload_bytes}"
-            )
+        imagedata = self.checked_upload(imagedata)
         info = self.engine.inspect(imagedata, previews=True)
         imageid = compute_id(imagedata)
         # Blobs first: the catalog must never point at bytes that are not stored.
         self.blobs.put(imageid, imagedata, info.content_type, info.width, info.height)
         previews = self._store_previews(imageid, info.previews)
-        when = _as_timestamp(timestamp)
+        when = as_timestamp(timestamp)
 
         def change(doc: Doc) -> None:
             _merge(doc, when=when, title=title, references=references, typ=typ)
