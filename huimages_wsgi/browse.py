@@ -183,7 +183,7 @@ class BrowseApp:
             + '<a id="random" href="random">random</a>'
             + '<a id="all" href="./">all images</a></nav>'
         )
-        image = self._tag(imageid, DETAIL_SIZE, formats=DETAIL_FORMATS, id="image")
+        image = self._tag(imageid, DETAIL_SIZE, formats=DETAIL_FORMATS, doc=doc, id="image")
         facts = [
             ("ID", imageid),
             ("Size", f"{doc.get('width', '?')} \u00d7 {doc.get('height', '?')} pixels"),
@@ -286,8 +286,9 @@ class BrowseApp:
         )
 
     def _thumb(self, imageid: str) -> str:
-        title = newest_title(self.store.catalog.get(imageid))
-        image = self._tag(imageid, THUMB_SIZE, loading="lazy")
+        doc = self.store.catalog.get(imageid)
+        title = newest_title(doc)
+        image = self._tag(imageid, THUMB_SIZE, doc=doc, loading="lazy")
         return (
             f'<li><a class="thumb" href="{_e(imageid)}" title="{_e(title)}">{image}'
             f"<span>{_e(title or imageid)}</span></a></li>"

@@ -310,6 +310,7 @@ class ImageStore:
         formats: Sequence[str] = (),
         srcset: bool = False,
         base_url: str | None = None,
+        doc: Doc | None = None,
         **attrs: str,
     ) -> str:
         """An ``<img>`` with width, height and alt, every value HTML-escaped.
@@ -319,9 +320,12 @@ class ImageStore:
         the box, and none for one smaller than the box). ``formats`` (e.g.
         ``("avif", "webp")``, best first) wraps the ``<img>`` in a ``<picture>``
         with one ``<source>`` per format; the ``<img>`` stays JPEG, which every
-        browser decodes. One catalog read, whatever the options.
+        browser decodes. One catalog read, whatever the options, or none when
+        the caller already holds the image's ``doc``.
         """
-        doc = self.catalog.get(validate_id(imageid))
+        validate_id(imageid)
+        if doc is None:
+            doc = self.catalog.get(imageid)
         title = newest_title(doc)
         one_x = self.canonical_size(size)
         width, height = self._tag_dimensions(doc, one_x)

@@ -237,3 +237,20 @@ def status(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def test_each_page_reads_each_document_once(browse_app):
+    """On CouchDB every catalog read is a round trip: the index must not read twice."""
+    ids = [upload(browse_app, f.solid_jpeg(colour=(50 * i, 20, 20)), f"n{i}") for i in range(3)]
+    catalog = browse_app.store.catalog
+    reads: list[str] = []
+    real_get = catalog.get
+    catalog.get = lambda imageid: reads.append(imageid) or real_get(imageid)
+    try:
+        assert get(browse_app, "/_browse/").status_int == 200
+        assert sorted(reads) == sorted(ids)
+        reads.clear()
+        assert get(browse_app, f"/_browse/{ids[1]}").status_int == 200
+        assert reads == [ids[1]]
+    finally:
+        del catalog.get
