@@ -37,7 +37,8 @@ import select as _select
 import stat
 from collections.abc import Callable, MutableMapping
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlsplit
+
+from .urls import split_request_uri
 
 __all__ = ["DEFAULT_SOCKET_UMASK", "fix_path_info", "serve_fcgi"]
 
@@ -61,20 +62,8 @@ def fix_path_info(environ: MutableMapping[str, Any]) -> None:
     request_uri = environ.get("REQUEST_URI")
     if not request_uri:
         return
-    raw = request_uri.split("?", 1)[0]
-    if "://" in raw[:16]:  # absolute-form request target
-        raw = urlsplit(raw).path
-    # Native strings are latin-1 decoded bytes (PEP 3333): decode %XX to bytes
-    # and map them back 1:1 instead of letting unquote() assume UTF-8.
-    path = unquote_to_bytes(raw.encode("latin-1")).decode("latin-1")
-    script_name = (environ.get("SCRIPT_NAME") or "").rstrip("/")
-    if script_name and path.startswith(script_name + "/"):
-        path = path[len(script_name) :]
-    else:
-        # Not a prefix, or the whole path (mod_proxy_fcgi's default): the app
-        # is really mounted at the root.
-        environ["SCRIPT_NAME"] = ""
-    environ["PATH_INFO"] = path
+    script, path = split_request_uri(request_uri, environ.get("SCRIPT_NAME") or "")
+    environ["SCRIPT_NAME"], environ["PATH_INFO"] = script, path
 
 
 class _ParentSelect:

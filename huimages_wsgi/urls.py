@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 
@@ -28,3 +28,23 @@ def image_path(
 
 def join_url(server_url: str, path: str) -> str:
     return server_url.rstrip("/") + path
+
+
+def split_request_uri(request_uri: str, script_name: str) -> tuple[str, str]:
+    """``(SCRIPT_NAME, PATH_INFO)`` recovered from ``REQUEST_URI``.
+
+    For FastCGI fronts that leave PATH_INFO empty (Apache's mod_proxy_fcgi,
+    lighttpd's 404 handler). SCRIPT_NAME is kept only when it is a proper
+    path prefix; otherwise (the error handler's URL, or the whole path) the
+    app is really mounted at the root. WSGI strings are latin-1 decoded
+    bytes (PEP 3333), so %XX escapes are decoded to bytes and mapped back
+    one to one rather than assumed to be UTF-8.
+    """
+    raw = request_uri.split("?", 1)[0]
+    if "://" in raw[:16]:  # absolute-form request target
+        raw = urlsplit(raw).path
+    path = unquote_to_bytes(raw.encode("latin-1", "replace")).decode("latin-1")
+    script = script_name.rstrip("/")
+    if script and path.startswith(script + "/"):
+        return script, path[len(script) :]
+    return "", path

@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any
-from urllib.parse import parse_qs, unquote_to_bytes
+from urllib.parse import parse_qs
 from wsgiref.handlers import format_date_time
 
 from webob import Request, Response
@@ -44,6 +44,7 @@ from .responses import text_error as error_response
 from .signing import verify
 from .sizes import Size
 from .store import ImageStore
+from .urls import split_request_uri
 
 log = logging.getLogger("huimages_wsgi")
 
@@ -67,11 +68,7 @@ def request_path(environ: dict[str, Any]) -> str:
     uri = environ.get("REQUEST_URI", "")
     if not uri:
         return environ.get("SCRIPT_NAME", "")
-    raw = unquote_to_bytes(uri.split("?", 1)[0]).decode("latin-1")
-    script = environ.get("SCRIPT_NAME", "")
-    if script and raw != script and raw.startswith(script.rstrip("/") + "/"):
-        return raw[len(script.rstrip("/")) :]
-    return raw
+    return split_request_uri(uri, environ.get("SCRIPT_NAME", ""))[1]
 
 
 def query_param(environ: dict[str, Any], name: str) -> str | None:
