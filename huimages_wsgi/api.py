@@ -58,6 +58,7 @@ _TIMESTAMP_RE = re.compile(r"[0-9]{8}T[0-9]{6}(\.[0-9]{1,6})?")  # huImages' own
 PATCH_FIELDS = frozenset({"title", "type", "references"})
 RAW_TYPES = ("image/", "application/octet-stream")
 ITEM_METHODS = ("GET", "HEAD", "PATCH", "DELETE")
+WALK = ("next", "previous")
 _CHUNK = 1 << 16
 
 
@@ -116,7 +117,22 @@ class ApiApp:
                 self.store.delete_image(imageid)
                 return Response(status=204)
             return json_response(200, self.store.get_imagedoc(imageid))
-        raise ApiError(404, "no such API resource: use /_api/images or /_api/images/<ID>")
+        if parts == ["random"] or (len(parts) == 3 and parts[0] == "images" and parts[2] in WALK):
+            self.allow(request, ("GET", "HEAD"))
+            return json_response(200, {"id": self.walk(parts)})
+        raise ApiError(
+            404, "no such API resource: use /_api/images, /_api/images/<ID>[/next|/previous]"
+            " or /_api/random"
+        )
+
+    def walk(self, parts: list[str]) -> str | None:
+        """Browsing for remote clients: a neighbour or a random live image (None: none)."""
+        if parts == ["random"]:
+            return self.store.get_random_imageid()
+        imageid = validate_id(parts[1])
+        if parts[2] == "next":
+            return self.store.get_next_imageid(imageid)
+        return self.store.get_previous_imageid(imageid)
 
     def allow(self, request: Request, methods: tuple[str, ...]) -> None:
         """405 for a wrong method, then 401/403 unless the right bearer token came along."""

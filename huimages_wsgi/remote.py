@@ -7,9 +7,9 @@ are ``GET /_api/images/<ID>`` (stdlib ``urllib``, nothing to install), so an
 application needs neither S3 nor CouchDB credentials, only the token. URL
 building (``imageurl``, ``scaled_imageurl``, signatures) stays local and
 pure, exactly as with direct access; ``scaled_imagedata`` fetches the
-variant from the server. Walking the catalog (``get_random_imageid``,
-``get_next_imageid``, ``get_previous_imageid``) has no API and raises
-:class:`NotAvailableRemotely`.
+variant from the server; ``get_random_imageid``, ``get_next_imageid`` and
+``get_previous_imageid`` ask the API. Listing the whole catalog has no API
+and raises :class:`NotAvailableRemotely`.
 
 Errors arrive as the same exception classes the local store raises
 (``ImageNotFound``, ``InvalidImage``, ``ImageTooLarge``,
@@ -157,12 +157,13 @@ class HttpCatalog(Catalog):
         raise NotAvailableRemotely("documents change through the API's PATCH, not directly")
 
     def next_id(self, imageid: str) -> str | None:
-        raise NotAvailableRemotely("walking the catalog needs direct backend access")
+        return self.client.json("GET", f"/images/{validate_id(imageid)}/next")["id"]
 
-    previous_id = next_id
+    def previous_id(self, imageid: str) -> str | None:
+        return self.client.json("GET", f"/images/{validate_id(imageid)}/previous")["id"]
 
     def random_id(self) -> str | None:
-        raise NotAvailableRemotely("walking the catalog needs direct backend access")
+        return self.client.json("GET", "/random")["id"]
 
     def ids(self, include_deleted: bool = False) -> Iterator[str]:
         raise NotAvailableRemotely("walking the catalog needs direct backend access")

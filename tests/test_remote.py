@@ -101,7 +101,7 @@ def test_errors_arrive_as_the_local_exception_classes(server, tmp_path):
     with pytest.raises(ImageTooLarge):  # refused here, before sending
         small.save_image(f.photo_jpeg(300, 300))
     with pytest.raises(NotAvailableRemotely):
-        store.get_random_imageid()
+        list(store.catalog.ids())
     wrong = open_store(remote_config(server, tmp_path, upload_token="not-the-token"))
     with pytest.raises(RemoteError) as refused:
         wrong.save_image(f.solid_jpeg())
@@ -138,3 +138,16 @@ def test_module_api_and_cli_use_the_server(tmp_path, monkeypatch):
             huimages_wsgi.get_imagedoc(imageid)
     finally:
         live.stop()
+
+
+@BOTH
+def test_browsing_over_http(server, tmp_path):
+    store = open_store(remote_config(server, tmp_path))
+    assert store.get_random_imageid() is None  # an empty store
+    a, b, c = sorted(store.save_image(f.solid_jpeg(colour=(70 * i, 0, 0))) for i in range(3))
+    assert (store.get_next_imageid(a), store.get_next_imageid(b)) == (b, c)
+    assert store.get_next_imageid(c) is None
+    assert (store.get_previous_imageid(c), store.get_previous_imageid(a)) == (b, None)
+    assert store.get_random_imageid() in {a, b, c}
+    store.delete_image(b)
+    assert store.get_next_imageid(a) == c
