@@ -174,7 +174,8 @@ def cmd_purge(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
-    from .storage.migrating import FAILED, MigratingBlobStore, migrate_all
+    from .batch import FAILED
+    from .storage.migrating import MigratingBlobStore, migrate_all
 
     store = _store(config)
     if not isinstance(store.blobs, MigratingBlobStore):
@@ -193,8 +194,9 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_previews(args: argparse.Namespace, config: Config) -> int:
+    from .batch import FAILED
     from .remote import HttpImageStore
-    from .store import FAILED, PREVIEW_OUTCOMES, backfill_previews
+    from .store import PREVIEW_OUTCOMES, backfill_previews
 
     if bool(args.all) == bool(args.ids):
         raise SystemExit("huimages: previews wants either --all or image IDs")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .batch import FAILED, tally
 from .cache import Cache
 from .config import Config
 from .engine import ImageEngine, Preview
@@ -450,7 +451,6 @@ MADE = "made"
 ALREADY_THERE = "already there"
 NOT_NEEDED = "not needed"
 NOT_SUPPORTED = "not supported"
-FAILED = "failed"
 PREVIEW_OUTCOMES = (MADE, ALREADY_THERE, NOT_NEEDED, NOT_SUPPORTED, FAILED)
 
 
@@ -460,16 +460,7 @@ def backfill_previews(
     on_step: Callable[[str, str], None] = lambda imageid, outcome: None,
 ) -> Counter[str]:
     """``ensure_previews`` for many images; safe to interrupt and run again."""
-    summary: Counter[str] = Counter()
-    for imageid in imageids:
-        try:
-            outcome = store.ensure_previews(imageid)
-        except HuImagesError as exc:
-            log.warning("previews of %s failed: %s", imageid, exc)
-            outcome = FAILED
-        summary[outcome] += 1
-        on_step(imageid, outcome)
-    return summary
+    return tally(imageids, store.ensure_previews, on_step, "making previews of")
 
 
 def _record_previews(doc: Doc, previews: Mapping[str, list[int]]) -> None:

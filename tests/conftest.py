@@ -71,6 +71,23 @@ def couch_server(services_dir: Path) -> Iterator[PouchDBServer]:
         server.stop()
 
 
+# Servers a test module may stop, kill or freeze: its own pair, never the shared ones.
+@pytest.fixture(scope="module")
+def own_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    server = SeaweedS3(tmp_path_factory.mktemp("own-s3"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def own_couch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchDBServer]:
+    server = PouchDBServer(tmp_path_factory.mktemp("own-couch"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def s3_env(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Point boto3 at the test S3 server the standard way: AWS_* variables."""

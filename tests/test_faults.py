@@ -23,26 +23,10 @@ from huimages_wsgi.errors import BackendUnavailable
 
 from . import imagefactory as f
 from .backends import backend_config
-from .services import ManagedServer, PouchDBServer, SeaweedS3
+from .services import ManagedServer
 
 TIMEOUT = 1.5  # the configured backend timeout
 BOUND = 20.0  # seconds within which a request must give up (a hang is the failure)
-
-
-@pytest.fixture(scope="module")
-def own_s3(tmp_path_factory) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(tmp_path_factory.mktemp("fault-s3"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def own_couch(tmp_path_factory) -> Iterator[PouchDBServer]:
-    server = PouchDBServer(tmp_path_factory.mktemp("fault-couch"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

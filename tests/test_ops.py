@@ -23,7 +23,6 @@ from huimages_wsgi.ops import BUCKETS
 from . import imagefactory as f
 from .backends import backend_config
 from .conftest import LiveServer
-from .services import PouchDBServer, SeaweedS3
 
 BOTH = pytest.mark.parametrize("backend", ["embedded", "s3+couch"], indirect=True)
 # One sample line of the Prometheus text format 0.0.4.
@@ -91,22 +90,6 @@ def test_health_reports_an_unwritable_cache(tmp_path):
     assert response.json["status"] == "degraded"
     assert response.json["checks"]["cache"]["ok"] is False
     assert response.json["checks"]["catalog"]["ok"] is True
-
-
-@pytest.fixture(scope="module")
-def own_s3(tmp_path_factory) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(tmp_path_factory.mktemp("ops-s3"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def own_couch(tmp_path_factory) -> Iterator[PouchDBServer]:
-    server = PouchDBServer(tmp_path_factory.mktemp("ops-couch"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize("server_name, failing", [("own_s3", "blobs"), ("own_couch", "catalog")])

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
-from ..errors import HuImagesError
+from ..batch import tally
 from .base import BlobNotFound, BlobStore
 
 log = logging.getLogger("huimages_wsgi")
@@ -21,7 +21,6 @@ log = logging.getLogger("huimages_wsgi")
 MOVED = "moved"
 ALREADY_THERE = "already there"
 NOTHING_TO_MOVE = "nothing to move"
-FAILED = "failed"
 
 
 class MigratingBlobStore(BlobStore):
@@ -81,15 +80,11 @@ def migrate_all(
     on_step: Callable[[str, str], None] = lambda imageid, outcome: None,
 ) -> Counter[str]:
     """Move every attachment-only original; safe to interrupt and run again."""
-    summary: Counter[str] = Counter()
-    for imageid in catalog_ids:
+
+    def step(imageid: str) -> str:
         try:
-            outcome = store.migrate(imageid, *dimensions(imageid))
+            return store.migrate(imageid, *dimensions(imageid))
         except BlobNotFound:
-            outcome = NOTHING_TO_MOVE
-        except HuImagesError as exc:
-            log.warning("migrating %s failed: %s", imageid, exc)
-            outcome = FAILED
-        summary[outcome] += 1
-        on_step(imageid, outcome)
-    return summary
+            return NOTHING_TO_MOVE
+
+    return tally(catalog_ids, step, on_step, "migrating")
