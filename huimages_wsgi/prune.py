@@ -47,10 +47,20 @@ def _human(count: float) -> str:
     return f"{count:.1f} TiB"
 
 
-def _entries(cache: Cache) -> Iterator[os.DirEntry]:
+def _entries(cache: Cache) -> Iterator[tuple[os.DirEntry, os.stat_result]]:
+    """Files with their stat; the server renames, purges and writes meanwhile, so
+    whatever vanishes between listing and stat is simply no longer there to prune."""
     for directory in cache.size_dirs():
-        with os.scandir(directory) as entries:
-            yield from (e for e in entries if e.is_file(follow_symlinks=False))
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_file(follow_symlinks=False):
+                            yield entry, entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+        except FileNotFoundError:
+            continue
 
 
 def prune_cache(
@@ -64,8 +74,7 @@ def prune_cache(
     report = PruneReport(dry_run=dry_run)
     now = time.time() if now is None else now
     candidates: list[tuple[float, int, str]] = []
-    for entry in _entries(cache):
-        stat = entry.stat(follow_symlinks=False)
+    for entry, stat in _entries(cache):
         if entry.name.startswith("."):
             if entry.name.endswith(TEMP_SUFFIX) and now - stat.st_mtime > stale_after:
                 report.stale_temp_files += 1

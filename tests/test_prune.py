@@ -89,3 +89,41 @@ def test_cli(filled, monkeypatch, capsys, tmp_path):
     assert sum(p.exists() for p in paths) == 5
     with pytest.raises(SystemExit):
         main(["prune-cache"])
+
+
+def test_files_vanishing_while_pruning_are_skipped(filled, monkeypatch):
+    """The server renames temporaries and purges variants while a prune lists them."""
+    cache, paths = filled
+    real_scandir = os.scandir
+    listed = []
+
+    class RacingScandir:
+        def __init__(self, directory):
+            self.inner = real_scandir(directory)
+
+        def __enter__(self):
+            entries = list(self.inner.__enter__())
+            listed.append(entries)
+            for entry in entries[:1]:  # gone between the listing and the stat
+                os.unlink(entry.path)
+            return iter(entries)
+
+        def __exit__(self, *exc):
+            return self.inner.__exit__(*exc)
+
+        def __iter__(self):  # the cache root's listing (Cache.size_dirs): no race there
+            return iter(self.inner)
+
+    monkeypatch.setattr("huimages_wsgi.prune.os.scandir", RacingScandir)
+    report = prune_cache(cache, max_bytes=0, now=NOW)
+    assert len(listed) == 2  # both size directories were listed
+    assert report.scanned_files == 8 and report.deleted_files == 8
+    assert not any(p.exists() for p in paths)
+
+
+def test_recent_access_keeps_an_old_file(filled):
+    """max(atime, mtime): a variant generated long ago but read just now is kept."""
+    cache, paths = filled
+    os.utime(paths[9], (NOW, NOW - 9 * 3600))  # read now, written nine hours ago
+    report = prune_cache(cache, max_bytes=9000, now=NOW)
+    assert report.deleted_files == 1 and paths[9].exists() and not paths[8].exists()
