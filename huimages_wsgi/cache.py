@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from stat import S_ISDIR
 from typing import BinaryIO
 
-from .errors import GenerationBusy
+from .errors import GenerationBusy, ImageNotFound
 
 LOCK_STRIPES = 4096
 TEMP_SUFFIX = ".tmp"
@@ -76,6 +77,7 @@ class Cache:
             except FileNotFoundError:
                 pass
             path.parent.mkdir(parents=True, exist_ok=True)
+            require_plain_dir(path.parent)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
             try:
                 with os.fdopen(fd, "wb") as handle:
@@ -104,6 +106,24 @@ class Cache:
                 if not candidate.name.startswith(".") and _unlink(candidate):
                     removed += 1
         return removed
+
+
+def is_plain_dir(path: str | Path) -> bool:
+    """True for a real directory, False for a symlink (or anything else, or nothing).
+
+    ``O_NOFOLLOW`` guards only a path's last component; checking the size
+    directory too keeps a planted directory symlink from leading reads or
+    writes out of the cache.
+    """
+    try:
+        return S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def require_plain_dir(path: Path) -> None:
+    if not is_plain_dir(path):
+        raise ImageNotFound("not a cached image")
 
 
 def _unlink(path: str | Path) -> bool:

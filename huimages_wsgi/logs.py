@@ -1,7 +1,9 @@
 """Structured log lines: one event per line, as logfmt (``text``) or JSON.
 
 Set up once by the front (``huimages`` CLI, hence ``huimages serve`` and
-``huimages fcgi``) with :func:`configure_logging`; library code only calls
+``huimages fcgi``) with :func:`configure_logging`, or by ``make_app`` through
+:func:`ensure_logging` when nothing set logging up (plain ``gunicorn
+'huimages_wsgi:make_app()'``); library code only calls
 ``logging`` and attaches machine-readable fields with ``extra={"fields": {...}}``.
 Both formats carry the same keys (``ts``, ``level``, ``logger``, ``msg``, the
 fields, and ``exc`` with the traceback of an error), so switching
@@ -89,3 +91,16 @@ def configure_logging(log_format: str = "text", verbose: bool = False) -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
+
+
+def ensure_logging(log_format: str = "text", access_log: bool = False) -> None:
+    """Log as configured under fronts we do not run, without overriding a host's setup.
+
+    With no root handler yet (plain gunicorn, a bare WSGI server) this is
+    :func:`configure_logging`; a host that configured logging keeps its
+    handlers and formats, and only gets the access lines it asked for.
+    """
+    if not logging.getLogger().handlers:
+        configure_logging(log_format)
+    elif access_log:
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)

@@ -16,7 +16,6 @@ import fcntl
 import logging
 import mmap
 import os
-import tempfile
 import threading
 import time
 import weakref
@@ -30,6 +29,7 @@ from webob import Request, Response
 from .config import Config
 from .logs import ACCESS_LOGGER
 from .responses import json_response, only_read_methods
+from .storage.disk import check_writable
 from .store import ImageStore
 
 log = logging.getLogger("huimages_wsgi")
@@ -41,6 +41,9 @@ WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 CACHE_KEY = "huimages.cache"
 #: Set by the router to the name of the service endpoint that answered (``"_api"`` ...).
 ROUTE_KEY = "huimages.route"
+#: Set by ImageMiddleware to the file's size when the webserver sends it (X-Sendfile):
+#: the answer itself then has no body and no Content-Length to count.
+SENDFILE_BYTES_KEY = "huimages.sendfile_bytes"
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -271,7 +274,7 @@ class HealthApp:
         checks = {
             "blobs": _check(store.blobs.check, store.blobs.describe()),
             "catalog": _check(store.catalog.check, store.catalog.describe()),
-            "cache": _check(lambda: _check_writable(root), str(root)),
+            "cache": _check(lambda: check_writable(root), str(root)),
         }
         healthy = all(check["ok"] for check in checks.values())
         return {"status": "ok" if healthy else "degraded", "checks": checks}
@@ -288,13 +291,6 @@ def _check(probe: Callable[[], object], backend: str) -> dict[str, Any]:
         result["ok"] = True
     result["ms"] = round((time.perf_counter() - started) * 1000, 1)
     return result
-
-
-def _check_writable(root: Path) -> None:
-    """Create the cache root if needed and write to it; an unnamed file leaves no trace."""
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=root) as probe:
-        probe.write(b"ok")
 
 
 # -- instrumentation --------------------------------------------------------------------
@@ -363,6 +359,8 @@ class Instrumented:
                 if name.lower() == "content-length":
                     nbytes = int(value) if value.isdigit() else 0
                     break
+            else:
+                nbytes = environ.get(SENDFILE_BYTES_KEY, 0) if status == 200 else 0
         cache = environ.get(CACHE_KEY)
         if cache is None and ROUTE_KEY not in environ and status in (200, 206, 304):
             cache = "hit"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from urllib.parse import quote, unquote_to_bytes, urlsplit
+from urllib.parse import quote, unquote_to_bytes
 
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 
@@ -41,8 +41,10 @@ def split_request_uri(request_uri: str, script_name: str) -> tuple[str, str]:
     one to one rather than assumed to be UTF-8.
     """
     raw = request_uri.split("?", 1)[0]
-    if "://" in raw[:16]:  # absolute-form request target
-        raw = urlsplit(raw).path
+    if "://" in raw[:16]:  # absolute-form request target: drop scheme and authority
+        authority_and_path = raw.partition("://")[2]
+        slash = authority_and_path.find("/")
+        raw = authority_and_path[slash:] if slash >= 0 else "/"
     path = unquote_to_bytes(raw.encode("latin-1", "replace")).decode("latin-1")
     script = script_name.rstrip("/")
     if script and path.startswith(script + "/"):

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable
-from datetime import UTC
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from stat import S_ISREG
@@ -27,6 +27,7 @@ from webob.etag import ETagMatcher
 
 from .api import ApiApp
 from .browse import BrowseApp
+from .cache import is_plain_dir, require_plain_dir
 from .config import XSENDFILE_HEADERS, Config
 from .errors import (
     BackendUnavailable,
@@ -38,7 +39,16 @@ from .errors import (
 )
 from .formats import CONTENT_TYPES
 from .ids import validate_id
-from .ops import CACHE_KEY, ROUTE_KEY, HealthApp, Instrumented, Metrics, MetricsApp
+from .logs import ensure_logging
+from .ops import (
+    CACHE_KEY,
+    ROUTE_KEY,
+    SENDFILE_BYTES_KEY,
+    HealthApp,
+    Instrumented,
+    Metrics,
+    MetricsApp,
+)
 from .responses import only_read_methods
 from .responses import text_error as error_response
 from .signing import verify
@@ -81,7 +91,7 @@ def http_date(value: str) -> int | None:
     """An HTTP date as a POSIX timestamp; None for anything unparsable (RFC 9110: ignore it)."""
     try:
         when = parsedate_to_datetime(value)
-        return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+        return int((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp())
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
@@ -96,6 +106,23 @@ def not_modified(environ: dict[str, Any], etag: str, mtime: int) -> bool:
         since = http_date(if_modified_since)
         return since is not None and mtime <= since
     return False
+
+
+def drop_unusable_validators(environ: dict[str, Any]) -> None:
+    """Remove the date validators RFC 9110 says to ignore when invalid (WebOb raises on some).
+
+    An If-Modified-Since that is no date is ignored. An If-Range that is
+    neither an entity tag nor a date can never be true, so its Range is
+    ignored with it: the client gets the whole representation.
+    """
+    since = environ.get("HTTP_IF_MODIFIED_SINCE")
+    if since is not None and http_date(since) is None:
+        del environ["HTTP_IF_MODIFIED_SINCE"]
+    if_range = environ.get("HTTP_IF_RANGE")
+    if if_range is not None and not if_range.lstrip().startswith(('"', "W/")):
+        if http_date(if_range) is None:
+            del environ["HTTP_IF_RANGE"]
+            environ.pop("HTTP_RANGE", None)
 
 
 def _not_found_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -183,9 +210,7 @@ class ImageMiddleware:
                 answer = self._send_cached(environ, start_response, *hit)
                 if answer is not None:
                     return answer
-        since = environ.get("HTTP_IF_MODIFIED_SINCE")
-        if since is not None and http_date(since) is None:
-            del environ["HTTP_IF_MODIFIED_SINCE"]  # to be ignored, and WebOb raises on some
+        drop_unusable_validators(environ)
         try:
             response = self.handle(Request(environ), path)
         except HuImagesError as exc:
@@ -195,7 +220,13 @@ class ImageMiddleware:
         except Exception:
             log.exception("unexpected error serving %r", path)
             response = error_response(500, "internal error")
-        return response(environ, start_response)
+        try:
+            return response(environ, start_response)
+        except (ValueError, TypeError):  # WebOb evaluating a header we could not vet
+            log.warning("unusable request headers for %r", path, exc_info=True)
+            return error_response(400, "unusable conditional or Range headers")(
+                environ, start_response
+            )
 
     def _cached(self, path: str) -> tuple[str, str, str, os.stat_result] | None:
         """(size name, file name, extension, stat) when ``path`` is a cached variant.
@@ -221,8 +252,8 @@ class ImageMiddleware:
             stat = os.lstat(f"{self._cache_dir}/{size_name}/{filename}")
         except OSError:
             return None
-        if not S_ISREG(stat.st_mode):  # a symlink or device planted in the cache
-            return None
+        if not S_ISREG(stat.st_mode) or not is_plain_dir(f"{self._cache_dir}/{size_name}"):
+            return None  # a symlink or device planted in the cache: the full path refuses it
         return size_name, filename, wanted.ext, stat
 
     def _send_cached(
@@ -249,6 +280,7 @@ class ImageMiddleware:
             start_response("304 Not Modified", headers[1:])  # no Content-Type, no body
             return []
         if self._sendfile_header:
+            environ[SENDFILE_BYTES_KEY] = stat.st_size
             start_response("200 OK", headers)
             return []
         headers.append(("Content-Length", str(stat.st_size)))
@@ -290,13 +322,17 @@ class ImageMiddleware:
         if secret and not verify(secret, size.name, wanted.imageid, signature):
             raise SignatureError("missing or invalid signature for a variant not yet cached")
         path = self.store.variant(wanted.imageid, size, wanted.ext)
-        return self.file_response(request, path, os.lstat(path), wanted.ext)
+        try:
+            return self.file_response(request, path, os.lstat(path), wanted.ext)
+        except FileNotFoundError:  # pruned or purged between writing and opening
+            raise GenerationBusy("the variant was removed while being served; retry") from None
 
     def file_response(
         self, request: Request, path: Path, stat: os.stat_result, ext: str
     ) -> Response:
         if not S_ISREG(stat.st_mode):  # a symlink or device planted in the cache: never follow
             raise ImageNotFound("not a cached image")
+        require_plain_dir(path.parent)
         response = Response(content_type=CONTENT_TYPES[ext], conditional_response=True)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.cache_control = CACHE_CONTROL
@@ -304,8 +340,8 @@ class ImageMiddleware:
         response.etag = f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
         if self._sendfile_header:
             response.headers[self._sendfile_header] = self._sendfile_target(path)
-            response.content_length = stat.st_size
-            response.app_iter = []
+            response.app_iter = []  # the webserver sends the file (and its length)
+            request.environ[SENDFILE_BYTES_KEY] = stat.st_size
             return response
         handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
         wrapper = request.environ.get("wsgi.file_wrapper")
@@ -387,6 +423,7 @@ def make_app(config: Config | None = None) -> WSGIApp:
     """
     store = ImageStore(config)
     config = store.config
+    ensure_logging(config.log_format, config.access_log)
     metrics = Metrics(config.data_dir / "metrics") if config.metrics else None
     routes: dict[str, WSGIApp | None] = {
         "_api": ApiApp(store),  # answers 404 "disabled" until HUIMAGES_UPLOAD_TOKEN is set

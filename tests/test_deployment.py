@@ -307,12 +307,33 @@ def test_dotfiles_are_never_served(live):
     for rel in ("dots/.lock", f"dots/.{live.imageid}.jpeg.abc.tmp", ".hidden"):
         (live.cache_dir / rel).write_bytes(secret)
         (live.cache_dir / rel).chmod(0o644)
-    assert (live.cache_dir / ".locks").is_dir()  # the app's single-flight locks
+    status, _, _ = live.get(live.url("90x90"))  # a generation creates the app's lock stripes
+    assert status == 200 and (live.cache_dir / ".locks").is_dir()
     for path in ("/dots/.lock", f"/dots/.{live.imageid}.jpeg.abc.tmp", "/.hidden",
                  "/.locks/0000", "/dots/%2elock", "/dots/x/../.lock"):
         status, _, body = live.get(path)
         assert status in (403, 404), (path, status)
         assert secret not in body, path
+
+
+def test_symlinks_in_the_cache_are_never_followed(live):
+    """A link planted in the cache (file or size directory) leads nowhere, whoever answers."""
+    outside = make_base_dir()
+    try:
+        secret = b"outside the cache\n"
+        (outside / f"{live.imageid}.jpeg").write_bytes(secret)
+        (outside / f"{live.imageid}.jpeg").chmod(0o644)
+        (live.cache_dir / "50x50").mkdir()
+        os.symlink(outside / f"{live.imageid}.jpeg", live.cached("50x50"))
+        os.symlink(outside, live.cache_dir / "60x60")
+        for size in ("50x50", "60x60"):
+            for path in (live.url(size), live.url(size, seo="red-bike.jpeg")):
+                status, _, body = live.get(path)
+                assert status in (403, 404), (path, status, body, live.logs())
+                assert secret not in body, path
+        assert sorted(p.name for p in outside.iterdir()) == [f"{live.imageid}.jpeg"]
+    finally:
+        remove_base_dir(outside)
 
 
 def test_lighttpd_honours_x_sendfile(originals):

@@ -10,6 +10,7 @@ host's own routes keep working next to the image routes.
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -32,6 +33,7 @@ from werkzeug.test import Client
 
 from huimages_wsgi import Config, ImageMiddleware, ImageStore, make_app
 from huimages_wsgi.ids import compute_id
+from huimages_wsgi.logs import ACCESS_LOGGER
 
 from . import imagefactory
 from .conftest import free_port
@@ -270,7 +272,8 @@ def test_gunicorn_app_factory(mounted_config, imageid):
     """The documented ``gunicorn 'huimages_wsgi:make_app()'``, configured by the environment."""
     port = free_port()
     log = mounted_config.data_dir.parent / "gunicorn.log"
-    env = {**os.environ, "HUIMAGES_DATA_DIR": str(mounted_config.data_dir)}
+    env = {**os.environ, "HUIMAGES_DATA_DIR": str(mounted_config.data_dir),
+           "HUIMAGES_ACCESS_LOG": "1", "HUIMAGES_LOG_FORMAT": "json"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2",
@@ -294,3 +297,8 @@ def test_gunicorn_app_factory(mounted_config, imageid):
     finally:
         process.terminate()
         process.wait(timeout=30)
+    # HUIMAGES_ACCESS_LOG and HUIMAGES_LOG_FORMAT hold without the huimages command too
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    requests = [(e["status"], e["path"]) for e in lines if e.get("logger") == ACCESS_LOGGER]
+    assert (200, f"/200x200/{imageid}/red-bike.jpeg") in requests, log.read_text()
+    assert (400, f"/12xx/{imageid}.jpeg") in requests, log.read_text()

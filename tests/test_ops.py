@@ -92,6 +92,20 @@ def test_health_reports_an_unwritable_cache(tmp_path):
     assert response.json["checks"]["catalog"]["ok"] is True
 
 
+def test_health_reports_an_unwritable_originals_directory(tmp_path):
+    """The embedded blob store checks its disk like the cache does."""
+    app = make_app(Config(data_dir=tmp_path / "data"))
+    assert get(app, "/_health").status_int == 200
+    originals = app.store.blobs.root
+    originals.rmdir()  # the first check created it
+    originals.write_text("")  # a file where the directory should be
+    response = get(app, "/_health")
+    assert response.status_int == 503
+    assert response.json["checks"]["blobs"]["ok"] is False
+    assert "not writable" in response.json["checks"]["blobs"]["error"]
+    assert response.json["checks"]["catalog"]["ok"] is True
+
+
 @pytest.mark.parametrize("server_name, failing", [("own_s3", "blobs"), ("own_couch", "catalog")])
 def test_health_is_503_while_a_backend_is_down(
     tmp_path, own_s3, own_couch, monkeypatch, request, server_name, failing
@@ -155,6 +169,20 @@ def test_metrics_count_statuses_hits_misses_bytes_and_generation(any_config):
 
     again = parse_metrics(get(app, "/_metrics").text)
     assert again['huimages_requests_total{status="200"}'] == 7  # the first scrape counted
+
+
+@pytest.mark.parametrize("xsendfile", ["x-sendfile", "x-accel-redirect"])
+def test_bytes_sent_by_the_webserver_are_counted(tmp_path, xsendfile):
+    """With X-Sendfile the answer has no body, yet the webserver sends the file."""
+    app = make_app(Config(data_dir=tmp_path / "data", xsendfile=xsendfile))
+    imageid = app.store.save_image(f.photo_jpeg(300, 200))
+    miss = get(app, f"/100x100/{imageid}.jpeg")  # generated, then handed to the webserver
+    hit = get(app, f"/100x100/{imageid}.jpeg")  # the fast path
+    assert miss.body == hit.body == b"" and miss.status_int == hit.status_int == 200
+    assert get(app, f"/100x100/{imageid}.jpeg", method="HEAD").status_int == 200
+    size = (app.config.cache_root / "100x100" / f"{imageid}.jpeg").stat().st_size
+    m = parse_metrics(get(app, "/_metrics").text)
+    assert m["huimages_bytes_served_total"] == 2 * size  # the HEAD sends nothing
 
 
 def test_metrics_and_health_can_be_switched_off(tmp_path):

@@ -199,6 +199,9 @@ def test_xsendfile_mode(tmp_path):
         ({"PATH_INFO": "", "SCRIPT_NAME": "", "REQUEST_URI": "/o/X.jpeg"}, "/o/X.jpeg"),
         # absolute-form target; %XX decoded to bytes, kept latin-1 as PEP 3333 wants
         ({"PATH_INFO": "", "REQUEST_URI": "http://h:80/o/X/%C3%A9.jpeg"}, "/o/X/\xc3\xa9.jpeg"),
+        # malformed authorities (urlsplit raises on these) and no path at all
+        ({"PATH_INFO": "", "REQUEST_URI": "http://[abc/o/X.jpeg"}, "/o/X.jpeg"),
+        ({"PATH_INFO": "", "REQUEST_URI": "http://h:99999999"}, "/"),
     ],
 )
 def test_request_path_behind_fastcgi_fronts(environ, expected):

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import BackendUnavailable
 from ..ids import validate_id
 from ..previews import PREVIEW_NAMES, check_preview_name
 from .base import BlobNotFound, BlobStore
@@ -37,6 +38,13 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def check_writable(root: Path) -> None:
+    """Create ``root`` if needed and write to it; an unnamed file leaves no trace."""
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=root) as probe:
+        probe.write(b"ok")
 
 
 def _unlink_quietly(path: str | Path) -> None:
@@ -87,6 +95,13 @@ class DiskBlobStore(BlobStore):
         for name in PREVIEW_NAMES:
             _unlink_quietly(self.derived_path(imageid, name))
         _unlink_quietly(self.path(imageid))
+
+    def check(self) -> None:
+        """A full or read-only disk stops uploads: health should say so before they fail."""
+        try:
+            check_writable(self.root)
+        except OSError as exc:
+            raise BackendUnavailable(f"originals directory not writable: {exc}") from None
 
     def describe(self) -> str:
         return f"disk:{self.root}"
