@@ -24,7 +24,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +125,8 @@ def render_with_cli(kind: str, cache_dir: Path, port: int, run_dir: Path,
 
 
 def start_stack(originals: Originals, name: str, kind: str, transport: str, forking: bool,
-                secret: str | None = SECRET, **env: str) -> Stack:
+                secret: str | None = SECRET, edit: Callable[[str], str] = str,
+                **env: str) -> Stack:
     home = originals.base / name
     cache_dir, run_dir = home / "cache", home / "run"
     for directory in (home, cache_dir, run_dir):
@@ -142,8 +143,8 @@ def start_stack(originals: Originals, name: str, kind: str, transport: str, fork
     try:
         backend.start()
         port = free_port()
-        server = WebServer(kind, render_with_cli(kind, cache_dir, port, run_dir, backend),
-                           run_dir, port).start()
+        config = edit(render_with_cli(kind, cache_dir, port, run_dir, backend))
+        server = WebServer(kind, config, run_dir, port).start()
     except BaseException:
         backend.stop()
         if server is not None:
@@ -348,5 +349,30 @@ def test_lighttpd_honours_x_sendfile(originals):
         assert body == s.cached("240x240").read_bytes()  # ... with the bytes lighttpd read
         assert image_size(body) == (240, 180)
         assert headers["content-length"] == str(len(body))
+    finally:
+        stop_stack(s)
+
+
+def test_apache_without_path_info_set_still_reaches_the_image(originals):
+    """Plain mod_proxy_fcgi (no ProxyFCGISetEnvIf) hands the app an empty or odd PATH_INFO."""
+
+    def plain_proxy_fcgi(config: str) -> str:
+        kept = [line for line in config.splitlines() if "ProxyFCGISetEnvIf" not in line]
+        assert len(kept) == len(config.splitlines()) - 2
+        return "\n".join(kept) + "\n"
+
+    s = start_stack(originals, "apache-plain-fcgi", "apache", "socket", False,
+                    edit=plain_proxy_fcgi)
+    try:
+        for path, size in ((s.url("140x140", seo="caf%C3%A9-bike.jpeg"), (140, 105)),
+                           (s.url("70x70!"), (70, 70))):
+            status, headers, body = s.get(path)
+            assert status == 200, (path, status, body, s.logs())
+            assert_generated(headers)
+            assert image_size(body) == size
+        status, headers, body = s.get(s.url("90x90", signed=False))
+        assert_app_error(status, headers, body, 403, b"signature")
+        status, headers, body = s.get(f"/12xx/{s.imageid}.jpeg")
+        assert_app_error(status, headers, body, 400, b"invalid size '12xx'")
     finally:
         stop_stack(s)
