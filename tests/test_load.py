@@ -42,6 +42,7 @@ SECRET = "load-test-secret"
 WORKERS = 4
 CLIENTS = 16
 REQUEST_TIMEOUT = 30.0
+DEADLINE = 120.0  # the whole run of one test: a hang fails it instead of stalling CI
 UNKNOWN_ID = "A" * 32 + "01"
 HOT_SIZES = ("square", "240x160")
 STAMPEDE = 6  # clients asking for one uncached variant at the same moment
@@ -161,8 +162,10 @@ def run_load(
     lock = threading.Lock()
     actions = dict(at or {})
 
+    deadline = time.monotonic() + DEADLINE
+
     def client() -> None:
-        while True:
+        while time.monotonic() < deadline:  # jobs left at the deadline stay unanswered
             try:
                 item = todo.get_nowait()
             except queue.Empty:
@@ -179,7 +182,9 @@ def run_load(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=max(0.0, deadline - time.monotonic()) + REQUEST_TIMEOUT)
+    assert not any(thread.is_alive() for thread in threads), "load run overran its deadline"
+    assert len(outcomes) == len(jobs), f"{len(jobs) - len(outcomes)} requests not answered in time"
     return outcomes, time.perf_counter() - started
 
 

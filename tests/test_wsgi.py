@@ -2,6 +2,8 @@
 
 import io
 import os
+import threading
+from wsgiref.util import FileWrapper
 
 import pytest
 from PIL import Image
@@ -164,10 +166,29 @@ def test_uses_the_servers_file_wrapper(app, imageid):
 
     def file_wrapper(handle, block_size):
         wrapped.append(handle)
-        return iter(lambda: handle.read(block_size), b"")
+        return FileWrapper(handle, block_size)  # closes the handle when the server closes it
 
-    response = get(app, f"/240x160/{imageid}.jpeg", environ={"wsgi.file_wrapper": file_wrapper})
-    assert response.status_int == 200 and wrapped
+    environ = {"wsgi.file_wrapper": file_wrapper}
+    miss = get(app, f"/240x160/{imageid}.jpeg", environ=environ)  # generated, then streamed
+    assert miss.status_int == 200 and len(wrapped) == 1
+    hit = get(app, f"/240x160/{imageid}.jpeg", environ=environ)  # the fast path
+    assert hit.status_int == 200 and len(wrapped) == 2 and hit.body == miss.body
+    assert all(handle.closed for handle in wrapped)
+
+
+def test_middleware_from_a_config_mounts_at_img_by_default(tmp_path):
+    """``ImageMiddleware(app, config=...)``: the documented defaults, no store passed."""
+    def host_app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"host:" + environ["PATH_INFO"].encode()]
+
+    config = Config(data_dir=tmp_path / "data")
+    app = ImageMiddleware(host_app, config=config)
+    imageid = ImageStore(config).save_image(f.photo_jpeg(300, 200))
+    response = get(app, f"/img/100x100/{imageid}.jpeg")
+    assert response.status_int == 200 and response.content_type == "image/jpeg"
+    assert (config.cache_root / "100x100" / f"{imageid}.jpeg").read_bytes() == response.body
+    assert get(app, f"/100x100/{imageid}.jpeg").body == f"host:/100x100/{imageid}.jpeg".encode()
 
 
 def test_xsendfile_mode(tmp_path):
@@ -272,3 +293,28 @@ def test_swapping_the_store_swaps_cache_and_secret(tmp_path):
     signed = second.scaled_imageurl(imageid, "10x10").split("/", 3)[3]
     assert get(app, f"/{signed}").status_int == 200
     assert (tmp_path / "two" / "cache" / "10x10" / f"{imageid}.jpeg").is_file()
+
+
+def test_a_generation_held_too_long_elsewhere_is_503_with_retry_after(tmp_path):
+    """Single-flight waiters give up after HUIMAGES_LOCK_TIMEOUT with a retryable answer."""
+    config = Config(data_dir=tmp_path / "data", lock_timeout=0.2)
+    app = make_app(config)
+    imageid = app.store.save_image(f.photo_jpeg(300, 200))
+    path = app.store.cache.path("100x100", imageid)
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_writer(out):
+        holding.set()
+        release.wait(10)
+        out.write(b"not served")
+
+    holder = threading.Thread(target=app.store.cache.produce, args=(path, slow_writer))
+    holder.start()
+    try:
+        assert holding.wait(10)
+        response = get(app, f"/100x100/{imageid}.jpeg")
+        assert response.status_int == 503 and response.headers["Retry-After"]
+        assert b"being generated" in response.body
+    finally:
+        release.set()
+        holder.join()
