@@ -293,11 +293,22 @@ def _query_fields(environ: dict[str, Any]) -> dict[str, str]:
     return {key: values[-1] for key, values in parsed.items()}
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def _parse_json(text: str | bytes, what: str) -> Any:
+    """``json.loads`` with every way it fails on hostile input as a 400.
+
+    Deep nesting (``[[[[...``, well within the body limit) makes the decoder
+    raise RecursionError, which is no ValueError and would otherwise be a 500.
+    """
     try:
-        value = json.loads(body)
+        return json.loads(text)
+    except RecursionError:
+        raise ApiError(400, f"{what}: JSON nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, f"invalid JSON: {exc}") from exc
+        raise ApiError(400, f"{what}: invalid JSON: {exc}") from exc
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    value = _parse_json(body, "body")
     if not isinstance(value, dict):
         raise ApiError(400, "the JSON body must be an object")
     return value
@@ -309,7 +320,20 @@ def _text(fields: Mapping[str, Any], name: str) -> str:
         return ""
     if not isinstance(value, str) or len(value) > TEXT_LIMIT:
         raise ApiError(400, f"{name!r} must be a string of at most {TEXT_LIMIT} characters")
+    _check_encodable(value, name)
     return value
+
+
+def _check_encodable(value: str, name: str) -> None:
+    """Refuse text that is not valid Unicode, such as JSON's lone ``"\\ud800"``.
+
+    Python keeps such a surrogate in a str; stored, it would make every page
+    that shows it fail on UTF-8 encoding, long after the request that sent it.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"{name!r} is not valid Unicode text (a lone surrogate?)") from None
 
 
 def _timestamp(value: str | None) -> str | None:
@@ -338,14 +362,13 @@ def _json_scalar(item: Any) -> bool:
 def _references(value: Any) -> dict[str, Any]:
     """A JSON object of scalars (``{"sku": "14600"}``); text is parsed as JSON first."""
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ApiError(400, f"references: invalid JSON: {exc}") from exc
+        value = _parse_json(value, "references")
     if not isinstance(value, dict) or len(value) > REFERENCES_LIMIT:
         raise ApiError(400, f"references must be a JSON object of at most {REFERENCES_LIMIT} keys")
     for key, item in value.items():
+        _check_encodable(key, "references")
         if isinstance(item, str) and len(item) <= TEXT_LIMIT:
+            _check_encodable(item, f"references[{key!r}]")
             continue
         if _json_scalar(item):
             continue

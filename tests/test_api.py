@@ -9,6 +9,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
+from urllib.parse import quote
 
 import pytest
 from PIL import Image
@@ -251,6 +252,47 @@ def test_bad_patches(config):
     request = Request.blank(path, method="PATCH", headers={**AUTH, **as_json})
     request.environ.pop("CONTENT_LENGTH", None)
     assert request.get_response(app).status_int == 411
+
+
+def test_deeply_nested_json_is_400_not_500(config):
+    """60,000 '[' fit in every limit but exhaust the JSON decoder's recursion."""
+    app = make_app(config.with_changes(upload_token=TOKEN))
+    imageid = upload(app, f.solid_jpeg()).json["id"]
+    deep = "[" * 60_000
+    patch = call(app, f"/_api/images/{imageid}", "PATCH", deep.encode(),
+                 {"Content-Type": "application/json"})
+    assert patch.status_int == 400 and "nested" in patch.json["error"], patch.body
+    nested_value = b'{"references": ' + deep.encode() + b"}"
+    assert call(app, f"/_api/images/{imageid}", "PATCH", nested_value,
+                {"Content-Type": "application/json"}).status_int == 400
+    query = upload(app, f.solid_jpeg(colour=(1, 2, 3)), "?references=" + "%5B" * 60_000)
+    assert query.status_int == 400 and "nested" in query.json["error"], query.body
+    content_type, form = multipart({"references": deep}, "a.jpg", f.solid_jpeg(colour=(4, 5, 6)))
+    field = upload(app, form, content_type=content_type)
+    assert field.status_int == 400 and "nested" in field.json["error"], field.body
+
+
+def test_text_that_is_not_unicode_is_refused(config):
+    """JSON may escape a lone surrogate; stored, it broke every page showing it."""
+    app = make_app(config.with_changes(upload_token=TOKEN))
+    imageid = upload(app, f.solid_jpeg()).json["id"]
+    path, as_json = f"/_api/images/{imageid}", {"Content-Type": "application/json"}
+    for body in (rb'{"title": "\ud800x"}', rb'{"type": "x\udfff"}',
+                 rb'{"references": {"sku": "\ud800"}}', rb'{"references": {"\udc00": "1"}}'):
+        response = call(app, path, "PATCH", body, as_json)
+        assert response.status_int == 400 and "Unicode" in response.json["error"], body
+    assert app.store.get_imagedoc(imageid).get("title", []) == []
+    assert app.store.get_imagedoc(imageid).get("references", {}) == {}
+
+    references = '{"sku": "\\ud800"}'  # the JSON text, escape included
+    query = upload(app, f.solid_jpeg(colour=(9, 9, 9)), "?references=" + quote(references))
+    assert query.status_int == 400, query.body
+    content_type, form = multipart({"references": references}, "b.jpg",
+                                   f.solid_jpeg(colour=(8, 8, 8)))
+    assert upload(app, form, content_type=content_type).status_int == 400
+
+    pair = call(app, path, "PATCH", rb'{"title": "smile \ud83d\ude00"}', as_json)
+    assert pair.status_int == 200 and pair.json["title"] == ["smile \U0001f600"]
 
 
 # -- end to end: a real ``huimages serve`` and curl-like requests -------------------------------
