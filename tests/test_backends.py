@@ -8,7 +8,11 @@ conflicts, and the migration of legacy attachment originals.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
+import json
+import logging
 import os
 import re
 import subprocess
@@ -27,8 +31,8 @@ from huimages_wsgi import Config, ImageStore, make_app
 from huimages_wsgi.errors import BackendUnavailable
 from huimages_wsgi.ids import compute_id
 from huimages_wsgi.storage.couch import DESIGN_ID, DESIGN_VERSION, CouchCatalog
-from huimages_wsgi.storage.migrating import MigratingBlobStore
-from huimages_wsgi.storage.s3 import S3BlobStore
+from huimages_wsgi.storage.migrating import MOVED, MigratingBlobStore
+from huimages_wsgi.storage.s3 import S3BlobStore, copy_matches
 
 from . import imagefactory as f
 from .backends import backend_config, backend_store, primary_has, read_original
@@ -82,6 +86,142 @@ def test_s3_missing_original_is_404_not_503(s3_couch, s3_server):
     s3_server.client().delete_object(Bucket=s3_couch.s3_bucket, Key=imageid)
     response = Request.blank(f"/9x9/{imageid}.jpeg").get_response(make_app(s3_couch))
     assert response.status_int == 404
+
+
+PUBLIC_GROUPS = {"http://acs.amazonaws.com/groups/global/AllUsers",
+                 "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"}
+
+
+def public_grants(client, bucket: str, key: str) -> list[dict]:
+    grants = client.get_object_acl(Bucket=bucket, Key=key)["Grants"]
+    return [grant for grant in grants if grant["Grantee"].get("URI") in PUBLIC_GROUPS]
+
+
+def test_s3_objects_grant_nothing_to_the_public_in_their_acl(s3_couch, s3_server):
+    """Not only refused to anonymous GETs now: no grant that a policy change could expose."""
+    store, client = ImageStore(s3_couch), s3_server.client()
+    imageid = store.save_image(f.photo_jpeg(900, 700))
+    keys = [item["Key"] for item in
+            client.list_objects_v2(Bucket=s3_couch.s3_bucket)["Contents"]]
+    assert imageid in keys and len(keys) > 1  # the original and its previews
+    for key in keys:
+        assert public_grants(client, s3_couch.s3_bucket, key) == [], key
+    # The check can fail on this server: a public-read object shows the grant.
+    client.put_object(Bucket=s3_couch.s3_bucket, Key="control", Body=b"x")
+    client.put_object_acl(Bucket=s3_couch.s3_bucket, Key="control", ACL="public-read")
+    assert public_grants(client, s3_couch.s3_bucket, "control")
+
+
+def test_s3_404_names_no_bucket_to_the_client(tmp_path, s3_env, s3_server, caplog):
+    config = backend_config("s3+sqlite", tmp_path / "data", s3_server)
+    store = ImageStore(config)
+    imageid = store.save_image(f.solid_jpeg())
+    s3_server.client().delete_object(Bucket=config.s3_bucket, Key=imageid)
+    with caplog.at_level(logging.INFO, logger="huimages_wsgi"):
+        response = Request.blank(f"/o/{imageid}.jpeg").get_response(make_app(config))
+    assert response.status_int == 404
+    assert config.s3_bucket not in response.text and "s3://" not in response.text
+    assert f"s3://{config.s3_bucket}/{imageid}" in caplog.text  # the operator still sees it
+
+
+class RecordingReads:
+    """A real S3 response body that notes the size asked for by every read."""
+
+    def __init__(self, body) -> None:
+        self.body, self.sizes = body, []
+
+    def read(self, size=None):
+        self.sizes.append(size)
+        return self.body.read(size)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.body.close()
+
+
+class RecordingClient:
+    """The real boto3 client, whose get_object bodies are RecordingReads."""
+
+    def __init__(self, client) -> None:
+        self.client, self.bodies = client, []
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def get_object(self, **kwargs):
+        response = self.client.get_object(**kwargs)
+        response["Body"] = RecordingReads(response["Body"])
+        self.bodies.append(response["Body"])
+        return response
+
+
+def test_s3_original_is_streamed_to_a_temporary_file_in_chunks(s3_env, s3_server):
+    """Never the whole object in memory: bounded reads, into a file on disk."""
+    data = os.urandom(3 << 20) + b"tail"
+    client = RecordingClient(s3_server.client())
+    store = S3BlobStore(s3_server.create_bucket(), client=client)
+    imageid = compute_id(data)
+    store.put(imageid, data, "image/jpeg", 1, 1)
+    with store.open(imageid) as handle:
+        assert os.fstat(handle.fileno()).st_size == len(data)  # a real file, already filled
+        assert handle.read() == data
+    (body,) = client.bodies
+    assert len(body.sizes) >= 4  # three full chunks, the tail, the end
+    assert all(isinstance(size, int) and 0 < size <= 1 << 20 for size in body.sizes), body.sizes
+
+
+def test_s3_copy_failing_verification_is_removed_not_trusted_later(legacy, s3_server):
+    """The migration takes an existing object as "already there": a bad one must go."""
+    data = f.photo_jpeg(64, 64)
+    imageid = legacy.save_image(data)
+    primary = legacy.blobs.primary
+
+    class Truncating(S3BlobStore):
+        def put(self, imageid, data, content_type, width, height):
+            self._call("put_object", Key=imageid, Body=data[:-10], ContentType=content_type)
+            self.verify(imageid, len(data), hashlib.md5(data).hexdigest())
+
+    failing = MigratingBlobStore(Truncating(primary.bucket), legacy.blobs.legacy)
+    with pytest.raises(BackendUnavailable):
+        failing.migrate(imageid)
+    assert not primary.exists(imageid)
+    assert legacy.blobs.migrate(imageid, 64, 64) == MOVED  # not "already there"
+    assert read_original(legacy, imageid) == data
+
+
+def test_s3_verification_accepts_etags_that_are_no_md5_but_still_checks(s3_env, s3_server):
+    """Multipart and SSE-KMS/SSE-C ETags are no MD5: the length is still compared."""
+    client, bucket = s3_server.client(), s3_server.create_bucket()
+    data = os.urandom(5 << 20) + b"second part"
+    key = compute_id(data)
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)
+    parts = [
+        {"PartNumber": number,
+         "ETag": client.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"],
+                                    PartNumber=number, Body=chunk)["ETag"]}
+        for number, chunk in ((1, data[: 5 << 20]), (2, data[5 << 20:]))
+    ]
+    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"],
+                                     MultipartUpload={"Parts": parts})
+    md5 = hashlib.md5(data).hexdigest()
+    store = S3BlobStore(bucket)
+    store.verify(key, len(data), md5)  # a "-2" ETag, real bytes: accepted
+    with pytest.raises(BackendUnavailable):
+        store.verify(key, len(data) - 1, md5)
+    assert not store.exists(key)  # a copy that failed is removed
+
+    client.put_object(Bucket=bucket, Key="plain", Body=b"hello",
+                      ContentMD5=base64.b64encode(hashlib.md5(b"hello").digest()).decode())
+    head = client.head_object(Bucket=bucket, Key="plain")
+    # SeaweedFS refuses SSE-KMS, so its real answer gets the headers AWS would send.
+    kms = {**head, "ETag": '"' + "e" * 32 + '"', "ServerSideEncryption": "aws:kms"}
+    assert copy_matches(head, 5, hashlib.md5(b"hello").hexdigest())
+    assert not copy_matches(head, 5, md5)  # a plain ETag is an MD5, compared
+    assert copy_matches(kms, 5, md5)
+    assert not copy_matches(kms, 6, md5)
+    assert copy_matches({**head, "ETag": '"x"', "SSECustomerAlgorithm": "AES256"}, 5, md5)
 
 
 # -- CouchDB ------------------------------------------------------------------------
@@ -152,6 +292,61 @@ def test_catalog_ids_page_through_all_docs(s3_couch):
     assert set(catalog.recent_ids(100)) == ids
 
 
+def couch_admin(server, method: str, name: str, body: bytes | None = None,
+                auth: str | None = None) -> None:
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+    request = urllib.request.Request(f"{server.url}_config/admins/{name}", data=body,
+                                     method=method, headers=headers)
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def test_couch_wrong_credentials_are_503_and_a_clear_cli_error(own_couch, tmp_path):
+    """An ended admin party and a wrong password: no 500, no traceback, no password shown."""
+    couch_admin(own_couch, "PUT", "boss", json.dumps("right-pw").encode())
+    try:
+        good = own_couch.url.replace("http://", "http://boss:right-pw@")
+        bad = own_couch.url.replace("http://", "http://boss:wrong-pw@")
+        config = Config(data_dir=tmp_path / "data", server_url="http://img.example.test/",
+                        couch_server=bad, couch_db="huimages_creds", upload_token="t")
+        CouchCatalog(good, config.couch_db).check()  # the password is all that differs
+        with pytest.raises(BackendUnavailable, match="refused access"):
+            CouchCatalog(bad, config.couch_db).check()
+        imageid = compute_id(b"any")
+        app = make_app(config)
+        for path, headers in ((f"/9x9/{imageid}.jpeg", {}),
+                              (f"/_api/images/{imageid}", {"Authorization": "Bearer t"})):
+            response = Request.blank(path, headers=headers).get_response(app)
+            assert response.status_int == 503, (path, response.body)
+            assert response.headers["Retry-After"]
+            assert "401" in response.text and "wrong-pw" not in response.text
+        result = run_cli({"HUIMAGES_DATA_DIR": str(config.data_dir),
+                          "HUIMAGESCOUCHSERVER": bad, "HUIMAGES_COUCHDB_NAME": config.couch_db},
+                         "info", imageid)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("huimages: CouchDB refused access")
+        assert "Traceback" not in result.stderr and "wrong-pw" not in result.stderr
+    finally:
+        couch_admin(own_couch, "DELETE", "boss", auth="boss:right-pw")
+
+
+def test_couch_database_deleted_under_a_server_is_503_then_recreated(s3_couch, couch_server):
+    """A view on a database deleted under a running server is a 404 from CouchDB.
+
+    (A 403 is mapped like the 401 above, but pouchdb-server answers 401 even
+    where CouchDB says 403, so no test provokes one.)
+    """
+    app = make_app(s3_couch.with_changes(upload_token="t"))
+    auth = {"Authorization": "Bearer t"}
+    imageid = app.store.save_image(f.solid_jpeg())
+    couchdb.Server(couch_server.url).delete(s3_couch.couch_db)
+    gone = Request.blank("/_api/random", headers=auth).get_response(app)
+    assert gone.status_int == 503 and gone.headers["Retry-After"], gone.body
+    assert "missing" in gone.json["error"]
+    again = Request.blank("/_api/random", headers=auth).get_response(app)
+    assert again.status_int == 200 and again.json == {"id": None}  # an empty database again
+    assert app.store.catalog.get(imageid) is None
+
+
 # -- legacy attachments -------------------------------------------------------------
 def test_attachment_only_original_is_served_and_moved_to_s3(legacy):
     data = f.photo_jpeg(500, 400)
@@ -199,6 +394,13 @@ def test_migration_verifies_the_s3_copy_before_changing_anything(legacy, s3_serv
     with pytest.raises(BackendUnavailable):
         legacy.variant(imageid, legacy.parse_size("10x10"))
     assert not list(legacy.cache.root.glob("*/*.jpeg"))
+
+
+def test_first_read_migration_copies_the_catalog_dimensions(legacy, s3_server):
+    imageid = legacy.save_image(f.photo_jpeg(500, 400))
+    legacy.variant(imageid, legacy.parse_size("100x100"))  # moves the original to S3
+    head = s3_server.client().head_object(Bucket=legacy.config.s3_bucket, Key=imageid)
+    assert head["Metadata"] == {"width": "500", "height": "400"}
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

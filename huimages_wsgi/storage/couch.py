@@ -39,6 +39,9 @@ DESIGN = {
 }
 _CONFLICT_RETRIES = 20
 _NETWORK_ERRORS = (OSError, socket.timeout, http.client.HTTPException, couchdb.http.ServerError)
+_REFUSED = (couchdb.http.Unauthorized, couchdb.http.Forbidden)
+#: Everything that means "CouchDB cannot serve us now", answered as a 503, not a 500.
+_BACKEND_ERRORS = (*_NETWORK_ERRORS, *_REFUSED, couchdb.http.ResourceNotFound)
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
@@ -67,8 +70,8 @@ class CouchCatalog(Catalog):
                         except couchdb.http.PreconditionFailed:  # created concurrently
                             db = self.server[self.dbname]
                     self._install_design(db)
-                except _NETWORK_ERRORS as exc:
-                    raise BackendUnavailable(f"CouchDB unreachable: {exc}") from exc
+                except _BACKEND_ERRORS as exc:
+                    raise self._unavailable(exc) from exc
                 self._db = db
         return self._db
 
@@ -88,8 +91,26 @@ class CouchCatalog(Catalog):
     def _guard(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return call(*args, **kwargs)
-        except _NETWORK_ERRORS as exc:
-            raise BackendUnavailable(f"CouchDB unreachable: {exc}") from exc
+        except _BACKEND_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: Exception) -> BackendUnavailable:
+        """Name the problem, but neither the URL (it may hold the password) nor the database.
+
+        The message reaches HTTP clients, in the 503. A 404 means the database
+        or its design document was deleted under us; forgetting the handle
+        makes the next request create them again.
+        """
+        if isinstance(exc, _REFUSED):
+            status = 401 if isinstance(exc, couchdb.http.Unauthorized) else 403
+            return BackendUnavailable(
+                f"CouchDB refused access (HTTP {status}): check the user name and password"
+                " in HUIMAGESCOUCHSERVER and their rights on the database"
+            )
+        if isinstance(exc, couchdb.http.ResourceNotFound):
+            self._db = None
+            return BackendUnavailable("CouchDB database or its views are missing (HTTP 404)")
+        return BackendUnavailable(f"CouchDB unreachable: {exc}")
 
     def get(self, imageid: str) -> Doc | None:
         doc = self._guard(self.db.get, validate_id(imageid))
@@ -207,6 +228,14 @@ class CouchAttachmentStore(BlobStore):
 
     def exists(self, imageid: str) -> bool:
         return self._attachment_name(validate_id(imageid)) is not None
+
+    def dimensions(self, imageid: str) -> tuple[int, int]:
+        """The size the document records, so a copy elsewhere can carry it; 0 if unknown."""
+        doc = self.catalog.get(imageid) or {}
+        try:
+            return int(doc.get("width") or 0), int(doc.get("height") or 0)
+        except (TypeError, ValueError):  # a hand-edited document; the size is only a label
+            return 0, 0
 
     def delete(self, imageid: str) -> None:
         """Attachments are left in place: they are the legacy copy of record."""

@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from ..batch import tally
 from .base import BlobNotFound, BlobStore
+from .couch import CouchAttachmentStore
 
 log = logging.getLogger("huimages_wsgi")
 
@@ -43,8 +44,14 @@ class MigratingBlobStore(BlobStore):
             return self.primary.open(imageid)
         except BlobNotFound:
             pass
-        self.migrate(imageid)
+        self.migrate(imageid, *self._recorded_dimensions(imageid))
         return self.primary.open(imageid)
+
+    def _recorded_dimensions(self, imageid: str) -> tuple[int, int]:
+        """What the catalog says, so the copy's metadata is as good as a direct upload's."""
+        if isinstance(self.legacy, CouchAttachmentStore):
+            return self.legacy.dimensions(imageid)
+        return 0, 0
 
     def migrate(self, imageid: str, width: int = 0, height: int = 0) -> str:
         """Copy one attachment-only original to the primary store; idempotent."""

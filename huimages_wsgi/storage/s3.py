@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import shutil
 import tempfile
 import threading
+from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 import boto3
@@ -27,7 +29,13 @@ from ..ids import validate_id
 from ..previews import PREVIEW_NAMES, check_preview_name
 from .base import BlobNotFound, BlobStore
 
+log = logging.getLogger("huimages_wsgi")
+
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+#: Server-side encryption whose ETag is not the MD5 of the object (AWS documents
+#: this for SSE-KMS, DSSE-KMS and SSE-C; multipart ETags end in ``-<parts>``).
+_OPAQUE_ETAG_ENCRYPTION = {"aws:kms", "aws:kms:dsse"}
+_STREAM_CHUNK = 1 << 20  # bytes per read when copying an object to a temporary file
 
 
 def _code(exc: ClientError) -> str:
@@ -58,7 +66,9 @@ class S3BlobStore(BlobStore):
             return getattr(self.client, operation)(Bucket=self.bucket, **kwargs)
         except ClientError as exc:
             if _code(exc) in _MISSING and "Key" in kwargs:
-                raise BlobNotFound(f"no original in s3://{self.bucket}/{kwargs['Key']}") from None
+                # The bucket stays in the log: the message reaches HTTP clients.
+                log.info("S3 %s: no object s3://%s/%s", operation, self.bucket, kwargs["Key"])
+                raise BlobNotFound(f"no stored copy of {kwargs['Key']}") from None
             raise BackendUnavailable(f"S3 {operation} failed: {exc}") from exc
         except BotoCoreError as exc:
             raise BackendUnavailable(f"S3 unreachable: {exc}") from exc
@@ -96,11 +106,27 @@ class S3BlobStore(BlobStore):
         self.verify(imageid, len(data), digest.hex())
 
     def verify(self, imageid: str, length: int, md5_hex: str) -> None:
-        """Read back what S3 says it holds; raise if it is not exactly our bytes."""
-        head = self._call("head_object", Key=imageid)
-        etag = str(head.get("ETag", "")).strip('"')
-        if head.get("ContentLength") != length or (etag and "-" not in etag and etag != md5_hex):
+        """Read back what S3 says it holds; remove it and raise unless it is our bytes.
+
+        A copy left in place after a failed check would be trusted later: the
+        migration takes an existing object as "already there". A HEAD that
+        fails proves nothing, so the object stays: a repeated upload of the
+        same bytes has just rewritten the copy the catalog already points to.
+        """
+        try:
+            matches = copy_matches(self._call("head_object", Key=imageid), length, md5_hex)
+        except BlobNotFound:
+            matches = False  # gone right after the put: no better than a wrong copy
+        if not matches:
+            self._discard(imageid)
             raise BackendUnavailable(f"S3 copy of {imageid} does not match the original")
+
+    def _discard(self, key: str) -> None:
+        """Best effort: the caller is already failing, with the more useful error."""
+        try:
+            self._call("delete_object", Key=key)
+        except (BackendUnavailable, BlobNotFound) as exc:
+            log.error("could not remove the unverified S3 object %s: %s", key, exc)
 
     def open(self, imageid: str) -> BinaryIO:
         return self._read(validate_id(imageid))
@@ -110,7 +136,7 @@ class S3BlobStore(BlobStore):
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller
         try:
             with response["Body"] as body:
-                shutil.copyfileobj(body, spool, 1 << 20)
+                shutil.copyfileobj(body, spool, _STREAM_CHUNK)
         except (BotoCoreError, OSError) as exc:
             spool.close()
             raise BackendUnavailable(f"S3 read of {key} failed: {exc}") from exc
@@ -158,3 +184,19 @@ class S3BlobStore(BlobStore):
 
     def describe(self) -> str:
         return f"s3://{self.bucket}"
+
+
+def copy_matches(head: Mapping[str, Any], length: int, md5_hex: str) -> bool:
+    """Whether a HEAD answer describes exactly the bytes we wrote.
+
+    The length must always match. The ETag is the MD5 of the object except
+    for multipart uploads and some server-side encryption; for those only the
+    length can be compared here, and the content rests on the Content-MD5
+    that the server checked when it accepted the upload.
+    """
+    if head.get("ContentLength") != length:
+        return False
+    etag = str(head.get("ETag", "")).strip('"').lower()
+    opaque = ("-" in etag or head.get("ServerSideEncryption") in _OPAQUE_ETAG_ENCRYPTION
+              or bool(head.get("SSECustomerAlgorithm")))
+    return opaque or etag == md5_hex.lower()
