@@ -24,8 +24,8 @@ from typing import BinaryIO
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .config import DEFAULT_MAX_PIXELS
-from .errors import ImageTooLarge, InvalidImage
-from .formats import FORMATS, output_format, save_options
+from .errors import ImageTooLarge, InvalidImage, WriteFailed
+from .formats import FORMATS, OutputFormat, output_format, save_options
 from .geometry import scaled_geometry
 from .jpegscan import check_upload_structure
 from .previews import planned_previews, preview_reduction
@@ -287,6 +287,7 @@ class ImageEngine:
         preview by its actual scale in each direction. A preview is upright and
         sRGB already: its own EXIF and ICC (it has none) are not consulted.
         """
+        encoding = output_format(fmt)  # an unknown format is refused before any decoding
         img = self._open(source)
         if original_size is None:
             orientation = _orientation(img)
@@ -318,14 +319,27 @@ class ImageEngine:
             if orientation != 1:
                 img = img.transpose(_TRANSPOSE[orientation])
             img = _to_srgb(img, profile)
-            encoding = output_format(fmt)
-            img.info = {}  # AVIF and PNG would carry EXIF/ICC over from the original
-            img.save(output, encoding.pillow_format, **save_options(encoding, self.quality))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(str(exc)) from exc
         except _DECODE_ERRORS as exc:
             raise InvalidImage(f"cannot decode image: {exc}") from exc
+        self._encode(img, encoding, output)
         return geometry.width, geometry.height
+
+    def _encode(self, img: Image.Image, encoding: OutputFormat, output: BinaryIO) -> None:
+        """Write the finished pixels, outside the decode's error handling on purpose.
+
+        Everything here happens after the source decoded, so an OSError is the
+        output's (a full disk, an I/O error) and never evidence of a bad
+        original: reported as InvalidImage, it would get a healthy image
+        marked broken, i.e. deleted. WriteFailed is a 503, to be retried.
+        """
+        img.info = {}  # AVIF and PNG would carry EXIF/ICC over from the original
+        try:
+            img.save(output, encoding.pillow_format, **save_options(encoding, self.quality))
+            output.flush()  # a buffered tail (WebP's whole file) fails here, not at close
+        except OSError as exc:
+            raise WriteFailed(f"cannot write the {encoding.pillow_format} output: {exc}") from exc
 
     def _decode_scaled(
         self,

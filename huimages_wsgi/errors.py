@@ -56,6 +56,14 @@ class BackendUnavailable(HuImagesError, RuntimeError):
     status = 503
 
 
+class WriteFailed(BackendUnavailable):
+    """Writing a variant failed here (a full disk, an I/O error): the server's fault.
+
+    Never a reason to think less of the image, which is why it is not an
+    InvalidImage (that marks the original broken); a 503 like any outage.
+    """
+
+
 class GenerationBusy(HuImagesError, RuntimeError):
     """Another worker is still producing this variant and did not finish in time."""
 

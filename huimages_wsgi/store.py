@@ -27,6 +27,7 @@ from .errors import (
     InvalidImage,
     InvalidSize,
     SizeNotAllowed,
+    WriteFailed,
 )
 from .formats import UNAVAILABLE, check_variant, output_format
 from .geometry import high_density_size
@@ -226,11 +227,25 @@ class ImageStore:
         return self.update_metadata(imageid, title=newtitle)
 
     def delete_image(self, imageid: str) -> None:
-        """Mark deleted, drop the original and this node's cached variants."""
-        self.get_imagedoc(imageid)
-        self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=timestamp()))
+        """Mark deleted, then drop the original and this node's cached variants.
+
+        Marked first, so the image answers 404 at once and nothing renders
+        (or migrates) it meanwhile. Should dropping the bytes then fail,
+        deleting again finishes the job: an image already deleted still has
+        its leftover blob and cache files removed (missing ones are no error)
+        before the ImageNotFound that says it is gone. An ID the catalog has
+        never seen is left alone: its blob may be an upload in progress.
+        """
+        doc = self.catalog.get(validate_id(imageid))
+        if not doc:
+            raise ImageNotFound(f"no image {imageid}")
+        was_live = is_live(doc)
+        if was_live:
+            self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=timestamp()))
         self.blobs.delete(imageid)
         self.purge(imageid)
+        if not was_live:
+            raise ImageNotFound(f"no image {imageid}")
 
     def purge(self, imageid: str) -> int:
         return self.cache.purge(validate_id(imageid))
@@ -255,13 +270,16 @@ class ImageStore:
     def scaled_dimensions(
         self, imageid: str, size: str = "square"
     ) -> tuple[int | None, int | None]:
-        parsed = parse_size(size, self.config.presets)
-        if parsed.kind == "crop":
-            return parsed.width, parsed.height
-        doc = self.catalog.get(validate_id(imageid))
-        if not is_live(doc) or not doc.get("width") or not doc.get("height"):
-            return None, None
-        return _geometry_dimensions(int(doc["width"]), int(doc["height"]), parsed)
+        """The size a variant will have, or (None, None) for an image not there.
+
+        The ID and the size are checked as a request for the variant checks
+        them (the configured limits and allow-list included), so this never
+        predicts a variant the server refuses. A crop is its box: no lookup.
+        """
+        validate_id(imageid)
+        parsed = self.parse_size(size)
+        doc = None if parsed.kind == CROP else self.catalog.get(imageid)
+        return self._tag_dimensions(doc, parsed)
 
     def scaled_imagedata(self, imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
         return self.variant(imageid, self.parse_size(size), ext).read_bytes()
@@ -394,12 +412,18 @@ class ImageStore:
         doc = self.catalog.get(imageid)
         if not is_live(doc):
             raise ImageNotFound(f"no image {imageid}")
-        self.cache.produce(path, lambda out: self._write_variant(imageid, size, ext, out, doc))
+        try:
+            self.cache.produce(path, lambda out: self._write_variant(imageid, size, ext, out, doc))
+        except OSError as exc:  # a full or failing cache disk: the image is fine
+            raise WriteFailed(f"cannot write {size.name}/{imageid}.{ext}: {exc}") from exc
         return path
 
     def _write_variant(
         self, imageid: str, size: Size, ext: str, out: io.BufferedWriter, doc: Doc | None = None
     ) -> None:
+        """Only an original that does not decode is marked broken: a failure to
+        write ``out`` (WriteFailed from the engine, an OSError from the copy of
+        ``o``, which ``variant`` turns into WriteFailed) passes through."""
         if doc is not None and self._write_from_preview(imageid, size, ext, out, doc):
             return
         with self.blobs.open(imageid) as source:
