@@ -1,14 +1,16 @@
 """Real JPEGs made by the tests: orientations, colour modes, profiles, sizes.
 
 Everything is deterministic so a failure can be reproduced byte for byte.
+Also a destination that fails the way a full disk does.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import struct
 
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 QUADRANT_COLOURS = {"tl": (255, 0, 0), "tr": (0, 255, 0), "bl": (0, 0, 255), "br": (255, 255, 255)}
 
@@ -79,6 +81,69 @@ def photo_jpeg(width: int = 1600, height: int = 1200, seed: int = 1, **options) 
 def cmyk_jpeg(width: int = 120, height: int = 80) -> bytes:
     """Pure CMYK red (C=0 M=100 Y=100 K=0)."""
     return encode(Image.new("CMYK", (width, height), (0, 255, 255, 0)), quality=95)
+
+
+# CMYK ink per quadrant (Pillow's convention: 255 is full ink) and the RGB it must look like;
+# the grey quadrant is black ink only, so the K channel is checked too.
+CMYK_QUADRANTS = {
+    "tl": ((0, 255, 255, 0), (255, 0, 0)),
+    "tr": ((255, 0, 255, 0), (0, 255, 0)),
+    "bl": ((255, 255, 0, 0), (0, 0, 255)),
+    "br": ((0, 0, 0, 128), (127, 127, 127)),
+}
+
+
+def cmyk_quadrants(width: int, height: int) -> Image.Image:
+    """Four CMYK quadrants (``CMYK_QUADRANTS``): a channel mix-up changes a colour."""
+    img = Image.new("CMYK", (width, height))
+    draw = ImageDraw.Draw(img)
+    half_w, half_h = width // 2, height // 2
+    boxes = {
+        "tl": (0, 0, half_w - 1, half_h - 1),
+        "tr": (half_w, 0, width - 1, half_h - 1),
+        "bl": (0, half_h, half_w - 1, height - 1),
+        "br": (half_w, half_h, width - 1, height - 1),
+    }
+    for name, (ink, _) in CMYK_QUADRANTS.items():
+        draw.rectangle(boxes[name], fill=ink)
+    return img
+
+
+def ycck_encode(cmyk: Image.Image, quality: int = 95) -> bytes:
+    """``cmyk`` as an Adobe YCCK JPEG (APP14 transform 2), the bytes libjpeg would write.
+
+    Pillow writes CMYK JPEGs only (transform 0), storing each band inverted
+    (Adobe's convention: 255 is no ink). libjpeg's YCCK is the YCbCr of
+    255 minus those stored C, M, Y bands, i.e. of Pillow's own C, M, Y,
+    with the stored K beside it. So: YCbCr-convert C, M, Y, hand those
+    bands pre-inverted (Pillow inverts them back) with K to Pillow's CMYK
+    writer, then say YCCK in the Adobe marker and number the components
+    1 to 4 as libjpeg does. Decoders convert YCCK back only because of the
+    transform flag: the same bytes marked transform 0 show wrong colours.
+    """
+    cyan, magenta, yellow, black = cmyk.split()
+    ycc = Image.merge("RGB", (cyan, magenta, yellow)).convert("YCbCr")
+    bands = [ImageChops.invert(band) for band in ycc.split()]
+    data = bytearray(encode(Image.merge("CMYK", (*bands, black)), quality=quality))
+    pos = 2
+    while True:  # baseline: one SOF0 and one interleaved scan of all four components
+        marker, body = data[pos + 1], pos + 4
+        length = int.from_bytes(data[pos + 2 : body], "big")
+        if marker == 0xEE and data[body : body + 5] == b"Adobe":
+            data[body + 11] = 2  # transform: 0 = CMYK, 2 = YCCK
+        elif marker == 0xC0:
+            for i in range(4):
+                data[body + 6 + 3 * i] = i + 1  # component IDs: C M Y K -> 1 2 3 4
+        elif marker == 0xDA:
+            for i in range(4):
+                data[body + 1 + 2 * i] = i + 1
+            return bytes(data)
+        pos += 2 + length
+
+
+def ycck_jpeg(width: int = 120, height: int = 80) -> bytes:
+    """``cmyk_quadrants`` as a YCCK JPEG (Photoshop's usual CMYK JPEG)."""
+    return ycck_encode(cmyk_quadrants(width, height))
 
 
 def grayscale_jpeg(width: int = 120, height: int = 80, level: int = 128) -> bytes:
@@ -173,3 +238,17 @@ def declared_size_jpeg(width: int, height: int) -> bytes:
     sof = data.index(b"\xff\xc0")
     data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
     return bytes(data)
+
+
+class FullDisk(io.RawIOBase):
+    """A writable file whose every write fails with ENOSPC, as on a full disk.
+
+    Wrapped in ``io.BufferedWriter`` like a real file, small outputs fail at
+    the flush (when Pillow finishes or the file is closed), large ones earlier.
+    """
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")

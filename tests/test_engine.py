@@ -1,3 +1,5 @@
+import errno
+import inspect
 import io
 import math
 import warnings
@@ -7,7 +9,7 @@ from PIL import Image, ImageChops
 
 from huimages_wsgi.config import DEFAULT_MAX_PIXELS, Config
 from huimages_wsgi.engine import ImageEngine
-from huimages_wsgi.errors import ImageTooLarge, InvalidImage
+from huimages_wsgi.errors import BackendUnavailable, ImageTooLarge, InvalidImage, WriteFailed
 from huimages_wsgi.geometry import scaled_geometry
 from huimages_wsgi.sizes import parse_size
 
@@ -25,6 +27,26 @@ def render(data: bytes, size: str, engine: ImageEngine | None = None) -> Image.I
 
 def close(colour, expected, tolerance=40):
     return all(abs(a - b) <= tolerance for a, b in zip(colour, expected, strict=True))
+
+
+@pytest.fixture
+def resize_calls(monkeypatch) -> list[tuple[tuple[int, int], float | None]]:
+    """(size of the image resized, reducing_gap) for every ``Image.resize`` call.
+
+    The size of the image ``render`` resizes is the size it decoded, so this
+    observes the DCT scaling (and the resample's reducing_gap) from outside.
+    """
+    calls = []
+    resize = Image.Image.resize
+    signature = inspect.signature(resize)
+
+    def spy(self, *args, **kwargs):
+        arguments = signature.bind(self, *args, **kwargs).arguments
+        calls.append((self.size, arguments.get("reducing_gap")))
+        return resize(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    return calls
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -50,6 +72,21 @@ def test_exif_orientation_is_applied(orientation, size):
 def test_cmyk_original_comes_out_as_rgb_red():
     img = render(f.cmyk_jpeg(), "60x60")
     assert img.mode == "RGB" and close(f.mean_colour(img), (255, 0, 0))
+
+
+def test_ycck_original_comes_out_as_correct_rgb():
+    """Adobe YCCK (Photoshop's usual CMYK JPEG): every ink, black included, looks right."""
+    data = f.ycck_jpeg(120, 80)
+    assert Image.open(io.BytesIO(data)).info["adobe_transform"] == 2
+    img = render(data, "60x60")
+    assert img.mode == "RGB" and img.size == (60, 40)
+    boxes = {"tl": (5, 5, 25, 15), "tr": (35, 5, 55, 15),
+             "bl": (5, 25, 25, 35), "br": (35, 25, 55, 35)}
+    for name, (_, rgb) in f.CMYK_QUADRANTS.items():
+        assert close(f.mean_colour(img, boxes[name]), rgb, 12), name
+    # the fixture really is YCC-coded: the same bytes taken for plain CMYK look wrong
+    as_cmyk = data.replace(b"Adobe\x00d\x00\x00\x00\x00\x02", b"Adobe\x00d\x00\x00\x00\x00\x00")
+    assert not close(f.mean_colour(render(as_cmyk, "60x60"), boxes["tl"]), (255, 0, 0))
 
 
 def test_grayscale_original_comes_out_as_rgb():
@@ -93,18 +130,47 @@ def test_quality_is_configurable():
     assert len(low.getvalue()) < len(high.getvalue()) * 0.6
 
 
-def test_large_photo_is_decoded_with_dct_scaling(photo_8mp):
-    """A thumbnail never materialises the 8 MP bitmap: libjpeg decodes at 1/8."""
-    engine = ImageEngine()
+@pytest.mark.parametrize(
+    "size, out, decoded",
+    [
+        ("240x160", (233, 160), (438, 300)),  # 1/8: 3500x2400 / 8, rounded up
+        ("75x75!", (75, 75), (438, 300)),  # 1/8: the crop needs 2400 / 8 = 300 rows
+        ("1024x768", (1024, 702), (1750, 1200)),  # 1/2: 1/4 (875 wide) would be too small
+    ],
+)
+def test_large_photo_is_decoded_with_dct_scaling(photo_8mp, resize_calls, size, out, decoded):
+    """A thumbnail never materialises the 8 MP bitmap: ``render`` has libjpeg decode at
+    the smallest DCT scale that still covers the output, and resamples only that."""
+    assert Image.open(io.BytesIO(photo_8mp)).size == (3500, 2400)
+    assert render(photo_8mp, size).size == out
+    assert [decoded_size for decoded_size, _ in resize_calls] == [decoded]
+    # the bench's floor (_decode_scaled) decodes exactly what render decodes
     img = Image.open(io.BytesIO(photo_8mp))
-    assert img.size == (3500, 2400)
-    decoded = engine._decode_scaled(img, 1, (0, 0, 3500, 2400), 240, 165)
-    assert decoded.width <= 3500 // 4 and decoded.height <= 2400 // 4
-    crop = Image.open(io.BytesIO(photo_8mp))
-    decoded = engine._decode_scaled(crop, 1, (550, 0, 2950, 2400), 75, 75)
-    assert decoded.width <= 3500 // 8 + 1
-    img = render(photo_8mp, "240x160")
-    assert img.size == (233, 160)
+    geometry = scaled_geometry(3500, 2400, parse_size(size))
+    scaled = ImageEngine()._decode_scaled(img, 1, geometry.box, geometry.width, geometry.height)
+    assert scaled.size == decoded
+
+
+def test_render_resamples_with_the_engines_reducing_gap(photo_8mp, resize_calls):
+    """A 75x75 crop of an 8 MP photo is still 4x too big after the 1/8 decode: Pillow's
+    reducing_gap halves it with reduce() before the resample, which changes the pixels."""
+    gapped = render(photo_8mp, "75x75!", ImageEngine(reducing_gap=1.5))
+    assert resize_calls == [((438, 300), 1.5)]
+    ungapped = render(photo_8mp, "75x75!", ImageEngine(reducing_gap=None))
+    assert resize_calls[1] == ((438, 300), None)
+    assert gapped.size == ungapped.size == (75, 75)
+    assert gapped.tobytes() != ungapped.tobytes()
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp", "png"])
+def test_a_failing_output_is_a_write_error_not_a_bad_image(fmt):
+    """ENOSPC while writing the variant says nothing about the original: not InvalidImage
+    (which gets the image marked broken, i.e. deleted) but a 503 to retry."""
+    output = io.BufferedWriter(f.FullDisk())
+    with pytest.raises(WriteFailed) as caught:
+        ImageEngine().render(io.BytesIO(f.photo_jpeg(400, 300)), parse_size("100x100"), output, fmt)
+    assert isinstance(caught.value, BackendUnavailable) and caught.value.status == 503
+    assert caught.value.__cause__.errno == errno.ENOSPC
 
 
 def test_inspect_accepts_jpeg_and_reports_upright_size():

@@ -150,6 +150,14 @@ def test_cmyk_original_through_previews(smooth_big, tmp_path):
     _check_through_previews(tmp_path, data, reference, ["240x160", "75x75!", "1024x768"])
 
 
+def test_ycck_original_through_previews(smooth_big, tmp_path):
+    """Adobe YCCK, decoded once at upload into RGB previews that every variant starts from."""
+    data = f.ycck_encode(smooth_big.convert("CMYK"))
+    reference = _open(data).convert("RGB")
+    assert _psnr(smooth_big, reference) > 35  # the fixture decodes to the photo it was made from
+    _check_through_previews(tmp_path, data, reference, ["240x160", "75x75!", "1024x768"])
+
+
 def test_icc_original_through_previews_is_converted_once(smooth_big, tmp_path):
     profile = f.swapped_primaries_profile()
     data = f.encode(smooth_big, quality=95, icc_profile=profile)

@@ -1,13 +1,30 @@
 """The client API: ImageStore and the module-level functions of the original."""
 
 import datetime
+import errno
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, NoReturn
 
 import pytest
 from PIL import Image
+from webob import Request
 
 import huimages_wsgi as huimages
-from huimages_wsgi import Config, ImageStore
-from huimages_wsgi.errors import ImageNotFound, ImageTooLarge, InvalidImage, InvalidImageId
+from huimages_wsgi import Config, ImageMiddleware, ImageStore, client
+from huimages_wsgi.cache import Cache
+from huimages_wsgi.errors import (
+    BackendUnavailable,
+    ImageNotFound,
+    ImageTooLarge,
+    InvalidImage,
+    InvalidImageId,
+    InvalidSize,
+    SizeNotAllowed,
+    WriteFailed,
+)
+from huimages_wsgi.ids import compute_id
 
 from . import imagefactory as f
 from .backends import primary_has
@@ -24,9 +41,16 @@ def store(any_store):
     return any_store
 
 
-def test_the_seed_client_session(tmp_path):
+@pytest.fixture
+def module_api(tmp_path, monkeypatch) -> ImageStore:
+    """The module-level API on a fresh embedded store; the previous default store is put
+    back afterwards, so no other test meets this one's."""
+    monkeypatch.setattr(client, "_default", client._default)
+    return huimages.configure(data_dir=tmp_path / "data", server_url="http://images.example.com")
+
+
+def test_the_seed_client_session(module_api):
     """The session from the original README, through the module-level API."""
-    huimages.configure(data_dir=tmp_path / "data", server_url="http://images.example.com")
     data = f.photo_jpeg(1024, 768)
     imageid = huimages.save_image(data, title="Snow & Ice", references={"artnr": "14600"})
     assert len(imageid) == 34 and imageid.endswith("01")
@@ -40,6 +64,34 @@ def test_the_seed_client_session(tmp_path):
     assert Image.open(
         __import__("io").BytesIO(huimages.scaled_imagedata(imageid, "150x150"))
     ).size == (150, 113)
+
+
+def test_every_module_level_function_reaches_the_default_store(module_api):
+    """The rest of the original module API (the seed session above covers the others)."""
+    ids = sorted(huimages.save_image(f.solid_jpeg(400, 200, colour=(i * 60, 0, 0)))
+                 for i in range(3))
+    first, middle, last = ids
+    assert huimages.default_store() is module_api
+    assert huimages.get_next_imageid(first) == middle
+    assert huimages.get_previous_imageid(last) == middle
+    assert huimages.get_previous_imageid(first) is None
+    assert huimages.get_random_imageid() in ids
+
+    doc = huimages.update_metadata(middle, title="Red", references={"artnr": "1"}, typ="product")
+    assert (doc["title"], doc["references"], doc["types"]) == (["Red"], {"artnr": ["1"]},
+                                                               ["product"])
+    assert huimages.set_title(middle, "Dark red")["title"] == ["Red", "Dark red"]
+    assert module_api.get_imagedoc(middle)["title"] == ["Red", "Dark red"]
+
+    tag = huimages.scaled_tag(middle, "200x200", **{"class": "thumb"})
+    assert tag == (f'<img src="http://images.example.com/200x200/{middle}/dark-red.jpeg" '
+                   'width="200" height="100" class="thumb" alt="Dark red" />')
+
+    huimages.delete_image(middle)
+    with pytest.raises(ImageNotFound):
+        module_api.get_imagedoc(middle)
+    assert huimages.get_next_imageid(first) == last
+    assert not primary_has(module_api, middle)
 
 
 def test_same_bytes_same_id_and_metadata_merges(store):
@@ -109,6 +161,102 @@ def test_delete_removes_original_and_cache_and_can_be_undone_by_upload(store):
     assert store.get_imagedoc(imageid)["deleted"] is False
 
 
+def _outage(exc: Exception) -> Callable[..., None]:
+    def fail(*args: object) -> None:
+        raise exc
+
+    return fail
+
+
+@pytest.mark.parametrize(
+    "part, method, exc",
+    [
+        ("blobs", "delete", BackendUnavailable("blob store unreachable")),
+        ("cache", "purge", PermissionError(errno.EACCES, "Permission denied")),
+    ],
+)
+def test_a_delete_that_fails_midway_is_completed_by_deleting_again(store, part, method, exc):
+    """The image is gone at once (marked first), and the bytes a failure left behind are
+    removed by deleting again, which still answers ImageNotFound: it is deleted."""
+    imageid = store.save_image(f.solid_jpeg())
+    cached = store.variant(imageid, store.parse_size("10x10"))
+    target = getattr(store, part)
+    setattr(target, method, _outage(exc))  # on the instance: the class is untouched
+    try:
+        with pytest.raises(type(exc)):
+            store.delete_image(imageid)
+    finally:
+        delattr(target, method)
+    with pytest.raises(ImageNotFound):
+        store.get_imagedoc(imageid)
+    assert primary_has(store, imageid) or cached.exists()  # something was left behind
+    with pytest.raises(ImageNotFound):
+        store.delete_image(imageid)
+    assert not primary_has(store, imageid) and not cached.exists()
+
+
+def test_deleting_an_id_the_catalog_never_had_touches_nothing(tmp_path):
+    """Uploads store the bytes before the catalog entry: such a blob may be one in progress."""
+    store = ImageStore(Config(data_dir=tmp_path / "data"))
+    data = f.solid_jpeg()
+    imageid = compute_id(data)
+    store.blobs.put(imageid, data, "image/jpeg", 64, 48)
+    with pytest.raises(ImageNotFound):
+        store.delete_image(imageid)
+    assert store.blobs.exists(imageid)
+
+
+class FullDiskCache(Cache):
+    """A cache on a full disk: every variant write, or its flush at close, fails with ENOSPC."""
+
+    def produce(self, path: Path, write: Callable[[BinaryIO], object]) -> NoReturn:
+        with io.BufferedWriter(f.FullDisk()) as handle:
+            write(handle)
+        raise AssertionError("a full disk took the variant")
+
+
+@pytest.mark.parametrize("size", ["o", "10x10", "1024x1024"])  # copied, from a preview, rendered
+def test_a_full_cache_disk_is_a_503_and_never_marks_the_image_broken(store, size):
+    imageid = store.save_image(f.photo_jpeg(1600, 1200))
+    healthy = store.cache
+    store.cache = FullDiskCache(healthy.root)
+    with pytest.raises(WriteFailed) as caught:
+        store.variant(imageid, store.parse_size(size))
+    assert caught.value.status == 503
+    doc = store.get_imagedoc(imageid)  # raises ImageNotFound if it was marked deleted
+    assert "broken" not in doc
+    store.cache = healthy  # once there is room again, the variant is made
+    assert store.variant(imageid, store.parse_size(size)).stat().st_size > 0
+
+
+def test_a_full_cache_disk_answers_503_with_retry_after(tmp_path):
+    store = ImageStore(Config(data_dir=tmp_path / "data"))
+    imageid = store.save_image(f.photo_jpeg(800, 600))
+    store.cache = FullDiskCache(store.cache.root)
+    app = ImageMiddleware(prefix="", store=store)
+    for path in (f"/200x200/{imageid}.jpeg", f"/o/{imageid}.jpeg"):
+        response = Request.blank(path).get_response(app)
+        assert response.status_int == 503 and response.headers["Retry-After"], path
+    assert store.get_imagedoc(imageid)["deleted"] is False
+
+
+def test_scaled_dimensions_checks_the_size_as_the_server_does(tmp_path):
+    """No prediction for a variant the server refuses: over the maximum, or not allowed."""
+    config = Config(data_dir=tmp_path / "data", max_dimension=500,
+                    allowed_sizes={"square", "240x160", "600x600!", "700x700"})
+    store = ImageStore(config)
+    imageid = store.save_image(f.solid_jpeg(400, 200))
+    assert store.scaled_dimensions(imageid, "square") == (75, 75)
+    assert store.scaled_dimensions(imageid, "240x160") == (240, 120)
+    app = ImageMiddleware(prefix="", store=store)
+    for size, refusal in [("100x100!", SizeNotAllowed), ("100x100", SizeNotAllowed),
+                          ("600x600!", InvalidSize), ("700x700", InvalidSize)]:
+        with pytest.raises(refusal):
+            store.scaled_dimensions(imageid, size)
+        served = Request.blank(f"/{size}/{imageid}.jpeg").get_response(app)
+        assert served.status_int == refusal.status, size
+
+
 def test_update_metadata(store):
     imageid = store.save_image(f.solid_jpeg(), title="a")
     store.update_metadata(imageid, title="b", references={"k": "v"}, typ="t")
@@ -143,6 +291,7 @@ def test_invalid_ids_are_rejected_everywhere(store):
         store.get_length,
         store.get_next_imageid,
         store.purge,
+        store.scaled_dimensions,  # its default size is a crop, which needs no lookup
     ):
         with pytest.raises(InvalidImageId):
             call("../etc/passwd")
