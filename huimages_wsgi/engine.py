@@ -27,7 +27,7 @@ from .config import DEFAULT_MAX_PIXELS
 from .errors import ImageTooLarge, InvalidImage, WriteFailed
 from .formats import FORMATS, OutputFormat, output_format, save_options
 from .geometry import scaled_geometry
-from .jpegscan import check_upload_structure
+from .jpegscan import check_upload_structure, scan_jpeg
 from .previews import planned_previews, preview_reduction
 from .sizes import Size
 
@@ -207,6 +207,20 @@ class ImageEngine:
                 f"the limit is {self.max_pixels}"
             )
         return img
+
+    def check_stored(self, data: bytes) -> None:
+        """Cheap checks before a stored original is served byte for byte as ``o``.
+
+        Uploads are validated completely; this catches what storage damaged:
+        no image at all, an empty or truncated JPEG, or a header over the
+        pixel limit. Only the markers and the header are read. Data after the
+        image and other formats Pillow reads are tolerated, as huImages once
+        stored them (its ``save_image`` took a content type) and their
+        variants render.
+        """
+        if data[:2] == b"\xff\xd8":
+            scan_jpeg(data)
+        self._open(io.BytesIO(data)).close()
 
     def inspect(self, data: bytes, previews: bool = False) -> ImageInfo:
         """Validate an upload completely and return its upright dimensions.

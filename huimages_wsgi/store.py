@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import io
 import logging
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -427,11 +426,13 @@ class ImageStore:
         if doc is not None and self._write_from_preview(imageid, size, ext, out, doc):
             return
         with self.blobs.open(imageid) as source:
-            if size.is_original:
-                shutil.copyfileobj(source, out, 1 << 20)
-                return
             try:
-                self.engine.render(source, size, out, ext)
+                if size.is_original:
+                    data = source.read()
+                    self.engine.check_stored(data)
+                    out.write(data)
+                else:
+                    self.engine.render(source, size, out, ext)
             except (InvalidImage, ImageTooLarge) as exc:
                 self.mark_broken(imageid, str(exc))
                 raise ImageNotFound(f"image {imageid} cannot be decoded") from exc

@@ -318,3 +318,26 @@ def test_a_generation_held_too_long_elsewhere_is_503_with_retry_after(tmp_path):
     finally:
         release.set()
         holder.join()
+
+
+DAMAGED = {
+    "empty": b"",
+    "truncated": f.photo_jpeg(300, 200)[:400],
+    "no image": b"<html>not an image at all</html>",
+    "bomb header": f.declared_size_jpeg(60000, 60000),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGED))
+@pytest.mark.parametrize("size", ["o", "100x100"])
+def test_a_damaged_stored_original_is_404_and_marked_broken(app, store, kind, size):
+    """Storage (or an older server) holds bytes no upload would pass: no 500, no bad bytes."""
+    imageid = store.save_image(f.photo_jpeg(300, 200, seed=len(kind)))  # small: no previews
+    store.blobs.put(imageid, DAMAGED[kind], "image/jpeg", 300, 200)
+    response = get(app, f"/{size}/{imageid}.jpeg")
+    assert response.status_int == 404, (kind, size, response.status, response.body[:100])
+    doc = store.catalog.get(imageid)
+    if not (kind == "empty" and "_attachments" in doc):  # an empty attachment is no original
+        assert doc["deleted"] is True and doc["broken"], doc
+    assert not store.cache.path(store.parse_size(size).name, imageid).exists()
+    assert get(app, f"/{size}/{imageid}.jpeg").status_int == 404
