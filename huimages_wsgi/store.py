@@ -45,6 +45,7 @@ from .storage import (
     open_catalog,
     timestamp,
 )
+from .storage.base import GuardedReader
 from .tags import img_tag, picture_tag
 from .urls import image_path, join_url
 
@@ -425,7 +426,8 @@ class ImageStore:
         ``o``, which ``variant`` turns into WriteFailed) passes through."""
         if doc is not None and self._write_from_preview(imageid, size, ext, out, doc):
             return
-        with self.blobs.open(imageid) as source:
+        with self.blobs.open(imageid) as handle:
+            source = GuardedReader(handle, f"the original of {imageid}")
             try:
                 if size.is_original:
                     data = source.read()

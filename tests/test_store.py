@@ -25,6 +25,7 @@ from huimages_wsgi.errors import (
     WriteFailed,
 )
 from huimages_wsgi.ids import compute_id
+from huimages_wsgi.storage import is_live
 
 from . import imagefactory as f
 from .backends import primary_has
@@ -319,3 +320,40 @@ def test_two_stores_in_one_process(tmp_path):
     assert one.imageurl(imageid).startswith("http://one/")
     with pytest.raises(ImageNotFound):
         two.get_imagedoc(imageid)
+
+
+class FailingRead(io.RawIOBase):
+    """An original's file that fails with EIO after ``good`` bytes, as a dying disk does."""
+
+    def __init__(self, inner, good: int) -> None:
+        self.inner, self.left = inner, good
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.left <= 0:
+            raise OSError(errno.EIO, "Input/output error")
+        data = self.inner.read(min(len(buffer), self.left))
+        self.left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+@pytest.mark.parametrize("size", ["o", "100x100", "100x100!"])
+def test_a_failing_read_of_the_original_is_503_and_never_marks_it_broken(tmp_path, size):
+    """Pillow calls corrupt data an OSError too; the disk's own errors must not count as such."""
+    store = ImageStore(Config(data_dir=tmp_path / "data"))
+    imageid = store.save_image(f.photo_jpeg(300, 200))  # small: rendered from the original
+    healthy_open = store.blobs.open
+    store.blobs.open = lambda i: io.BufferedReader(FailingRead(healthy_open(i), 2000))
+    with pytest.raises(BackendUnavailable, match="cannot read the original"):
+        store.variant(imageid, store.parse_size(size))
+    assert is_live(store.catalog.get(imageid))
+    assert not store.cache.path(store.parse_size(size).name, imageid).exists()
+    store.blobs.open = healthy_open  # the disk recovers: so does the image
+    assert store.variant(imageid, store.parse_size(size)).stat().st_size > 0

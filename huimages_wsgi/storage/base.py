@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from ..errors import ImageNotFound
+from ..errors import BackendUnavailable, ImageNotFound
 from ..previews import check_preview_name
 
 Doc = dict[str, Any]
@@ -21,6 +21,33 @@ Mutation = Callable[[Doc], None]
 
 class BlobNotFound(ImageNotFound):
     """The catalog may know the image, but its original bytes are not here."""
+
+
+class GuardedReader:
+    """A blob's file object whose own read errors stay apart from bad image data.
+
+    Pillow reports a corrupt file as OSError too; an I/O error of the disk
+    or the spool underneath must not be taken for one, or a healthy original
+    would be marked broken. A failing read becomes BackendUnavailable (503).
+    """
+
+    def __init__(self, handle: BinaryIO, what: str) -> None:
+        self._handle, self._what = handle, what
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._handle.read(size)
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot read {self._what}: {exc}") from exc
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self._handle.seek(offset, whence)
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot read {self._what}: {exc}") from exc
+
+    def tell(self) -> int:
+        return self._handle.tell()
 
 
 class BlobStore(ABC):
