@@ -69,8 +69,8 @@ def scaled_imageurl(imageid: str, size: str = "150x150", ext: str = "jpeg") -> s
     return default_store().scaled_imageurl(imageid, size, ext)
 
 
-def scaled_imagedata(imageid: str, size: str = "square") -> bytes:
-    return default_store().scaled_imagedata(imageid, size)
+def scaled_imagedata(imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
+    return default_store().scaled_imagedata(imageid, size, ext)
 
 
 def scaled_dimensions(imageid: str, size: str = "square") -> tuple[int | None, int | None]:

@@ -88,6 +88,10 @@ def test_every_module_level_function_reaches_the_default_store(module_api):
     assert tag == (f'<img src="http://images.example.com/200x200/{middle}/dark-red.jpeg" '
                    'width="200" height="100" class="thumb" alt="Dark red" />')
 
+    webp = huimages.scaled_imagedata(middle, "200x200", ext="webp")
+    assert Image.open(io.BytesIO(webp)).format == "WEBP"
+    assert Image.open(io.BytesIO(huimages.scaled_imagedata(middle, "200x200"))).size == (200, 100)
+
     huimages.delete_image(middle)
     with pytest.raises(ImageNotFound):
         module_api.get_imagedoc(middle)
