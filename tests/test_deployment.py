@@ -302,6 +302,28 @@ def test_signature_in_the_query_string_reaches_the_app(live):
     assert image_size(body) == (150, 113)
 
 
+@pytest.mark.parametrize("ext, content_type", [("webp", "image/webp"), ("avif", "image/avif"),
+                                               ("png", "image/png")])
+def test_other_formats_are_files_the_webserver_serves(live, ext, content_type):
+    """/<size>/<ID>.webp|avif|png: generated once, then static with the right type."""
+    size = f"{100 + len(ext)}x{100 + len(ext)}"  # one size per format, unused elsewhere
+    signed = f"?sig={sign(live.secret, size, live.imageid)}"
+    canonical = f"/{size}/{live.imageid}.{ext}"
+    status, headers, body = live.get(canonical + signed)
+    assert status == 200, (status, body, live.logs())
+    assert headers["content-type"] == content_type and headers["cache-control"] == IMMUTABLE
+    assert (live.cache_dir / size / f"{live.imageid}.{ext}").read_bytes() == body
+    with Image.open(io.BytesIO(body)) as img:
+        assert img.format == ext.upper() and max(img.size) == 100 + len(ext)
+
+    live.backend.stop()
+    for path in (canonical, f"/{size}/{live.imageid}/red-bike.{ext}"):
+        status, headers, again = live.get(path)
+        assert (status, again) == (200, body), path
+        assert "x-content-type-options" not in headers  # the webserver's own answer
+        assert headers["content-type"] == content_type and headers["cache-control"] == IMMUTABLE
+
+
 def test_dotfiles_are_never_served(live):
     secret = b"temporary or lock file\n"
     (live.cache_dir / "dots").mkdir()
