@@ -50,6 +50,7 @@ _FORM_OVERHEAD = 64 << 10  # multipart boundaries, the title and the token field
 _PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 _RELATIVE_ROOT = ".."  # every page sits directly below the mount point
 _STAMP_RE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)(?:\.\d*)?")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 _STYLE = """
 body{font:15px/1.4 system-ui,sans-serif;margin:0;background:#f4f4f2;color:#222}
@@ -94,6 +95,16 @@ def is_local_client(environ: dict[str, Any]) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def encodable(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so it encodes as UTF-8.
+
+    Documents stored before the API refused such text (or written straight
+    into the catalog) still carry them; one of them must not turn a whole
+    page into a 500.
+    """
+    return _SURROGATE_RE.sub("\ufffd", text)
 
 
 def _when(stamp: object) -> str:
@@ -245,7 +256,7 @@ class BrowseApp:
             f"<main><h2>{_e(title)}</h2>{body}</main></body></html>"
         )
         response = Response(status=status, content_type="text/html", charset="utf-8")
-        response.text = document
+        response.text = encodable(document)
         response.cache_control = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Content-Security-Policy"] = (

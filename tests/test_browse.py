@@ -4,6 +4,7 @@ The same pages in a real browser, against real servers, are in test_browse_e2e.p
 """
 
 import io
+import json
 import re
 import secrets
 import urllib.error
@@ -17,6 +18,8 @@ from PIL import Image
 from webob import Request
 
 from huimages_wsgi import Config, make_app
+from huimages_wsgi.storage import Catalog
+from huimages_wsgi.storage.couch import CouchCatalog
 
 from . import imagefactory as f
 from .conftest import LiveServer
@@ -98,6 +101,40 @@ def test_previous_next_and_random(browse_app):
     assert 'id="prev"' not in first and 'id="next"' in first
     random = get(browse_app, "/_browse/random")
     assert random.status_int == 303 and random.location.rsplit("/", 1)[1] in ids
+
+
+def store_title_as_is(catalog: Catalog, imageid: str, title: str) -> None:
+    """Write ``title`` unchecked, the way older servers or other CouchDB clients could.
+
+    couchdb-python cannot encode a lone surrogate, so on CouchDB the document
+    goes in as JSON text with the escape, straight over HTTP.
+    """
+    if not isinstance(catalog, CouchCatalog):
+        catalog.update(imageid, lambda doc: doc.update(title=[title]))
+        return
+    doc = {**catalog.get(imageid), "title": [title]}
+    request = urllib.request.Request(
+        f"{catalog.url}{catalog.dbname}/{imageid}", data=json.dumps(doc).encode("ascii"),
+        method="PUT", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+@pytest.mark.parametrize("backend", ["embedded", "disk+couch"], indirect=True)
+def test_titles_with_lone_surrogates_do_not_break_the_pages(any_config):
+    """Stored before the API refused them, or written straight into the catalog: such
+    text cannot be encoded as UTF-8, and once made every page showing it a 500."""
+    app = make_app(any_config.with_changes(browse=True))
+    imageid = app.store.save_image(f.solid_jpeg())
+    bad = "Caf\udce9 <b>\ud800"  # what surrogateescape makes of Latin-1 bytes, and worse
+    store_title_as_is(app.store.catalog, imageid, bad)
+    assert app.store.catalog.get(imageid)["title"] == [bad]  # the catalog really holds it
+    for path in ("/_browse/", f"/_browse/{imageid}"):
+        response = get(app, path)
+        assert response.status_int == 200, (path, response.text[-300:])
+        assert "Caf\ufffd &lt;b&gt;\ufffd" in response.text, path
+        for src in re.findall(r'src="([^"]+)"', response.text):
+            url = urljoin(f"http://{HOST}{path}", src).removeprefix(f"http://{HOST}")
+            assert get(app, url).status_int == 200, url
 
 
 def test_redirects_on_an_empty_store_and_without_the_slash(browse_app):
