@@ -1,9 +1,9 @@
 """Backend combinations the behavioural suite runs against, built on real servers.
 
 ``embedded`` is disk + SQLite; ``s3+couch`` is production huImages;
-``s3+sqlite`` mixes them; ``legacy`` stores every upload the way huImages'
-first versions did, as a CouchDB attachment only, so every read exercises the
-migration to S3.
+``s3+sqlite`` and ``disk+couch`` mix them (any combination must work);
+``legacy`` stores every upload the way huImages' first versions did, as a
+CouchDB attachment only, so every read exercises the migration to S3.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from huimages_wsgi.storage.migrating import MigratingBlobStore
 
 from .services import PouchDBServer, SeaweedS3
 
-BACKENDS = ("embedded", "s3+couch", "s3+sqlite", "legacy")
+BACKENDS = ("embedded", "s3+couch", "s3+sqlite", "disk+couch", "legacy")
+#: The combinations that need the S3 server, and those that need CouchDB.
+S3_BACKENDS = frozenset({"s3+couch", "s3+sqlite", "legacy"})
+COUCH_BACKENDS = frozenset({"s3+couch", "disk+couch", "legacy"})
 SERVER_URL = "http://img.example.test/"
 
 
@@ -37,10 +40,10 @@ def backend_config(
 ) -> Config:
     """A fresh, empty configuration: new data dir, new bucket, new database."""
     fields: dict[str, object] = {"data_dir": data_dir, "server_url": SERVER_URL, **options}
-    if backend in ("s3+couch", "s3+sqlite", "legacy"):
+    if backend in S3_BACKENDS:
         assert s3 is not None
         fields["s3_bucket"] = s3.create_bucket()
-    if backend in ("s3+couch", "legacy"):
+    if backend in COUCH_BACKENDS:
         assert couch is not None
         fields["couch_server"] = couch.url
         fields["couch_db"] = f"huimages_test_{secrets.token_hex(4)}"

@@ -17,7 +17,7 @@ import pytest
 from huimages_wsgi import Config, ImageMiddleware, ImageStore
 
 from . import imagefactory
-from .backends import BACKENDS, backend_config, backend_store
+from .backends import BACKENDS, COUCH_BACKENDS, S3_BACKENDS, backend_config, backend_store
 from .services import PouchDBServer, SeaweedS3
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,10 +105,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 def any_config(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Config:
     """A fresh configuration on each backend combination (real servers where needed)."""
     s3 = couch = None
-    if backend != "embedded":
+    if backend in S3_BACKENDS:
         request.getfixturevalue("s3_env")
         s3 = request.getfixturevalue("s3_server")
-    if backend in ("s3+couch", "legacy"):
+    if backend in COUCH_BACKENDS:
         couch = request.getfixturevalue("couch_server")
     return backend_config(backend, tmp_path / "data", s3, couch)
 

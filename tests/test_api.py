@@ -140,6 +140,51 @@ def test_missing_token_is_401_with_challenge_and_wrong_token_403(api):
     assert api.store.get_imagedoc(imageid)  # nothing was deleted
 
 
+WRONG_TOKENS = ("Bearer nope", f"Bearer {TOKEN}x", "Bearer " + TOKEN[:-1])
+
+
+def refused(app, path, method="GET", body=None, headers=None) -> None:
+    """No token: 401 with a challenge; a Basic header or a wrong token: 401 and 403."""
+    headers = headers or {}
+    request = Request.blank(path, method=method, headers=headers)
+    if body is not None:
+        request.body = body
+    missing = request.get_response(app)
+    assert missing.status_int == 401, (path, method, missing.body)
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    basic = call(app, path, method, body, {**headers, "Authorization": "Basic dXNlcjpwYXNz"})
+    assert basic.status_int == 401, (path, method, basic.body)
+    for wrong in WRONG_TOKENS:
+        response = call(app, path, method, body, {**headers, "Authorization": wrong})
+        assert response.status_int == 403, (path, method, wrong, response.body)
+        if method != "HEAD":
+            assert set(response.json) == {"error", "status"}  # nothing about the image
+
+
+@BOTH
+def test_patch_needs_the_token_and_changes_nothing_without_it(api):
+    imageid = upload(api, f.solid_jpeg(), "?title=Kept").json["id"]
+    change = json.dumps({"title": "Intruder", "references": {"x": "1"}}).encode()
+    refused(api, f"/_api/images/{imageid}", "PATCH", change, {"Content-Type": "application/json"})
+    doc = api.store.get_imagedoc(imageid)
+    assert doc["title"] == ["Kept"] and doc.get("references", {}) == {}
+    allowed = call(api, f"/_api/images/{imageid}", "PATCH", change,
+                   {"Content-Type": "application/json"})
+    assert allowed.status_int == 200 and allowed.json["title"] == ["Kept", "Intruder"]
+
+
+@BOTH
+def test_walking_and_random_need_the_token(api):
+    ids = sorted(upload(api, f.solid_jpeg(colour=(90 * i, 9, 9))).json["id"] for i in range(2))
+    for path in (f"/_api/images/{ids[0]}/next", f"/_api/images/{ids[1]}/previous",
+                 "/_api/random"):
+        refused(api, path)
+        refused(api, path, "HEAD")
+    assert call(api, f"/_api/images/{ids[0]}/next").json == {"id": ids[1]}
+    assert call(api, f"/_api/images/{ids[1]}/previous").json == {"id": ids[0]}
+    assert call(api, "/_api/random").json["id"] in ids
+
+
 def test_without_a_configured_token_the_api_is_disabled(config):
     app = make_app(config)  # no upload_token
     for method, headers in (("POST", AUTH), ("POST", {}), ("GET", AUTH)):

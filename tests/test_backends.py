@@ -15,11 +15,13 @@ import json
 import logging
 import os
 import re
+import secrets
 import subprocess
 import sys
 import threading
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import couchdb
@@ -31,12 +33,16 @@ from huimages_wsgi import Config, ImageStore, make_app
 from huimages_wsgi.errors import BackendUnavailable
 from huimages_wsgi.ids import compute_id
 from huimages_wsgi.storage.couch import DESIGN_ID, DESIGN_VERSION, CouchCatalog
+from huimages_wsgi.storage.disk import DiskBlobStore
 from huimages_wsgi.storage.migrating import MOVED, MigratingBlobStore
 from huimages_wsgi.storage.s3 import S3BlobStore, copy_matches
 
 from . import imagefactory as f
-from .backends import backend_config, backend_store, primary_has, read_original
+from .backends import SERVER_URL, backend_config, backend_store, primary_has, read_original
 from .conftest import LiveServer
+
+#: One SQLite and one CouchDB catalog; originals on disk, so no S3 server is needed.
+CATALOGS = pytest.mark.parametrize("backend", ["embedded", "disk+couch"], indirect=True)
 
 
 @pytest.fixture
@@ -290,6 +296,70 @@ def test_catalog_ids_page_through_all_docs(s3_couch):
     assert set(catalog.ids()) == ids
     assert store.get_random_imageid() in ids
     assert set(catalog.recent_ids(100)) == ids
+
+
+def draw(store: ImageStore, times: int = 200) -> Counter[str | None]:
+    return Counter(store.get_random_imageid() for _ in range(times))
+
+
+@CATALOGS
+def test_random_images_spread_over_the_live_ones_only(any_store):
+    """Not always the same image, and never a deleted one.
+
+    IDs are hashes, so the 8 spread over the key space; the chance that 200
+    draws hit fewer than 3 of them (or 2 of the 4 left) is negligible.
+    """
+    store = any_store
+    ids = sorted(store.save_image(f.solid_jpeg(colour=(30 * i, 90, 30))) for i in range(8))
+    drawn = draw(store)
+    assert set(drawn) <= set(ids) and len(drawn) >= 3, drawn
+    deleted = set(ids[::2])
+    for imageid in deleted:
+        store.delete_image(imageid)
+    drawn = draw(store)
+    assert not set(drawn) & deleted, drawn
+    assert set(drawn) <= set(ids) - deleted and len(drawn) >= 2, drawn
+
+
+@CATALOGS
+def test_recent_is_newest_first_without_deleted_images(any_store):
+    """By upload time (``ctime``), neither by ID nor by the order of the writes."""
+    store = any_store
+    stamps = ["20100615T080000.000000", "20240229T120000.000000", "20090101T000000.000000",
+              "20100615T080000.000001", "20231231T235959.999999"]
+    by_stamp = {stamp: store.save_image(f.solid_jpeg(colour=(50 * i, 10, 200)), timestamp=stamp)
+                for i, stamp in enumerate(stamps)}
+    newest_first = [by_stamp[stamp] for stamp in sorted(stamps, reverse=True)]
+    assert newest_first not in (sorted(newest_first), sorted(newest_first, reverse=True))
+    assert store.catalog.recent_ids(10) == newest_first
+    assert store.catalog.recent_ids(2) == newest_first[:2]
+    store.save_image(f.solid_jpeg(colour=(0, 10, 200)), timestamp="20250101T000000.000000")
+    assert store.catalog.recent_ids(10) == newest_first  # a repeat keeps its first ctime
+    store.delete_image(newest_first[0])
+    assert store.catalog.recent_ids(10) == newest_first[1:]
+
+
+def test_disk_originals_with_a_couch_catalog_from_the_environment(couch_server, tmp_path):
+    """The mix no other deployment test covers: HUIMAGESCOUCHSERVER without a bucket."""
+    dbname = f"huimages_disk_{secrets.token_hex(4)}"
+    config = Config.from_env({"HUIMAGES_DATA_DIR": str(tmp_path / "data"),
+                              "HUIMAGESCOUCHSERVER": couch_server.url,
+                              "HUIMAGES_COUCHDB_NAME": dbname, "IMAGESERVERURL": SERVER_URL})
+    data = f.photo_jpeg(640, 480, seed=21)
+    imageid = make_app(config).store.save_image(data, title="Disk and Couch")
+    on_disk = DiskBlobStore(config.data_dir / "originals").path(imageid)
+    assert on_disk.read_bytes() == data
+    assert couch_db(couch_server, dbname)[imageid]["title"] == ["Disk and Couch"]
+
+    app = make_app(config)  # a second server: all it knows comes from disk and CouchDB
+    served = Request.blank(f"/320x320/{imageid}/disk-and-couch.jpeg").get_response(app)
+    assert served.status_int == 200, served.body
+    assert decode(served.body) == (320, 240)
+    app.store.delete_image(imageid)
+    assert not on_disk.exists()
+    assert couch_db(couch_server, dbname)[imageid]["deleted"] is True
+    for path in (f"/320x320/{imageid}.jpeg", f"/o/{imageid}.jpeg"):
+        assert Request.blank(path).get_response(make_app(config)).status_int == 404, path
 
 
 def couch_admin(server, method: str, name: str, body: bytes | None = None,

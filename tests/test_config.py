@@ -2,7 +2,15 @@ from pathlib import Path
 
 import pytest
 
+from huimages_wsgi import ImageStore
 from huimages_wsgi.config import Config
+from huimages_wsgi.storage.couch import CouchAttachmentStore, CouchCatalog
+from huimages_wsgi.storage.disk import DiskBlobStore
+from huimages_wsgi.storage.migrating import MigratingBlobStore
+from huimages_wsgi.storage.s3 import S3BlobStore
+from huimages_wsgi.storage.sqlite import SQLiteCatalog
+
+from . import imagefactory as f
 
 
 def test_embedded_defaults(tmp_path, monkeypatch):
@@ -66,3 +74,95 @@ def test_presets_quality_and_limits_from_environment():
 def test_bad_settings_fail_with_a_message(env):
     with pytest.raises(ValueError):
         Config.from_env(env)
+
+
+# -- which backends a configuration builds ------------------------------------------------
+COUCH = "http://couch.example.test:5984/"
+BOTO_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+)
+
+
+@pytest.fixture
+def boto_env(monkeypatch, tmp_path) -> pytest.MonkeyPatch:
+    """boto3 reads os.environ, not our mapping: start it from a known, empty state."""
+    for name in BOTO_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return monkeypatch
+
+
+def built(env: dict[str, str], tmp_path: Path) -> ImageStore:
+    """The store ``huimages serve`` would build from this environment (nothing is contacted)."""
+    return ImageStore(Config.from_env({"HUIMAGES_DATA_DIR": str(tmp_path / "data"), **env}))
+
+
+@pytest.mark.parametrize(
+    "env, primary, catalog",
+    [
+        ({}, DiskBlobStore, SQLiteCatalog),
+        ({"HUIMAGES3BUCKET": "originals"}, S3BlobStore, SQLiteCatalog),
+        ({"S3BUCKET": "originals"}, S3BlobStore, SQLiteCatalog),
+        ({"HUIMAGESCOUCHSERVER": COUCH}, DiskBlobStore, CouchCatalog),
+        ({"COUCHSERVER": COUCH}, DiskBlobStore, CouchCatalog),
+        ({"HUIMAGES3BUCKET": "originals", "HUIMAGESCOUCHSERVER": COUCH}, S3BlobStore, CouchCatalog),
+        ({"S3BUCKET": "originals", "COUCHSERVER": COUCH}, S3BlobStore, CouchCatalog),
+    ],
+    ids=[
+        "embedded",
+        "s3",
+        "s3-historic",
+        "couch",
+        "couch-historic",
+        "s3+couch",
+        "s3+couch-historic",
+    ],
+)
+def test_each_combination_builds_its_classes(boto_env, tmp_path, env, primary, catalog):
+    """Any mix works, and with CouchDB the legacy attachments are read (and moved) too."""
+    store = built(env, tmp_path)
+    assert type(store.catalog) is catalog
+    if catalog is CouchCatalog:
+        assert (store.catalog.url, store.catalog.dbname) == (COUCH, "huimages")
+        assert type(store.blobs) is MigratingBlobStore
+        assert type(store.blobs.legacy) is CouchAttachmentStore
+        assert store.blobs.legacy.catalog is store.catalog  # one client, one database
+        blobs = store.blobs.primary
+    else:
+        assert store.catalog.path == tmp_path / "data" / "catalog.sqlite3"
+        blobs = store.blobs
+    assert type(blobs) is primary
+    if primary is S3BlobStore:
+        assert blobs.bucket == "originals"
+    else:
+        assert blobs.root == tmp_path / "data" / "originals"
+
+
+def test_boto3_reads_the_s3_endpoint_variables(boto_env, tmp_path):
+    """Nothing S3-specific is configured twice: the endpoint is boto3's own setting."""
+    boto_env.setenv("AWS_ENDPOINT_URL", "http://everything.example.test:9000")
+    store = built({"HUIMAGES3BUCKET": "b"}, tmp_path / "one")
+    assert store.blobs.client.meta.endpoint_url == "http://everything.example.test:9000"
+    boto_env.setenv("AWS_ENDPOINT_URL_S3", "http://s3-only.example.test:8333")
+    store = built({"HUIMAGES3BUCKET": "b"}, tmp_path / "two")
+    assert store.blobs.client.meta.endpoint_url == "http://s3-only.example.test:8333"
+
+
+def test_the_s3_only_endpoint_wins_against_a_real_server(boto_env, s3_server, tmp_path):
+    """AWS_ENDPOINT_URL_S3 alone reaches the server; AWS_ENDPOINT_URL pointing elsewhere
+    (here: a port nothing listens on) is ignored for S3."""
+    for name, value in s3_server.env.items():
+        boto_env.setenv(name, value)
+    boto_env.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    boto_env.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
+    bucket = s3_server.create_bucket()
+    store = built({"S3BUCKET": bucket}, tmp_path)
+    data = f.solid_jpeg()
+    imageid = store.save_image(data)
+    head = s3_server.client().head_object(Bucket=bucket, Key=imageid)
+    assert head["ContentLength"] == len(data)
