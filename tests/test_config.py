@@ -23,6 +23,15 @@ def test_embedded_defaults(tmp_path, monkeypatch):
     assert config.jpeg_quality == 85
 
 
+def test_data_and_cache_directories_from_the_environment(tmp_path):
+    config = Config.from_env({"HUIMAGES_DATA_DIR": str(tmp_path / "d"),
+                              "HUIMAGES_CACHE_DIR": str(tmp_path / "www" / "cache")})
+    assert config.data_dir == tmp_path / "d"
+    assert config.cache_dir == config.cache_root == tmp_path / "www" / "cache"
+    only_data = Config.from_env({"HUIMAGES_DATA_DIR": str(tmp_path / "d")})
+    assert only_data.cache_dir == tmp_path / "d" / "cache"
+
+
 def test_historic_environment_variables():
     config = Config.from_env(
         {
