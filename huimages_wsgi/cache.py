@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from stat import S_ISDIR
+from stat import S_ISDIR, S_ISREG
 from typing import BinaryIO
 
 from .errors import GenerationBusy, ImageNotFound
@@ -65,19 +65,34 @@ class Cache:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
+    def finished(self, path: Path) -> os.stat_result | None:
+        """The stat of a finished variant at ``path``, None if there is none yet.
+
+        Every lookup goes through here, so a symlink or other oddity planted
+        in place of the file or of its size directory is refused
+        (ImageNotFound) and never followed, whoever asks.
+        """
+        try:
+            if not S_ISDIR(os.lstat(path.parent).st_mode):
+                raise ImageNotFound("not a cached image")
+            stat = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if not S_ISREG(stat.st_mode):
+            raise ImageNotFound("not a cached image")
+        return stat
+
     def produce(self, path: Path, write: Callable[[BinaryIO], object]) -> os.stat_result:
         """Return the stat of ``path``, generating it once if it is missing."""
-        try:
-            return path.stat()
-        except FileNotFoundError:
-            pass
+        stat = self.finished(path)
+        if stat is not None:
+            return stat
         with self._stripe_lock(path):
-            try:
-                return path.stat()  # another request made it while we waited
-            except FileNotFoundError:
-                pass
+            stat = self.finished(path)  # another request made it while we waited
+            if stat is not None:
+                return stat
             path.parent.mkdir(parents=True, exist_ok=True)
-            require_plain_dir(path.parent)
+            require_plain_dir(path.parent)  # a link may have appeared meanwhile
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
             try:
                 with os.fdopen(fd, "wb") as handle:

@@ -213,14 +213,23 @@ class ImageEngine:
 
         Uploads are validated completely; this catches what storage damaged:
         no image at all, an empty or truncated JPEG, or a header over the
-        pixel limit. Only the markers and the header are read. Data after the
-        image and other formats Pillow reads are tolerated, as huImages once
-        stored them (its ``save_image`` took a content type) and their
-        variants render.
+        pixel limit. Usually only the markers and the header are read. The
+        marker walk is stricter than the decoder, though, and huImages once
+        stored files it would refuse (and other formats: its ``save_image``
+        took a content type); their variants render, so when the walk fails
+        only a full decode can tell damage from a quirk.
         """
-        if data[:2] == b"\xff\xd8":
-            scan_jpeg(data)
-        self._open(io.BytesIO(data)).close()
+        img = self._open(io.BytesIO(data))
+        try:
+            if data[:2] == b"\xff\xd8":
+                scan_jpeg(data)
+        except InvalidImage:
+            try:
+                img.load()
+            except _DECODE_ERRORS as exc:
+                raise InvalidImage(f"cannot decode image: {exc}") from exc
+        finally:
+            img.close()
 
     def inspect(self, data: bytes, previews: bool = False) -> ImageInfo:
         """Validate an upload completely and return its upright dimensions.

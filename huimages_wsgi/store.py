@@ -407,7 +407,7 @@ class ImageStore:
         """The cached file for one variant, generated once if missing."""
         check_variant(size, ext)
         path = self.cache.path(size.name, validate_id(imageid), ext)
-        if path.exists():
+        if self.cache.finished(path) is not None:
             return path
         doc = self.catalog.get(imageid)
         if not is_live(doc):

@@ -41,7 +41,7 @@ def split_request_uri(request_uri: str, script_name: str) -> tuple[str, str]:
     one to one rather than assumed to be UTF-8.
     """
     raw = request_uri.split("?", 1)[0]
-    if "://" in raw[:16]:  # absolute-form request target: drop scheme and authority
+    if not raw.startswith("/") and "://" in raw[:16]:  # absolute form: drop scheme, authority
         authority_and_path = raw.partition("://")[2]
         slash = authority_and_path.find("/")
         raw = authority_and_path[slash:] if slash >= 0 else "/"

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from webob import Request
 
 from huimages_wsgi import Config, make_app
+from huimages_wsgi.errors import ImageNotFound
 
 from . import imagefactory as f
 
@@ -46,6 +47,7 @@ segments = st.one_of(
 paths = st.lists(segments, min_size=0, max_size=5).map(lambda parts: "/" + "/".join(parts))
 header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=60)
 dates = st.sampled_from(["Mon, 01 Jan 99999 00:00:00 GMT", "Mon, 32 Foo 2020 99:99:99 GMT",
+                         '"x" GMT', "W/\"x\" GMT", " GMT",
                          "Thu, 01 Jan 1970 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT",
                          "Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT"])
 ranges = st.sampled_from(["bytes=0-1", "bytes=-5", "bytes=5-", "bytes=99999999-", "bytes=1-0",
@@ -114,7 +116,8 @@ def test_range_with_an_unusable_if_range_gets_the_whole_image(hostile_app):
     app, imageid = hostile_app
     signed = app.store.scaled_imageurl(imageid, "40x40").split("127.0.0.1:8080")[1]
     whole = Request.blank(signed).get_response(app)
-    for if_range in ("Mon, 01 Jan 99999 00:00:00 GMT", "Mon, 32 Foo 2020 99:99:99 GMT", "x"):
+    for if_range in ("Mon, 01 Jan 99999 00:00:00 GMT", "Mon, 32 Foo 2020 99:99:99 GMT", "x",
+                     '"x" GMT'):
         request = Request.blank(signed, headers={"Range": "bytes=0-1", "If-Range": if_range})
         response = request.get_response(app)
         assert response.status_int == 200 and response.body == whole.body, if_range
@@ -156,4 +159,7 @@ def test_symlinked_size_directory_is_neither_read_nor_written(hostile_app, tmp_p
         for method in ("GET", "HEAD"):
             response = Request.blank(url, method=method).get_response(app)
             assert response.status_int == 404, (size, method, response.status)
+    for size in ("20x20", "30x30"):  # the client API goes through the same cache lookup
+        with pytest.raises(ImageNotFound):
+            app.store.scaled_imagedata(imageid, size)
     assert sorted(p.name for p in outside.iterdir()) == [f"{imageid}.jpeg"]  # nothing written

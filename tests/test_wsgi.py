@@ -10,6 +10,8 @@ from PIL import Image
 from webob import Request
 
 from huimages_wsgi import Config, ImageMiddleware, ImageStore, make_app
+from huimages_wsgi.errors import InvalidImage
+from huimages_wsgi.storage import is_live
 from huimages_wsgi.wsgi import request_path
 
 from . import imagefactory as f
@@ -223,6 +225,9 @@ def test_xsendfile_mode(tmp_path):
         # malformed authorities (urlsplit raises on these) and no path at all
         ({"PATH_INFO": "", "REQUEST_URI": "http://[abc/o/X.jpeg"}, "/o/X.jpeg"),
         ({"PATH_INFO": "", "REQUEST_URI": "http://h:99999999"}, "/"),
+        # origin-form paths that merely contain "://" stay as they are
+        ({"PATH_INFO": "", "REQUEST_URI": "/a://b/c"}, "/a://b/c"),
+        ({"PATH_INFO": "", "REQUEST_URI": "/_x://y/_metrics"}, "/_x://y/_metrics"),
     ],
 )
 def test_request_path_behind_fastcgi_fronts(environ, expected):
@@ -326,6 +331,24 @@ DAMAGED = {
     "no image": b"<html>not an image at all</html>",
     "bomb header": f.declared_size_jpeg(60000, 60000),
 }
+
+
+def _quirky_jpeg() -> bytes:
+    """A stray byte between two segments: the marker walk refuses it, decoders do not."""
+    data = f.photo_jpeg(300, 200, seed=9)
+    app0_end = 4 + int.from_bytes(data[4:6], "big")
+    return data[:app0_end] + b"\x00" + data[app0_end:]
+
+
+def test_a_quirky_stored_original_is_still_served_as_is(app, store):
+    quirky = _quirky_jpeg()
+    with pytest.raises(InvalidImage):
+        store.save_image(quirky)  # uploads are walked strictly...
+    imageid = store.save_image(f.photo_jpeg(300, 200, seed=9))
+    store.blobs.put(imageid, quirky, "image/jpeg", 300, 200)  # ...older servers were laxer
+    assert get(app, f"/o/{imageid}.jpeg").body == quirky
+    assert Image.open(io.BytesIO(get(app, f"/100x100/{imageid}.jpeg").body)).size == (100, 67)
+    assert is_live(store.catalog.get(imageid))
 
 
 @pytest.mark.parametrize("kind", sorted(DAMAGED))
