@@ -227,25 +227,23 @@ class ImageStore:
         return self.update_metadata(imageid, title=newtitle)
 
     def delete_image(self, imageid: str) -> None:
-        """Mark deleted, then drop the original and this node's cached variants.
+        """Drop the original, then mark the image deleted, then this node's variants.
 
-        Marked first, so the image answers 404 at once and nothing renders
-        (or migrates) it meanwhile. Should dropping the bytes then fail,
-        deleting again finishes the job: an image already deleted still has
-        its leftover blob and cache files removed (missing ones are no error)
-        before the ImageNotFound that says it is gone. An ID the catalog has
-        never seen is left alone: its blob may be an upload in progress.
+        The bytes go first: should that fail, the image is still live and
+        deleting again does it all. Once the mark is set, the blob store is
+        never touched again for this ID: a re-upload of the same bytes may be
+        writing it. Deleting an image that is already deleted only purges
+        this node's cache (finishing a purge that failed) and answers
+        ImageNotFound.
         """
         doc = self.catalog.get(validate_id(imageid))
-        if not doc:
+        if not is_live(doc):
+            if doc:
+                self.purge(imageid)
             raise ImageNotFound(f"no image {imageid}")
-        was_live = is_live(doc)
-        if was_live:
-            self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=timestamp()))
         self.blobs.delete(imageid)
+        self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=timestamp()))
         self.purge(imageid)
-        if not was_live:
-            raise ImageNotFound(f"no image {imageid}")
 
     def purge(self, imageid: str) -> int:
         return self.cache.purge(validate_id(imageid))
