@@ -73,6 +73,44 @@ def test_s3_objects_are_private_and_carry_type_and_dimensions(s3_couch, s3_serve
     assert refused.value.code == 403
 
 
+class RecordingS3(S3BlobStore):
+    """The real client, with every operation noted (and a way to garble ETags)."""
+
+    garble_etags = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.operations: list[str] = []
+
+    def _call(self, operation, **kwargs):
+        self.operations.append(operation)
+        answer = super()._call(operation, **kwargs)
+        if operation == "head_object" and self.garble_etags:
+            answer = {**answer, "ETag": '"' + "0" * 32 + '"'}  # not the MD5, not flagged
+        return answer
+
+
+def test_s3_repeated_upload_keeps_the_stored_original(s3_env, s3_server):
+    """Keys are content hashes: the same bytes again are no reason to rewrite, or to risk,
+    the copy the catalog already points to, even on a server whose ETags do not check."""
+    bucket = s3_server.create_bucket()
+    data = f.photo_jpeg(64, 48)
+    imageid = compute_id(data)
+    store = RecordingS3(bucket)
+    store.put(imageid, data, "image/jpeg", 64, 48)
+    assert store.operations.count("put_object") == 1
+    store.operations.clear()
+    store.put(imageid, data, "image/jpeg", 64, 48)
+    assert "put_object" not in store.operations and "delete_object" not in store.operations
+
+    store.garble_etags = True  # every check now fails: the upload must, the original stays
+    with pytest.raises(BackendUnavailable, match="does not match"):
+        store.put(imageid, data, "image/jpeg", 64, 48)
+    assert "delete_object" not in store.operations
+    with S3BlobStore(bucket).open(imageid) as handle:
+        assert handle.read() == data
+
+
 def test_s3_bucket_is_created_only_when_configured(s3_env, s3_server):
     """A missing bucket is a configuration error (503), unless creating it was asked for."""
     client = s3_server.client()

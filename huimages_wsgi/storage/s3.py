@@ -94,31 +94,47 @@ class S3BlobStore(BlobStore):
             self._ready = True
 
     def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
+        """Store and verify; an object already holding these bytes is left as it is.
+
+        Keys are content hashes, so a matching object is this very original
+        (a repeated upload): rewriting it would only risk it.
+        """
+        key = validate_id(imageid)
         digest = hashlib.md5(data, usedforsecurity=False).digest()
+        before = self._head(key)
+        if before is not None and copy_matches(before, len(data), digest.hex()):
+            return
         self._call(
             "put_object",
-            Key=validate_id(imageid),
+            Key=key,
             Body=data,
             ContentType=content_type,
             ContentMD5=base64.b64encode(digest).decode("ascii"),
             Metadata={"width": str(width), "height": str(height)},
         )
-        self.verify(imageid, len(data), digest.hex())
+        self.verify(key, len(data), digest.hex(), discard=before is None)
 
-    def verify(self, imageid: str, length: int, md5_hex: str) -> None:
-        """Read back what S3 says it holds; remove it and raise unless it is our bytes.
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self._call("head_object", Key=key)
+        except BlobNotFound:
+            return None
 
-        A copy left in place after a failed check would be trusted later: the
+    def verify(self, imageid: str, length: int, md5_hex: str, discard: bool = True) -> None:
+        """Read back what S3 says it holds; raise unless it is our bytes.
+
+        With ``discard`` (the key held nothing before our put) a bad copy is
+        removed too: left in place it would be trusted later, as the
         migration takes an existing object as "already there". A HEAD that
-        fails proves nothing, so the object stays: a repeated upload of the
-        same bytes has just rewritten the copy the catalog already points to.
+        fails proves nothing, so the object stays.
         """
         try:
             matches = copy_matches(self._call("head_object", Key=imageid), length, md5_hex)
         except BlobNotFound:
             matches = False  # gone right after the put: no better than a wrong copy
         if not matches:
-            self._discard(imageid)
+            if discard:
+                self._discard(imageid)
             raise BackendUnavailable(f"S3 copy of {imageid} does not match the original")
 
     def _discard(self, key: str) -> None:
