@@ -182,12 +182,7 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
         raise SystemExit("huimages: migrate needs HUIMAGESCOUCHSERVER (the legacy attachments)")
     ids = list(store.catalog.ids())
     progress = Progress(len(ids), "migrating", force=args.progress)
-
-    def dimensions(imageid: str) -> tuple[int, int]:
-        doc = store.catalog.get(imageid) or {}
-        return int(doc.get("width") or 0), int(doc.get("height") or 0)
-
-    summary = migrate_all(ids, store.blobs, dimensions, lambda imageid, outcome: progress.step())
+    summary = migrate_all(ids, store.blobs, lambda imageid, outcome: progress.step())
     print(", ".join(f"{summary[key]} {key}" for key in ("moved", "already there", FAILED))
           + f" ({summary['nothing to move']} without any original)")
     return 1 if summary[FAILED] else 0

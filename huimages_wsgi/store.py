@@ -45,7 +45,7 @@ from .storage import (
     open_catalog,
     timestamp,
 )
-from .storage.base import GuardedReader
+from .storage.base import GuardedReader, recorded_size
 from .tags import img_tag, picture_tag
 from .urls import image_path, join_url
 
@@ -194,7 +194,7 @@ class ImageStore:
             if wanted <= set(recorded_previews(doc)):
                 return ALREADY_THERE
         with self.blobs.open(imageid) as handle:
-            data = handle.read()
+            data = GuardedReader(handle, f"the original of {imageid}").read()
         info = self.engine.inspect(data, previews=True)
         if not info.previews:
             return NOT_NEEDED
@@ -496,10 +496,9 @@ def _record_previews(doc: Doc, previews: Mapping[str, list[int]]) -> None:
 
 
 def _source_dimensions(doc: Doc | None) -> tuple[int, int] | None:
-    """The original's upright size as the catalog knows it."""
-    if not doc or not is_live(doc) or not doc.get("width") or not doc.get("height"):
-        return None
-    return int(doc["width"]), int(doc["height"])
+    """The original's upright size as the catalog knows it; None if unknown or deleted."""
+    size = recorded_size(doc)
+    return size if is_live(doc) and size != (0, 0) else None
 
 
 def _fits(size: Size, ext: str) -> bool:

@@ -231,7 +231,7 @@ def test_s3_copy_failing_verification_is_removed_not_trusted_later(legacy, s3_se
     with pytest.raises(BackendUnavailable):
         failing.migrate(imageid)
     assert not primary.exists(imageid)
-    assert legacy.blobs.migrate(imageid, 64, 64) == MOVED  # not "already there"
+    assert legacy.blobs.migrate(imageid) == MOVED  # not "already there"
     assert read_original(legacy, imageid) == data
 
 

@@ -380,3 +380,20 @@ def test_a_failing_read_of_the_original_is_503_and_never_marks_it_broken(tmp_pat
     assert not store.cache.path(store.parse_size(size).name, imageid).exists()
     store.blobs.open = healthy_open  # the disk recovers: so does the image
     assert store.variant(imageid, store.parse_size(size)).stat().st_size > 0
+
+
+def test_a_failing_read_during_a_previews_run_is_counted_not_fatal(tmp_path):
+    """``huimages previews --all`` goes on past an original the disk cannot read."""
+    from huimages_wsgi.batch import FAILED
+    from huimages_wsgi.store import MADE, backfill_previews
+
+    store = ImageStore(Config(data_dir=tmp_path / "data"))
+    unreadable, fine = (store.save_image(f.photo_jpeg(1600, 1200, seed=s)) for s in (3, 4))
+    for imageid in (unreadable, fine):  # as if stored before previews existed
+        store.catalog.update(imageid, lambda doc: doc.pop("previews", None))
+    healthy_open = store.blobs.open
+    store.blobs.open = lambda i: (io.BufferedReader(FailingRead(healthy_open(i), 2000))
+                                  if i == unreadable else healthy_open(i))
+    summary = backfill_previews(store, [unreadable, fine])
+    assert summary[FAILED] == 1 and summary[MADE] == 1
+    assert is_live(store.catalog.get(unreadable))

@@ -144,3 +144,16 @@ def timestamp(now: datetime.datetime | None = None) -> str:
 
 def is_live(doc: Doc | None) -> bool:
     return bool(doc) and not doc.get("deleted")
+
+
+def recorded_size(doc: Doc | None) -> tuple[int, int]:
+    """The original's (width, height) as a document records it; (0, 0) if it does not.
+
+    Documents may be old or edited by hand: anything but two positive
+    numbers counts as unknown rather than as an error.
+    """
+    try:
+        width, height = int((doc or {}).get("width") or 0), int((doc or {}).get("height") or 0)
+    except (TypeError, ValueError):
+        return 0, 0
+    return (width, height) if width > 0 and height > 0 else (0, 0)

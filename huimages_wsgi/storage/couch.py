@@ -25,7 +25,7 @@ import couchdb.http
 
 from ..errors import BackendUnavailable
 from ..ids import validate_id
-from .base import BlobNotFound, BlobStore, Catalog, Doc, Mutation
+from .base import BlobNotFound, BlobStore, Catalog, Doc, Mutation, recorded_size
 
 DESIGN_ID = "_design/huimages"
 DESIGN_VERSION = 1
@@ -231,11 +231,7 @@ class CouchAttachmentStore(BlobStore):
 
     def dimensions(self, imageid: str) -> tuple[int, int]:
         """The size the document records, so a copy elsewhere can carry it; 0 if unknown."""
-        doc = self.catalog.get(imageid) or {}
-        try:
-            return int(doc.get("width") or 0), int(doc.get("height") or 0)
-        except (TypeError, ValueError):  # a hand-edited document; the size is only a label
-            return 0, 0
+        return recorded_size(self.catalog.get(imageid))
 
     def delete(self, imageid: str) -> None:
         """Attachments are left in place: they are the legacy copy of record."""

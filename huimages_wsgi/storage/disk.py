@@ -77,6 +77,8 @@ class DiskBlobStore(BlobStore):
             return open(self.path(imageid), "rb")  # noqa: SIM115 - caller closes
         except FileNotFoundError:
             raise BlobNotFound(f"no original stored for {imageid}") from None
+        except OSError as exc:  # permissions, a failing disk: the server's trouble, retryable
+            raise BackendUnavailable(f"cannot open the original of {imageid}: {exc}") from exc
 
     def put_derived(self, imageid: str, name: str, data: bytes) -> bool:
         write_atomic(self.derived_path(imageid, name), data, durable=False)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from ..batch import tally
-from .base import BlobNotFound, BlobStore
+from .base import BlobNotFound, BlobStore, GuardedReader
 from .couch import CouchAttachmentStore
 
 log = logging.getLogger("huimages_wsgi")
@@ -25,7 +25,7 @@ NOTHING_TO_MOVE = "nothing to move"
 
 
 class MigratingBlobStore(BlobStore):
-    def __init__(self, primary: BlobStore, legacy: BlobStore) -> None:
+    def __init__(self, primary: BlobStore, legacy: CouchAttachmentStore) -> None:
         self.primary = primary
         self.legacy = legacy
 
@@ -44,23 +44,22 @@ class MigratingBlobStore(BlobStore):
             return self.primary.open(imageid)
         except BlobNotFound:
             pass
-        self.migrate(imageid, *self._recorded_dimensions(imageid))
+        self.migrate(imageid)
         return self.primary.open(imageid)
 
-    def _recorded_dimensions(self, imageid: str) -> tuple[int, int]:
-        """What the catalog says, so the copy's metadata is as good as a direct upload's."""
-        if isinstance(self.legacy, CouchAttachmentStore):
-            return self.legacy.dimensions(imageid)
-        return 0, 0
+    def migrate(self, imageid: str) -> str:
+        """Copy one attachment-only original to the primary store; idempotent.
 
-    def migrate(self, imageid: str, width: int = 0, height: int = 0) -> str:
-        """Copy one attachment-only original to the primary store; idempotent."""
+        The copy carries the dimensions the catalog records, so its metadata
+        is as good as a direct upload's.
+        """
         if self.primary.exists(imageid):
             return ALREADY_THERE
         if not self.legacy.exists(imageid):
             raise BlobNotFound(f"no original for {imageid} in any store")
         with self.legacy.open(imageid) as handle:
-            data = handle.read()
+            data = GuardedReader(handle, f"the attachment of {imageid}").read()
+        width, height = self.legacy.dimensions(imageid)
         self.primary.put(imageid, data, "image/jpeg", width, height)  # put verifies the copy
         log.info("migrated original %s to %s", imageid, self.primary.describe())
         return MOVED
@@ -83,14 +82,13 @@ class MigratingBlobStore(BlobStore):
 def migrate_all(
     catalog_ids: Iterable[str],
     store: MigratingBlobStore,
-    dimensions: Callable[[str], tuple[int, int]],
     on_step: Callable[[str, str], None] = lambda imageid, outcome: None,
 ) -> Counter[str]:
     """Move every attachment-only original; safe to interrupt and run again."""
 
     def step(imageid: str) -> str:
         try:
-            return store.migrate(imageid, *dimensions(imageid))
+            return store.migrate(imageid)
         except BlobNotFound:
             return NOTHING_TO_MOVE
 
