@@ -18,7 +18,7 @@ from huimages_wsgi import Config, ImageMiddleware, ImageStore
 
 from . import imagefactory
 from .backends import BACKENDS, COUCH_BACKENDS, S3_BACKENDS, backend_config, backend_store
-from .services import PouchDBServer, SeaweedS3
+from .services import ManagedServer, PouchDBServer, SeaweedS3
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -51,41 +51,34 @@ def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("services")
 
 
-@pytest.fixture(scope="session")
-def s3_server(services_dir: Path) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(services_dir)
+def _running(server: ManagedServer) -> Iterator[ManagedServer]:
+    """Start ``server`` for a fixture's lifetime; a failure to start is the test's error."""
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(services_dir: Path) -> Iterator[SeaweedS3]:
+    yield from _running(SeaweedS3(services_dir))
 
 
 @pytest.fixture(scope="session")
 def couch_server(services_dir: Path) -> Iterator[PouchDBServer]:
-    server = PouchDBServer(services_dir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(PouchDBServer(services_dir))
 
 
 # Servers a test module may stop, kill or freeze: its own pair, never the shared ones.
 @pytest.fixture(scope="module")
 def own_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    server = SeaweedS3(tmp_path_factory.mktemp("own-s3"))
-    server.start()
-    yield server
-    server.stop()
+    yield from _running(SeaweedS3(tmp_path_factory.mktemp("own-s3")))
 
 
 @pytest.fixture(scope="module")
 def own_couch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchDBServer]:
-    server = PouchDBServer(tmp_path_factory.mktemp("own-couch"))
-    server.start()
-    yield server
-    server.stop()
+    yield from _running(PouchDBServer(tmp_path_factory.mktemp("own-couch")))
 
 
 @pytest.fixture
