@@ -76,8 +76,8 @@ class Cache:
             if not S_ISDIR(os.lstat(path.parent).st_mode):
                 raise ImageNotFound("not a cached image")
             stat = os.lstat(path)
-        except FileNotFoundError:
-            return None
+        except (FileNotFoundError, NotADirectoryError):  # not made yet, or cannot be here:
+            return None  # producing it then fails as a write does, with a 503
         if not S_ISREG(stat.st_mode):
             raise ImageNotFound("not a cached image")
         return stat

@@ -364,3 +364,14 @@ def test_a_damaged_stored_original_is_404_and_marked_broken(app, store, kind, si
         assert doc["deleted"] is True and doc["broken"], doc
     assert not store.cache.path(store.parse_size(size).name, imageid).exists()
     assert get(app, f"/{size}/{imageid}.jpeg").status_int == 404
+
+
+def test_a_cache_that_cannot_exist_is_503_not_500(tmp_path):
+    """A file where the cache directory should be: the server's trouble, retryable."""
+    (tmp_path / "blocker").write_text("")
+    app = make_app(Config(data_dir=tmp_path / "data", cache_dir=tmp_path / "blocker" / "cache"))
+    imageid = app.store.save_image(f.solid_jpeg())
+    for size in ("10x10", "o"):
+        response = get(app, f"/{size}/{imageid}.jpeg")
+        assert response.status_int == 503 and response.headers["Retry-After"], response.body
+    assert is_live(app.store.catalog.get(imageid))
