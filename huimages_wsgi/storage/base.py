@@ -35,14 +35,14 @@ class GuardedReader:
         self._handle, self._what = handle, what
 
     def read(self, size: int = -1) -> bytes:
-        try:
-            return self._handle.read(size)
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot read {self._what}: {exc}") from exc
+        return self._guarded(self._handle.read, size)
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        return self._guarded(self._handle.seek, offset, whence)
+
+    def _guarded(self, call: Callable[..., Any], *args: int) -> Any:
         try:
-            return self._handle.seek(offset, whence)
+            return call(*args)
         except OSError as exc:
             raise BackendUnavailable(f"cannot read {self._what}: {exc}") from exc
 
