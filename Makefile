@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint install services bench clean
+.PHONY: serve test test-fast lint install services bench clean
 
 $(BIN)/huimages: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,14 @@ serve: install
 lint: install
 	$(BIN)/ruff check huimages_wsgi tests bench scripts
 
+# Every tier: unit, app (every backend combination), system (real servers, browser).
 test: services
 	$(BIN)/ruff check huimages_wsgi tests bench
 	$(BIN)/pytest -q
+
+# The edit loop: tests/unit and tests/app without servers or a browser (about 30 s).
+test-fast: install
+	$(BIN)/pytest -q -m fast
 
 bench: install
 	$(BIN)/python bench/run.py

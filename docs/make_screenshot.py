@@ -4,7 +4,7 @@
 
 Starts a throwaway ``huimages serve`` on the embedded default, uploads a few
 drawn landscapes with ``huimages put``, and photographs ``/_browse/`` with
-Debian's chromium through Playwright, exactly as tests/test_browse_e2e.py does.
+Debian's chromium through Playwright, exactly as tests/system/test_browse_e2e.py does.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import LiveServer  # noqa: E402
-from tests.test_browse_e2e import launch_chromium  # noqa: E402
+from tests.system.test_browse_e2e import launch_chromium  # noqa: E402
 
 SCENES = [  # title, sky top, sky bottom, sun, hills (far to near)
     ("Harbour at dusk", (40, 50, 110), (250, 150, 90), (255, 220, 140),

@@ -1,4 +1,22 @@
-"""Shared fixtures: a fresh store per test, and real servers started once."""
+"""Shared fixtures: a fresh store per test, and real servers started once; the test tiers.
+
+Tests live in three folders by kind: ``unit/`` (pure modules), ``app/`` (the
+store and the WSGI app in process, over every backend combination) and
+``system/`` (real processes: webservers, gunicorn, FastCGI, load, faults).
+Orthogonal to the folders, each test is marked with what it needs, here, at
+collection, from the fixtures and parameters it uses:
+
+- ``services``: SeaweedFS or pouchdb-server (a backend combination other than
+  ``embedded``, or one of the server fixtures);
+- ``webserver``: a real lighttpd, Apache or nginx;
+- ``browser``: headless Chromium.
+
+``make test-fast`` (``-m fast``) runs the tests of ``unit/`` and ``app/``
+with none of these marks: no server, no browser, no subprocess fleet, the
+edit loop (about 30 s). ``make test`` runs every test. A test of
+the quick tier that starts a server anyway fails (``services.refuse_in_fast_tier``),
+so a missing mark cannot hide.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +36,38 @@ from huimages_wsgi import Config, ImageMiddleware, ImageStore
 
 from . import imagefactory
 from .backends import BACKENDS, COUCH_BACKENDS, S3_BACKENDS, backend_config, backend_store
-from .services import ManagedServer, PouchDBServer, SeaweedS3
+from .services import FAST_TIER_ENV, ManagedServer, PouchDBServer, SeaweedS3
 
 REPO = Path(__file__).resolve().parent.parent
+TIER_FOLDERS = ("unit", "app", "system")
+NEEDS = ("services", "webserver", "browser")
+_SERVICE_FIXTURES = frozenset({"s3_server", "couch_server", "own_s3", "own_couch", "s3_env"})
+_SERVICE_PARAMS = S3_BACKENDS | COUCH_BACKENDS | _SERVICE_FIXTURES
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for folder in TIER_FOLDERS:
+        config.addinivalue_line("markers", f"{folder}: a test in tests/{folder}/")
+    config.addinivalue_line("markers", "services: needs SeaweedFS and/or pouchdb-server")
+    config.addinivalue_line("markers", "webserver: needs a real lighttpd, Apache or nginx")
+    config.addinivalue_line("markers", "browser: needs headless Chromium")
+    config.addinivalue_line("markers", "fast: unit/ or app/, needing none of those (test-fast)")
+    if "fast" in (config.option.markexpr or "").split():
+        os.environ[FAST_TIER_ENV] = "1"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in TIER_FOLDERS:
+            item.add_marker(folder)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if _SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or any(
+            isinstance(value, str) and value in _SERVICE_PARAMS for value in params.values()
+        ):
+            item.add_marker("services")
+        if folder != "system" and not any(item.get_closest_marker(need) for need in NEEDS):
+            item.add_marker("fast")
 BIN = Path(sys.executable).parent
 
 

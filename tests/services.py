@@ -40,6 +40,19 @@ STOP_TIMEOUT = 10.0
 _MAX_UNIX_SOCKET_PATH = 100
 
 
+#: Set by ``make test-fast`` (``pytest -m fast``): no test in that tier may start a server.
+FAST_TIER_ENV = "HUIMAGES_TEST_FAST_TIER"
+
+
+def refuse_in_fast_tier(what: str) -> None:
+    """Fail loudly when a test of the quick tier starts a server it was not marked for."""
+    if os.environ.get(FAST_TIER_ENV):
+        raise RuntimeError(
+            f"this test starts a {what} but carries no service marker: the quick tier"
+            " (make test-fast) runs no servers; mark it (see tests/conftest.py)"
+        )
+
+
 def find_executable(relative: str, name: str) -> str:
     """Return the repo-local install of ``name`` (``REPO_ROOT/relative``), else the PATH one.
 
@@ -127,6 +140,7 @@ class ManagedServer:
         """
         if self.running:
             return
+        refuse_in_fast_tier(f"{self.name} server")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         attempts = 1 if self._ports_proven else self.port_retries

@@ -5,7 +5,7 @@ child process of the test run.  Nothing here skips: a missing binary or a
 server that does not come up raises ``RuntimeError`` with the tail of its
 logs, so CI fails loudly.
 
-Typical use (see tests/test_webconfig.py)::
+Typical use (see tests/unit/test_webconfig.py)::
 
     base = make_base_dir()                       # 0755, under /tmp
     backend = FcgiBackend(socket_path=..., env={"HUIMAGES_DATA_DIR": ...})
@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .services import refuse_in_fast_tier
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -268,6 +270,7 @@ class WebServer:
     def start(self) -> WebServer:
         if self.running:
             return self
+        refuse_in_fast_tier(self.kind)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text)
         cmd = self.command()

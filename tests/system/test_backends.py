@@ -37,9 +37,9 @@ from huimages_wsgi.storage.disk import DiskBlobStore
 from huimages_wsgi.storage.migrating import MOVED, MigratingBlobStore
 from huimages_wsgi.storage.s3 import S3BlobStore, copy_matches
 
-from . import imagefactory as f
-from .backends import SERVER_URL, backend_config, backend_store, primary_has, read_original
-from .conftest import LiveServer
+from .. import imagefactory as f
+from ..backends import SERVER_URL, backend_config, backend_store, primary_has, read_original
+from ..conftest import LiveServer
 
 #: One SQLite and one CouchDB catalog; originals on disk, so no S3 server is needed.
 CATALOGS = pytest.mark.parametrize("backend", ["embedded", "disk+couch"], indirect=True)

@@ -21,8 +21,8 @@ from huimages_wsgi import Config, make_app
 from huimages_wsgi.storage import Catalog
 from huimages_wsgi.storage.couch import CouchCatalog
 
-from . import imagefactory as f
-from .conftest import LiveServer
+from .. import imagefactory as f
+from ..conftest import LiveServer
 
 HOST = "127.0.0.1:8080"
 LOCAL = {"REMOTE_ADDR": "127.0.0.1"}

@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from . import imagefactory as f
+from .. import imagefactory as f
 
 
 def fetch(url, method="GET", headers=None):

@@ -24,8 +24,8 @@ from huimages_wsgi import (
 from huimages_wsgi.ids import compute_id
 from huimages_wsgi.remote import HttpImageStore, NotAvailableRemotely, RemoteError, open_store
 
-from . import imagefactory as f
-from .conftest import BIN, LiveServer
+from .. import imagefactory as f
+from ..conftest import BIN, LiveServer
 
 TOKEN = "remote-token"
 BOTH = pytest.mark.parametrize("backend", ["embedded", "s3+couch"], indirect=True)

@@ -35,8 +35,8 @@ from huimages_wsgi import webconfig
 from huimages_wsgi.ids import compute_id
 from huimages_wsgi.signing import sign
 
-from . import imagefactory
-from .webservers import (
+from .. import imagefactory
+from ..webservers import (
     HUIMAGES,
     FcgiBackend,
     WebServer,
@@ -46,6 +46,8 @@ from .webservers import (
     make_base_dir,
     remove_base_dir,
 )
+
+pytestmark = pytest.mark.webserver
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 SECRET = "deployment-test-secret"

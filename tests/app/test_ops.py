@@ -20,9 +20,9 @@ from huimages_wsgi import Config, make_app
 from huimages_wsgi.logs import JsonFormatter, LogfmtFormatter
 from huimages_wsgi.ops import BUCKETS
 
-from . import imagefactory as f
-from .backends import backend_config
-from .conftest import LiveServer
+from .. import imagefactory as f
+from ..backends import backend_config
+from ..conftest import LiveServer
 
 BOTH = pytest.mark.parametrize("backend", ["embedded", "s3+couch"], indirect=True)
 # One sample line of the Prometheus text format 0.0.4.

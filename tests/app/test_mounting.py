@@ -35,8 +35,8 @@ from huimages_wsgi import Config, ImageMiddleware, ImageStore, make_app
 from huimages_wsgi.ids import compute_id
 from huimages_wsgi.logs import ACCESS_LOGGER
 
-from . import imagefactory
-from .conftest import free_port
+from .. import imagefactory
+from ..conftest import free_port
 
 BIN = Path(sys.executable).parent
 WIDTH, HEIGHT = 800, 600
@@ -192,7 +192,7 @@ def test_pyramid_wrapped(mounted_store, imageid):
 
 PIPELINE_INI = """\
 [app:myapp]
-use = call:tests.test_mounting:pyramid_host
+use = call:tests.app.test_mounting:pyramid_host
 
 [pipeline:main]
 pipeline = egg:huimages_wsgi#images myapp
@@ -200,7 +200,7 @@ pipeline = egg:huimages_wsgi#images myapp
 
 SECTION_INI = """\
 [app:myapp]
-use = call:tests.test_mounting:pyramid_host
+use = call:tests.app.test_mounting:pyramid_host
 
 [filter:images]
 use = egg:huimages_wsgi#images

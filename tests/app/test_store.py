@@ -27,8 +27,8 @@ from huimages_wsgi.errors import (
 from huimages_wsgi.ids import compute_id
 from huimages_wsgi.storage import is_live
 
-from . import imagefactory as f
-from .backends import primary_has
+from .. import imagefactory as f
+from ..backends import primary_has
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from webob import Request
 from huimages_wsgi import Config, make_app
 from huimages_wsgi.errors import ImageNotFound
 
-from . import imagefactory as f
+from .. import imagefactory as f
 
 # 206 and 416 answer Range requests (RFC 9110); 416 only for a range past the end.
 ALLOWED = {200, 206, 304, 400, 403, 404, 405, 413, 416, 503}

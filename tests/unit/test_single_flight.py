@@ -9,7 +9,7 @@ from webob import Request
 from huimages_wsgi import Config, ImageStore, make_app
 from huimages_wsgi.engine import ImageEngine
 
-from . import imagefactory as f
+from .. import imagefactory as f
 
 
 class CountingEngine(ImageEngine):

@@ -18,7 +18,7 @@ from huimages_wsgi.formats import FORMATS, PNG_MAX_SIDE
 from huimages_wsgi.geometry import high_density_size
 from huimages_wsgi.sizes import parse_size
 
-from . import imagefactory as f
+from .. import imagefactory as f
 
 BOTH = pytest.mark.parametrize("backend", ["embedded", "s3+couch"], indirect=True)
 EXPECTED = {"jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp"),

@@ -6,7 +6,7 @@ from webob import Request
 from huimages_wsgi import Config, ImageStore, make_app
 from huimages_wsgi.signing import sign, verify
 
-from . import imagefactory as f
+from .. import imagefactory as f
 
 SECRET = "s3cr3t"
 

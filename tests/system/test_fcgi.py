@@ -1,6 +1,6 @@
 """``huimages fcgi`` and ``huimages config``: the command-line fronts of the deployment.
 
-Serving real requests through lighttpd and Apache is tests/test_deployment.py;
+Serving real requests through lighttpd and Apache is tests/system/test_deployment.py;
 here: arguments, the socket's permissions and clean shutdown of a real
 ``huimages fcgi`` process, and the rendered config's defaults.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from huimages_wsgi.cli import build_parser, main
 
-from .webservers import HUIMAGES, make_base_dir, remove_base_dir
+from ..webservers import HUIMAGES, make_base_dir, remove_base_dir
 
 
 @pytest.fixture

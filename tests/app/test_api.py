@@ -17,8 +17,8 @@ from webob import Request
 
 from huimages_wsgi import make_app
 
-from . import imagefactory as f
-from .conftest import LiveServer
+from .. import imagefactory as f
+from ..conftest import LiveServer
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -35,8 +35,8 @@ from huimages_wsgi.cache import TEMP_SUFFIX
 from huimages_wsgi.signing import sign
 from huimages_wsgi.urls import image_path
 
-from . import imagefactory as f
-from .conftest import LiveServer
+from .. import imagefactory as f
+from ..conftest import LiveServer
 
 SECRET = "load-test-secret"
 WORKERS = 4

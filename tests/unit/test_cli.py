@@ -4,7 +4,7 @@ import pytest
 
 from huimages_wsgi.cli import Progress, build_parser, main
 
-from . import imagefactory as f
+from .. import imagefactory as f
 
 
 @pytest.fixture

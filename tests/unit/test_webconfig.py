@@ -1,7 +1,7 @@
 """Rendering the lighttpd/Apache configs, and the FastCGI runner's pieces.
 
 Every rendered config is also checked by the real server's own syntax test
-(``lighttpd -tt``, ``apache2 -t``); tests/test_deployment.py runs them for
+(``lighttpd -tt``, ``apache2 -t``); tests/system/test_deployment.py runs them for
 real in front of ``huimages fcgi``.
 """
 
@@ -17,7 +17,7 @@ from huimages_wsgi import webconfig
 from huimages_wsgi.fcgi import fix_path_info, serve_fcgi
 from huimages_wsgi.webconfig import add_config_parser, render_config, run_config
 
-from .webservers import WebServer, free_port, make_base_dir, remove_base_dir
+from ..webservers import WebServer, free_port, make_base_dir, remove_base_dir
 
 KINDS = ("lighttpd", "apache")
 

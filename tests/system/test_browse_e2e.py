@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from . import imagefactory as f
-from .conftest import LiveServer
+from .. import imagefactory as f
+from ..conftest import LiveServer
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

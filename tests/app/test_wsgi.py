@@ -14,8 +14,8 @@ from huimages_wsgi.errors import InvalidImage
 from huimages_wsgi.storage import is_live
 from huimages_wsgi.wsgi import request_path
 
-from . import imagefactory as f
-from .backends import read_original
+from .. import imagefactory as f
+from ..backends import read_original
 
 
 @pytest.fixture

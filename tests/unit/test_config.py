@@ -10,7 +10,7 @@ from huimages_wsgi.storage.migrating import MigratingBlobStore
 from huimages_wsgi.storage.s3 import S3BlobStore
 from huimages_wsgi.storage.sqlite import SQLiteCatalog
 
-from . import imagefactory as f
+from .. import imagefactory as f
 
 
 def test_embedded_defaults(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from huimages_wsgi.errors import BackendUnavailable, ImageTooLarge, InvalidImage
 from huimages_wsgi.geometry import scaled_geometry
 from huimages_wsgi.sizes import parse_size
 
-from . import imagefactory as f
+from .. import imagefactory as f
 
 
 def render(data: bytes, size: str, engine: ImageEngine | None = None) -> Image.Image:

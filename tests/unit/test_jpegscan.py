@@ -3,7 +3,7 @@ import pytest
 from huimages_wsgi.errors import InvalidImage
 from huimages_wsgi.jpegscan import check_upload_structure, scan_jpeg
 
-from . import imagefactory as f
+from .. import imagefactory as f
 
 
 def test_structure_of_a_baseline_and_a_progressive_jpeg():

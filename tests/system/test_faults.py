@@ -21,9 +21,9 @@ from huimages_wsgi import ImageStore, make_app
 from huimages_wsgi.cache import TEMP_SUFFIX
 from huimages_wsgi.errors import BackendUnavailable
 
-from . import imagefactory as f
-from .backends import backend_config
-from .services import ManagedServer
+from .. import imagefactory as f
+from ..backends import backend_config
+from ..services import ManagedServer
 
 TIMEOUT = 1.5  # the configured backend timeout
 BOUND = 20.0  # seconds within which a request must give up (a hang is the failure)

@@ -15,8 +15,8 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from . import imagefactory as f
-from .conftest import LiveServer
+from .. import imagefactory as f
+from ..conftest import LiveServer
 
 
 def fetch(url: str) -> tuple[int, bytes]:

@@ -24,7 +24,9 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from .services import ManagedServer, PouchDBServer, SeaweedS3
+from ..services import ManagedServer, PouchDBServer, SeaweedS3
+
+pytestmark = pytest.mark.services  # the managed servers themselves
 
 # Timeout for couchdb-python's HTTP connections: its default (None) waits forever on a
 # server that accepts connections but never answers.

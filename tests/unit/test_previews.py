@@ -22,7 +22,7 @@ from huimages_wsgi.storage import BlobNotFound
 from huimages_wsgi.storage.disk import DiskBlobStore
 from huimages_wsgi.storage.s3 import S3BlobStore
 
-from . import imagefactory as f
+from .. import imagefactory as f
 
 SERVER_URL = "http://img.example.test/"
 
