@@ -85,6 +85,57 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
 }
 
 
+#: Config field -> (default as a person reads it, meaning): the configuration reference in
+#: docs/configuration.md is generated from this and ENV_READERS (scripts/config-reference),
+#: and a test keeps the two identical, so the documentation cannot drift from the code.
+SETTINGS_HELP: dict[str, tuple[str, str]] = {
+    "data_dir": ("`./huimages-data`", "originals (`originals/`), SQLite catalog, default cache"),
+    "cache_dir": ("`<data dir>/cache`", "the derivative cache (webserver document root)"),
+    "server_url": ("`http://127.0.0.1:8080/`", "base of the URLs the client builds"),
+    "alt_addition": ("empty", "appended to the alt text of `scaled_tag`"),
+    "presets": ("the original table", "e.g. `hero=1200x400!,thumb=60x60` (merged over the"
+                " defaults)"),
+    "jpeg_quality": ("85", "quality of generated JPEGs"),
+    "s3_bucket": ("unset", "keep originals in this S3 bucket"),
+    "s3_create_bucket": ("off", "create the bucket if it is missing"),
+    "couch_server": ("unset", "keep the catalog in CouchDB (credentials in the URL allowed)"),
+    "couch_db": ("`huimages`", "the CouchDB database"),
+    "backend_timeout": ("10", "seconds before a backend call gives up (then 503)"),
+    "secret": ("unset", "require signed URLs to generate variants"),
+    "allowed_sizes": ("unset", "comma-separated allow-list of sizes/presets"),
+    "max_dimension": ("4096", "largest width or height a URL may ask for"),
+    "max_pixels": (str(DEFAULT_MAX_PIXELS), "largest original (Pillow's bomb-guard threshold)"),
+    "max_upload_bytes": ("50M", "largest upload"),
+    "lock_timeout": ("30", "seconds a request waits for another worker generating the same"
+                     " variant"),
+    "xsendfile": ("unset", "`x-sendfile` or `x-accel-redirect`: let the webserver send the"
+                  " file"),
+    "xaccel_prefix": ("`/huimages-cache`", "the internal location X-Accel-Redirect names"
+                      " (nginx)"),
+    "upload_token": ("unset", "bearer token for the HTTP API (`/_api`); unset: uploads over"
+                     " HTTP disabled"),
+    "api_url": ("unset", "client library and CLI use this server's HTTP API instead of the"
+                " backends"),
+    "browse": ("on in `huimages serve` without S3/CouchDB, else off", "the browse page at"
+               " `/_browse/` (`1`/`0`)"),
+    "health": ("on", "`/_health` (`1`/`0`)"),
+    "metrics": ("on", "`/_metrics`, counted in `<data dir>/metrics/` (`1`/`0`)"),
+    "access_log": ("off", "one structured line per request (also `huimages serve"
+                   " --access-log`)"),
+    "log_format": ("`text`", "`text` (logfmt) or `json`"),
+}
+
+
+def reference_table() -> str:
+    """The Markdown table of every setting, in ENV_READERS order (docs/configuration.md)."""
+    lines = ["| variable | setting | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, (env_names, _convert) in ENV_READERS.items():
+        default, meaning = SETTINGS_HELP[name]
+        variables = ", ".join(f"`{env}`" for env in env_names)
+        lines.append(f"| {variables} | `{name}` | {default} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("huimages-data")
@@ -115,7 +166,7 @@ class Config:
     # serve` turns it on when neither S3 nor CouchDB is configured (the embedded default).
     browse: bool | None = None
 
-    # make_app's service endpoints (ops.py) and the log format (logs.py)
+    # make_app's service endpoints (health.py, metrics.py) and the log format (logs.py)
     health: bool = True  # /_health
     metrics: bool = True  # /_metrics, counted in <data_dir>/metrics
     access_log: bool = False  # one structured line per request

@@ -175,3 +175,19 @@ def test_the_s3_only_endpoint_wins_against_a_real_server(boto_env, s3_server, tm
     imageid = store.save_image(data)
     head = s3_server.client().head_object(Bucket=bucket, Key=imageid)
     assert head["ContentLength"] == len(data)
+
+
+def test_the_configuration_reference_is_generated_from_the_code():
+    """docs/configuration.md shows exactly what config.py reads (scripts/config-reference)."""
+    from dataclasses import fields
+
+    from huimages_wsgi.config import ENV_READERS, SETTINGS_HELP, reference_table
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert reference_table() in page, "run scripts/config-reference"
+    settings = {f.name for f in fields(Config)}
+    assert set(ENV_READERS) == set(SETTINGS_HELP) == settings
+    for name, (default, _meaning) in SETTINGS_HELP.items():
+        value = getattr(Config(), name)
+        if default.isdigit():  # the numbers the table states are the real defaults
+            assert value == int(default), name
