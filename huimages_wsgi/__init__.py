@@ -1,4 +1,4 @@
-"""huimages-wsgi: store JPEG originals, serve them at any size.
+"""huimages-wsgi: store image originals, serve them at any size.
 
 ``import huimages_wsgi as huimages`` gives the original huImages module-level
 API, backed by a default ``ImageStore`` configured from the environment on
@@ -8,7 +8,18 @@ create ``ImageStore(Config(...))`` themselves.
 
 from __future__ import annotations
 
-from .client import (
+from .app import make_app
+from .config import Config
+from .errors import (
+    BackendUnavailable,
+    HuImagesError,
+    ImageNotFound,
+    ImageTooLarge,
+    InvalidImage,
+    InvalidImageId,
+    InvalidSize,
+)
+from .functions import (
     configure,
     default_store,
     delete_image,
@@ -26,18 +37,8 @@ from .client import (
     set_title,
     update_metadata,
 )
-from .config import Config
-from .errors import (
-    BackendUnavailable,
-    HuImagesError,
-    ImageNotFound,
-    ImageTooLarge,
-    InvalidImage,
-    InvalidImageId,
-    InvalidSize,
-)
+from .middleware import ImageMiddleware
 from .store import ImageStore
-from .wsgi import ImageMiddleware, make_app
 
 __version__ = "1.0.0"
 

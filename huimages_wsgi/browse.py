@@ -24,7 +24,6 @@ from __future__ import annotations
 import html
 import ipaddress
 import logging
-import posixpath
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -33,20 +32,19 @@ from webob import Request, Response
 
 from .auth import token_ok
 from .config import Config
-from .errors import BackendUnavailable, HuImagesError, ImageTooLarge, InvalidImage
+from .errors import BackendUnavailable, HuImagesError
 from .ids import validate_id
-from .responses import RETRY_AFTER
-from .store import ImageStore, newest_title
+from .links import newest_title
+from .responses import RETRY_AFTER, guarded
+from .store import ImageStore
+from .uploads import TEXT_LIMIT, read_form, upload_metadata
 
 log = logging.getLogger("huimages_wsgi")
 
-PREFIX = "/_browse"
 THUMB_SIZE = "150x150!"
 DETAIL_SIZE = "svga"
 DETAIL_FORMATS = ("avif", "webp")
 PAGE_SIZE = 48
-MAX_TITLE = 200
-_FORM_OVERHEAD = 64 << 10  # multipart boundaries, the title and the token field
 _PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 _RELATIVE_ROOT = ".."  # every page sits directly below the mount point
 _STAMP_RE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)(?:\.\d*)?")
@@ -114,11 +112,6 @@ def _when(stamp: object) -> str:
     return "{}-{}-{} {}:{}:{}".format(*match.groups()) if match else text
 
 
-def _text(value: object) -> str:
-    """A form field's text; a file sent where text belongs counts as empty."""
-    return value if isinstance(value, str) else ""
-
-
 def same_origin(request: Request) -> bool:
     """No ``Origin`` (old browsers, curl) or this server's own one."""
     origin = request.headers.get("Origin")
@@ -138,18 +131,16 @@ class BrowseApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
-        try:
-            response = self.route(request)
-        except BackendUnavailable as exc:
-            log.warning("browse %r: %s", environ.get("PATH_INFO"), exc)
+        what = f"browse {request.method} {environ.get('PATH_INFO')!r}"
+        response = guarded(lambda: self.route(request), self.error_page, what)
+        return response(environ, start_response)
+
+    def error_page(self, exc: HuImagesError) -> Response:
+        if isinstance(exc, BackendUnavailable):
             response = self.page("Storage unavailable", f"<p>{_e(exc)}</p>", status=503)
             response.headers["Retry-After"] = RETRY_AFTER
-        except HuImagesError as exc:
-            response = self.page("Error", f'<p class="error">{_e(exc)}</p>', status=exc.status)
-        except Exception:
-            log.exception("browse: unexpected error on %r", environ.get("PATH_INFO"))
-            response = self.page("Error", '<p class="error">Internal error.</p>', status=500)
-        return response(environ, start_response)
+            return response
+        return self.page("Error", f'<p class="error">{_e(exc)}</p>', status=exc.status)
 
     # -- routing -------------------------------------------------------------
 
@@ -220,29 +211,25 @@ class BrowseApp:
         token_required = bool(self.config.upload_token)
         if not token_required and not is_local_client(request.environ):
             return self.index(request, "Uploads need HUIMAGES_UPLOAD_TOKEN on the server.", 403)
-        limit = self.config.max_upload_bytes
         if request.content_length is None:
             return self.index(request, "The upload needs a Content-Length.", 411)
-        if request.content_length > limit + _FORM_OVERHEAD:
-            return self.index(request, f"The file is larger than the limit of {limit} bytes.", 413)
+        name = ""
         try:
-            form = request.POST
-        except (ValueError, TypeError, KeyError, OSError) as exc:
-            return self.index(request, f"Unreadable form data: {exc}", 400)
-        if token_required and not token_ok(self.config, _text(form.get("token")) or None):
-            return self.index(request, "Wrong or missing upload token.", 403)
-        field = form.get("file")
-        if field is None or not hasattr(field, "file"):
-            return self.index(request, "Choose a JPEG file to upload.", 400)
-        data = field.file.read(limit + 1)
-        if not data:
-            return self.index(request, "The chosen file is empty.", 400)
-        title = _text(form.get("title")).strip()[:MAX_TITLE]
-        filename = posixpath.basename(str(field.filename or "").replace("\\", "/")) or "image.jpeg"
-        try:
-            imageid = self.store.save_image(data, title=title, filename=filename[:MAX_TITLE])
-        except (InvalidImage, ImageTooLarge) as exc:
-            return self.index(request, f"{filename}: {exc}", exc.status)
+            data, fields = read_form(request.environ, self.config.max_upload_bytes, strict=False)
+            if token_required and not token_ok(self.config, fields.get("token") or None):
+                return self.index(request, "Wrong or missing upload token.", 403)
+            if data is None:
+                return self.index(request, "Choose a JPEG file to upload.", 400)
+            if not data:
+                return self.index(request, "The chosen file is empty.", 400)
+            metadata = upload_metadata({
+                "title": fields.get("title", "").strip(), "filename": fields.get("filename", "")})
+            name = f"{metadata['filename']}: "
+            imageid = self.store.save(data, **metadata).imageid
+        except HuImagesError as exc:
+            if isinstance(exc, BackendUnavailable):
+                raise
+            return self.index(request, f"{name}{exc}", exc.status)
         return self.redirect(request, f"/{imageid}")
 
     # -- building blocks -----------------------------------------------------
@@ -292,7 +279,7 @@ class BrowseApp:
         return (
             '<form id="upload" method="post" action="upload" enctype="multipart/form-data">'
             '<label>JPEG <input type="file" name="file" accept="image/jpeg" required></label>'
-            f'<label>Title <input type="text" name="title" maxlength="{MAX_TITLE}"></label>'
+            f'<label>Title <input type="text" name="title" maxlength="{TEXT_LIMIT}"></label>'
             f'{extra_field}<button type="submit">Upload</button></form>'
         )
 

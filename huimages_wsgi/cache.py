@@ -31,15 +31,52 @@ LOCK_STRIPES = 4096
 TEMP_SUFFIX = ".tmp"
 
 
+class CachedFile:
+    """One finished variant in the cache: where it is and its ``lstat``.
+
+    ``relative`` is ``<size>/<ID>.<ext>``, the URL path below the cache root
+    (what X-Accel-Redirect names); ``path`` the absolute file name.
+    """
+
+    __slots__ = ("path", "relative", "ext", "stat")
+
+    def __init__(self, path: str, relative: str, ext: str, stat: os.stat_result) -> None:
+        self.path, self.relative, self.ext, self.stat = path, relative, ext, stat
+
+
 class Cache:
     def __init__(self, root: Path, lock_timeout: float = 30.0) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
         self.lock_dir = self.root / ".locks"
+        self._root = str(self.root)
 
     def path(self, size_name: str, imageid: str, ext: str = "jpeg") -> Path:
         """Callers pass only validated size names and IDs: no traversal possible."""
         return self.root / size_name / f"{imageid}.{ext}"
+
+    def lookup(self, size_name: str, imageid: str, ext: str) -> CachedFile | None:
+        """The finished variant, or None when it is not made yet: the one place that finds one.
+
+        Two ``lstat`` calls and no pathlib, since every cache hit pays for
+        them. A symlink or other oddity planted in place of the file or of
+        its size directory is refused (ImageNotFound) and never followed,
+        whoever asks; a path that cannot exist (a file where the size
+        directory should be) is "not made yet", and making it then fails as
+        a write does, with a 503.
+        """
+        directory = f"{self._root}/{size_name}"
+        relative = f"{size_name}/{imageid}.{ext}"
+        path = f"{self._root}/{relative}"
+        try:
+            if not S_ISDIR(os.lstat(directory).st_mode):
+                raise ImageNotFound("not a cached image")
+            stat = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not S_ISREG(stat.st_mode):
+            raise ImageNotFound("not a cached image")
+        return CachedFile(path, relative, ext, stat)
 
     @contextmanager
     def _stripe_lock(self, path: Path) -> Iterator[None]:
@@ -65,32 +102,18 @@ class Cache:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    def finished(self, path: Path) -> os.stat_result | None:
-        """The stat of a finished variant at ``path``, None if there is none yet.
-
-        Every lookup goes through here, so a symlink or other oddity planted
-        in place of the file or of its size directory is refused
-        (ImageNotFound) and never followed, whoever asks.
-        """
-        try:
-            if not S_ISDIR(os.lstat(path.parent).st_mode):
-                raise ImageNotFound("not a cached image")
-            stat = os.lstat(path)
-        except (FileNotFoundError, NotADirectoryError):  # not made yet, or cannot be here:
-            return None  # producing it then fails as a write does, with a 503
-        if not S_ISREG(stat.st_mode):
-            raise ImageNotFound("not a cached image")
-        return stat
-
-    def produce(self, path: Path, write: Callable[[BinaryIO], object]) -> os.stat_result:
-        """Return the stat of ``path``, generating it once if it is missing."""
-        stat = self.finished(path)
-        if stat is not None:
-            return stat
+    def produce(
+        self, size_name: str, imageid: str, ext: str, write: Callable[[BinaryIO], object]
+    ) -> CachedFile:
+        """The finished variant, written once by ``write`` if it is missing (single-flight)."""
+        cached = self.lookup(size_name, imageid, ext)
+        if cached is not None:
+            return cached
+        path = self.path(size_name, imageid, ext)
         with self._stripe_lock(path):
-            stat = self.finished(path)  # another request made it while we waited
-            if stat is not None:
-                return stat
+            cached = self.lookup(size_name, imageid, ext)  # made by another request meanwhile
+            if cached is not None:
+                return cached
             path.parent.mkdir(parents=True, exist_ok=True)
             require_plain_dir(path.parent)  # a link may have appeared meanwhile
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
@@ -102,7 +125,10 @@ class Cache:
             except BaseException:
                 _unlink(tmp)
                 raise
-            return path.stat()
+        cached = self.lookup(size_name, imageid, ext)
+        if cached is None:  # pruned or purged in the microseconds since the rename
+            raise GenerationBusy("the variant was removed while being made; retry")
+        return cached
 
     def size_dirs(self) -> Iterator[Path]:
         try:

@@ -9,18 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from .config import Config, parse_bytes
 from .errors import HuImagesError
+from .functions import open_store
 from .logs import configure_logging
-from .remote import open_store
 from .store import ImageStore
 from .webconfig import add_config_parser
-
-Handler = Callable[[argparse.Namespace, Config], int]
 
 
 class Progress:
@@ -46,9 +44,12 @@ class Progress:
         self.stream.flush()
 
 
-def _store(config: Config) -> ImageStore:
-    """The backends, or with HUIMAGES_API_URL set a server's HTTP API (remote.py)."""
-    return open_store(config)
+def local_store(config: Config, command: str) -> ImageStore:
+    """The store over the backends, for the commands that must run next to them."""
+    if config.api_url:
+        raise SystemExit(f"huimages: {command} runs next to the backends, not over"
+                         " HUIMAGES_API_URL")
+    return ImageStore(config)
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
@@ -69,9 +70,9 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
+    from .app import make_app
     from .fcgi import serve_fcgi
     from .webconfig import parse_hostport
-    from .wsgi import make_app
 
     bind = parse_hostport(args.bind) if args.bind else None
     options: dict[str, Any] = {}
@@ -121,7 +122,7 @@ def _parse_references(items: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_put(args: argparse.Namespace, config: Config) -> int:
-    store = _store(config)
+    store = open_store(config)
     references = _parse_references(args.reference)
     progress = Progress(len(args.files), "uploading", force=args.progress)
     failures = 0
@@ -146,14 +147,14 @@ def cmd_put(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_info(args: argparse.Namespace, config: Config) -> int:
-    doc = _store(config).get_imagedoc(args.id)
+    doc = open_store(config).get_imagedoc(args.id)
     json.dump(doc, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
     return 0
 
 
 def cmd_url(args: argparse.Namespace, config: Config) -> int:
-    store = _store(config)
+    store = open_store(config)
     store.get_imagedoc(args.id)
     print(
         store.scaled_imageurl(args.id, args.size) if args.size != "o" else store.imageurl(args.id)
@@ -162,12 +163,12 @@ def cmd_url(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, config: Config) -> int:
-    _store(config).delete_image(args.id)
+    open_store(config).delete_image(args.id)
     return 0
 
 
 def cmd_purge(args: argparse.Namespace, config: Config) -> int:
-    store = _store(config)
+    store = open_store(config)
     total = sum(store.purge(imageid) for imageid in args.ids)
     print(f"removed {total} cached file(s)")
     return 0
@@ -175,30 +176,24 @@ def cmd_purge(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
     from .batch import FAILED
-    from .storage.migrating import MigratingBlobStore, migrate_all
 
-    store = _store(config)
-    if not isinstance(store.blobs, MigratingBlobStore):
-        raise SystemExit("huimages: migrate needs HUIMAGESCOUCHSERVER (the legacy attachments)")
-    ids = list(store.catalog.ids())
+    store = local_store(config, "migrate")
+    ids = list(store.ids())
     progress = Progress(len(ids), "migrating", force=args.progress)
-    summary = migrate_all(ids, store.blobs, lambda imageid, outcome: progress.step())
+    summary = store.migrate(ids, lambda imageid, outcome: progress.step())
     print(", ".join(f"{summary[key]} {key}" for key in ("moved", "already there", FAILED))
           + f" ({summary['nothing to move']} without any original)")
     return 1 if summary[FAILED] else 0
 
 
 def cmd_previews(args: argparse.Namespace, config: Config) -> int:
+    from .backfill import PREVIEW_OUTCOMES, backfill_previews
     from .batch import FAILED
-    from .remote import HttpImageStore
-    from .store import PREVIEW_OUTCOMES, backfill_previews
 
     if bool(args.all) == bool(args.ids):
         raise SystemExit("huimages: previews wants either --all or image IDs")
-    store = _store(config)
-    if isinstance(store, HttpImageStore):
-        raise SystemExit("huimages: previews runs next to the backends, not over HUIMAGES_API_URL")
-    ids = list(store.catalog.ids()) if args.all else args.ids
+    store = local_store(config, "previews")
+    ids = list(store.ids()) if args.all else args.ids
     progress = Progress(len(ids), "previews", force=args.progress)
     summary = backfill_previews(store, ids, lambda imageid, outcome: progress.step(imageid))
     print(", ".join(f"{summary[outcome]} {outcome}" for outcome in PREVIEW_OUTCOMES))

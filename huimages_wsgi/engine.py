@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import BinaryIO
@@ -25,14 +26,13 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .config import DEFAULT_MAX_PIXELS
 from .errors import ImageTooLarge, InvalidImage, WriteFailed
-from .formats import FORMATS, OutputFormat, output_format, save_options
+from .formats import OutputFormat, output_format, save_options
 from .geometry import scaled_geometry
 from .jpegscan import check_upload_structure, scan_jpeg
 from .previews import planned_previews, preview_reduction
 from .sizes import Size
 
 ACCEPTED_UPLOAD_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg"}
-OUTPUT_FORMATS = {ext: (fmt.pillow_format, fmt.content_type) for ext, fmt in FORMATS.items()}
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -142,6 +142,10 @@ def _scale_box(
     (ow, oh), (pw, ph) = original, preview
     left, top, right, bottom = box
     return (left * pw / ow, top * ph / oh, right * pw / ow, bottom * ph / oh)
+
+
+def _ignore(name: str) -> None:
+    """The default ``phase`` hook of ``ImageEngine.render``."""
 
 
 class ImageEngine:
@@ -287,11 +291,6 @@ class ImageEngine:
             made.append(Preview(name, width, height, out.getvalue()))
         return tuple(made)
 
-    def dimensions(self, source: BinaryIO) -> tuple[int, int]:
-        """Upright dimensions of any stored original (legacy ones need not be JPEG)."""
-        img = self._open(source)
-        return _upright_size(img, _orientation(img))
-
     def render(
         self,
         source: BinaryIO,
@@ -300,8 +299,13 @@ class ImageEngine:
         fmt: str = "jpeg",
         *,
         original_size: tuple[int, int] | None = None,
+        phase: Callable[[str], object] | None = None,
     ) -> tuple[int, int]:
         """Scale ``source`` to ``size`` and write the encoded result to ``output``.
+
+        ``phase``, when given, is called with the name of each step as it
+        ends (``open``, ``geometry``, ``decode``, ``resize``, ``transpose``,
+        ``colour``, ``encode``): the hook bench/profile_paths.py times them by.
 
         With ``original_size`` (the original's upright width and height), the
         source is a preview of that original. The output size and region are
@@ -311,7 +315,9 @@ class ImageEngine:
         sRGB already: its own EXIF and ICC (it has none) are not consulted.
         """
         encoding = output_format(fmt)  # an unknown format is refused before any decoding
+        mark = phase or _ignore
         img = self._open(source)
+        mark("open")
         if original_size is None:
             orientation = _orientation(img)
             upright_w, upright_h = _upright_size(img, orientation)
@@ -323,6 +329,7 @@ class ImageEngine:
             region = _scale_box(geometry.box, original_size, img.size)
             # a DCT scale landing within a pixel of the output is used as it is
             slack, resample = 1.0, self.preview_resample
+        mark("geometry")
         try:
             if original_size is None:
                 reduction = self._draft(img, orientation, region, geometry.width, geometry.height)
@@ -330,6 +337,7 @@ class ImageEngine:
                 whole = geometry.box == (0.0, 0.0, *map(float, original_size))
                 reduction = self._draft_preview(img, region, geometry.width, geometry.height, whole)
             img.load()
+            mark("decode")
             profile = img.info.get("icc_profile") if original_size is None else None
             # Resample in stored orientation and turn only the small result upright.
             left, top, right, bottom = _stored_box(region, orientation, upright_w, upright_h)
@@ -339,14 +347,18 @@ class ImageEngine:
                 out_size = (geometry.height, geometry.width)
             if out_size != img.size or not _is_whole(box, img.size, slack):
                 img = img.resize(out_size, resample, box=box, reducing_gap=self.reducing_gap)
+            mark("resize")
             if orientation != 1:
                 img = img.transpose(_TRANSPOSE[orientation])
+            mark("transpose")
             img = _to_srgb(img, profile)
+            mark("colour")
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageTooLarge(str(exc)) from exc
         except _DECODE_ERRORS as exc:
             raise InvalidImage(f"cannot decode image: {exc}") from exc
         self._encode(img, encoding, output)
+        mark("encode")
         return geometry.width, geometry.height
 
     def _encode(self, img: Image.Image, encoding: OutputFormat, output: BinaryIO) -> None:

@@ -42,6 +42,21 @@ class ImageTooLarge(HuImagesError, ValueError):
     status = 413
 
 
+class RequestRefused(HuImagesError):
+    """An HTTP-level refusal (auth, method, media type, syntax) with its own status."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = dict(headers or {})
+
+
+class MethodNotAllowed(HuImagesError):
+    """Image URLs and read-only endpoints answer GET and HEAD only."""
+
+    status = 405
+
+
 class SignatureError(HuImagesError):
     status = 403
 

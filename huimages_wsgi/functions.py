@@ -1,9 +1,9 @@
-"""The original huImages module-level API, as a thin front over ImageStore.
+"""The original huImages module-level functions (``save_image``, ``imageurl`` ...).
 
-The default store is built from the environment on first use (so importing
-the package does no I/O) and can be replaced with ``configure()``. With
-``HUIMAGES_API_URL`` set it talks to that server's HTTP API (remote.py)
-instead of the storage backends.
+Each is a one-line front over a default store, built from the environment on
+first use (so importing the package does no I/O) and replaceable with
+``configure()``. With ``HUIMAGES_API_URL`` set the default store talks to
+that server's HTTP API (httpstore.py) instead of the storage backends.
 """
 
 from __future__ import annotations
@@ -12,14 +12,19 @@ import threading
 from typing import Any
 
 from .config import Config
-from .remote import open_store
+from .httpstore import HttpImageStore
 from .store import ImageStore
 
-_default: ImageStore | None = None
+_default: ImageStore | HttpImageStore | None = None
 _lock = threading.Lock()
 
 
-def default_store() -> ImageStore:
+def open_store(config: Config) -> ImageStore | HttpImageStore:
+    """The store the client library and CLI use: over HTTP when HUIMAGES_API_URL is set."""
+    return HttpImageStore(config) if config.api_url else ImageStore(config)
+
+
+def default_store() -> ImageStore | HttpImageStore:
     global _default
     with _lock:
         if _default is None:
@@ -27,7 +32,7 @@ def default_store() -> ImageStore:
         return _default
 
 
-def configure(config: Config | None = None, **settings: Any) -> ImageStore:
+def configure(config: Config | None = None, **settings: Any) -> ImageStore | HttpImageStore:
     """Replace the default store, e.g. ``configure(data_dir="/srv/images")``."""
     global _default
     with _lock:

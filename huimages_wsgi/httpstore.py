@@ -1,7 +1,7 @@
-"""The client library over a server's HTTP API instead of the backends.
+"""``HttpImageStore``: the client library over a server's HTTP API instead of the backends.
 
 With ``HUIMAGES_API_URL`` (and ``HUIMAGES_UPLOAD_TOKEN``) set, ``open_store``
-returns an :class:`HttpImageStore`: an ``ImageStore`` whose writes are
+(functions.py) returns an :class:`HttpImageStore`: a store whose writes are
 ``POST``/``PATCH``/``DELETE`` on ``/_api/images`` and whose metadata reads
 are ``GET /_api/images/<ID>`` (stdlib ``urllib``, nothing to install), so an
 application needs neither S3 nor CouchDB credentials, only the token. URL
@@ -28,7 +28,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from .cache import Cache
 from .config import Config
 from .errors import (
     BackendUnavailable,
@@ -42,7 +41,7 @@ from .ids import validate_id
 from .signing import sign
 from .storage import Catalog, Doc
 from .storage.base import Mutation
-from .store import ImageStore, as_timestamp
+from .store import BaseImageStore, Saved, as_timestamp, checked_upload
 from .urls import image_path
 
 #: How long a fetched document is reused: ``scaled_tag`` needs it three times.
@@ -175,12 +174,14 @@ class HttpCatalog(Catalog):
         return f"api:{self.client.base_url}"
 
 
-class HttpImageStore(ImageStore):
-    """``ImageStore`` whose reads and writes go to a huimages server's HTTP API.
+class HttpImageStore(BaseImageStore):
+    """A store whose reads and writes go to a huimages server's HTTP API.
 
-    No blob store or engine here: uploads are validated by the server, with
-    its limits. ``max_upload_bytes`` is also checked here first, so an
-    oversized upload fails before sending megabytes the server would refuse.
+    No blob store, engine or renderer here: uploads are validated and
+    variants rendered by the server, with its limits. ``max_upload_bytes``
+    is also checked here first, so an oversized upload fails before sending
+    megabytes the server would refuse. URLs and tags are built locally,
+    exactly as by the server (``BaseImageStore``).
     """
 
     def __init__(self, config: Config, client: ApiClient | None = None) -> None:
@@ -188,37 +189,35 @@ class HttpImageStore(ImageStore):
             raise ValueError("HttpImageStore needs HUIMAGES_API_URL")
         if not config.upload_token and client is None:
             raise ValueError("HUIMAGES_API_URL needs HUIMAGES_UPLOAD_TOKEN (the server's token)")
-        self.config = config
         self.api = client or ApiClient(
             config.api_url, config.upload_token or "", config.backend_timeout
         )
-        self.catalog: HttpCatalog = HttpCatalog(self.api)
-        self.cache = Cache(config.cache_root, config.lock_timeout)  # purge() of a local cache
+        self.catalog: HttpCatalog
+        super().__init__(config, HttpCatalog(self.api))
 
-    def save_image(
+    def save(
         self,
         imagedata: bytes,
-        contenttype: str | None = None,
         timestamp: datetime.datetime | str | None = None,
         title: str = "",
         references: Mapping[str, Any] | None = None,
         filename: str = "image.jpeg",
         typ: str = "",
-    ) -> str:
-        del contenttype  # the server detects the type from the bytes
-        imagedata = self.checked_upload(imagedata)  # refused here, before sending
+    ) -> Saved:
+        """POST the bytes; the server answers 201 for a new image, 200 for a known one."""
+        imagedata = checked_upload(imagedata, self.config.max_upload_bytes)  # before sending
         fields = {"title": title, "type": typ, "filename": filename}
         if references:
             fields["references"] = json.dumps(dict(references))
         if timestamp is not None:
             fields["timestamp"] = as_timestamp(timestamp)
         query = urlencode({key: value for key, value in fields.items() if value})
-        summary = self.api.json(
-            "POST", f"/images?{query}", body=imagedata, content_type="image/jpeg"
+        status, body = self.api.call(
+            "POST", f"/images?{query}", body=imagedata, content_type="application/octet-stream"
         )
-        imageid = validate_id(summary["id"])
+        imageid = validate_id(json.loads(body)["id"])
         self.catalog.forget(imageid)
-        return imageid
+        return Saved(imageid, new=status == 201)
 
     def update_metadata(
         self,
@@ -253,8 +252,3 @@ class HttpImageStore(ImageStore):
 
     def variant(self, imageid: str, size: Any, ext: str = "jpeg") -> Any:
         raise NotAvailableRemotely("variants are rendered by the server: use scaled_imagedata")
-
-
-def open_store(config: Config) -> ImageStore:
-    """The store the client library and CLI use: over HTTP when HUIMAGES_API_URL is set."""
-    return HttpImageStore(config) if config.api_url else ImageStore(config)

@@ -15,7 +15,6 @@ import re
 from .errors import InvalidImageId
 
 CLUSTER_SUFFIX = "01"
-ID_LENGTH = 34
 _ID_RE = re.compile(r"[A-Z2-7]{32}[0-9]{2}")
 
 

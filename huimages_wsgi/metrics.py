@@ -1,10 +1,9 @@
-"""What operators need around the image server: ``/_health``, ``/_metrics``, the access log.
+"""The node's counters (``/_metrics``) and the instrumentation that feeds them and the access log.
 
-``make_app`` mounts :class:`HealthApp` and :class:`MetricsApp` under reserved
-``/_`` names (image URLs start with a size, and size names never start with
-``_``), and wraps the whole application in :class:`Instrumented`, which
-counts and logs every request. Host applications that use ``ImageMiddleware``
-alone get none of this and pay nothing for it.
+``make_app`` mounts :class:`MetricsApp` at ``/_metrics`` and wraps the whole
+application in :class:`Instrumented`, which counts and logs every request.
+Host applications that use ``ImageMiddleware`` alone get none of this and
+pay nothing for it.
 
 Counters are kept per node, summed over all worker processes (see
 :class:`Metrics`), in the Prometheus text format, with no dependency.
@@ -27,23 +26,15 @@ from typing import Any
 from webob import Request, Response
 
 from .config import Config
+from .environ_keys import CACHE_KEY, ROUTE_KEY, SENDFILE_BYTES_KEY
 from .logs import ACCESS_LOGGER
-from .responses import json_response, only_read_methods
-from .storage.disk import check_writable
+from .responses import only_read_methods
 from .store import ImageStore
 
 log = logging.getLogger("huimages_wsgi")
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
-
-#: Set by ImageMiddleware when a request missed the cache (``"miss"``).
-CACHE_KEY = "huimages.cache"
-#: Set by the router to the name of the service endpoint that answered (``"_api"`` ...).
-ROUTE_KEY = "huimages.route"
-#: Set by ImageMiddleware to the file's size when the webserver sends it (X-Sendfile):
-#: the answer itself then has no body and no Content-Length to count.
-SENDFILE_BYTES_KEY = "huimages.sendfile_bytes"
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -224,9 +215,6 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# -- the endpoints ----------------------------------------------------------------------
-
-
 class MetricsApp:
     """``GET /_metrics``: the node's counters for Prometheus to scrape."""
 
@@ -241,56 +229,6 @@ class MetricsApp:
             response.headers["Content-Type"] = PROMETHEUS_CONTENT_TYPE
             response.cache_control = "no-store"
         return response(environ, start_response)
-
-
-class HealthApp:
-    """``GET /_health``: can this node serve and store images right now?
-
-    Checks each configured backend (blob store, catalog; each bounded by
-    ``HUIMAGES_BACKEND_TIMEOUT``) and that the cache directory is writable.
-    200 with ``"status": "ok"`` when all pass, else 503 with
-    ``"status": "degraded"``, so a load balancer can route around the node;
-    cached variants are still served while degraded. The answer names the
-    backends (never credentials) and the errors: meant for the operator's
-    load balancer and monitoring; block it at the front or set
-    ``HUIMAGES_HEALTH=0`` if it should not be public.
-    """
-
-    def __init__(self, store: ImageStore) -> None:
-        self.store = store
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        request = Request(environ)
-        response = only_read_methods(request.method)
-        if response is None:
-            report = self.report()
-            status = 200 if report["status"] == "ok" else 503
-            response = json_response(status, report, indent=2)
-        return response(environ, start_response)
-
-    def report(self) -> dict[str, Any]:
-        store = self.store
-        root = store.cache.root
-        checks = {
-            "blobs": _check(store.blobs.check, store.blobs.describe()),
-            "catalog": _check(store.catalog.check, store.catalog.describe()),
-            "cache": _check(lambda: check_writable(root), str(root)),
-        }
-        healthy = all(check["ok"] for check in checks.values())
-        return {"status": "ok" if healthy else "degraded", "checks": checks}
-
-
-def _check(probe: Callable[[], object], backend: str) -> dict[str, Any]:
-    started = time.perf_counter()
-    result: dict[str, Any] = {"backend": backend}
-    try:
-        probe()
-    except Exception as exc:  # any failure is an answer here, never a 500
-        result.update(ok=False, error=str(exc)[:500] or type(exc).__name__)
-    else:
-        result["ok"] = True
-    result["ms"] = round((time.perf_counter() - started) * 1000, 1)
-    return result
 
 
 # -- instrumentation --------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .wsgi import ImageMiddleware, WSGIApp
+from .middleware import ImageMiddleware, WSGIApp
 
 __all__ = ["app_factory", "config_from_ini", "filter_app_factory"]
 

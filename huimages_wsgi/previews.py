@@ -89,6 +89,13 @@ def recorded_previews(doc: Mapping[str, Any] | None) -> dict[str, tuple[int, int
     return result
 
 
+def record_previews(doc: dict[str, Any], kept: Mapping[str, list[int]]) -> None:
+    """Merge ``kept`` into the document's ``previews`` (a concurrent writer's entries stay)."""
+    if kept:
+        recorded = doc.get("previews")
+        doc["previews"] = {**(recorded if isinstance(recorded, dict) else {}), **kept}
+
+
 def _ceil(value: float) -> int:
     return math.ceil(value - _EPSILON)
 

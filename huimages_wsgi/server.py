@@ -11,9 +11,9 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
+from .app import make_app
 from .config import Config
 from .logs import make_formatter
-from .wsgi import make_app
 
 
 class StructuredGunicornLogger(Logger):

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import InvalidSize
+from .errors import InvalidSize, SizeNotAllowed
 
 ORIGINAL = "original"
 FIT = "fit"
@@ -93,3 +93,44 @@ def validate_presets(presets: Mapping[str, str]) -> dict[str, str]:
             raise ValueError(f"invalid box {box!r} for preset {name!r}: use WxH or WxH!")
         checked[name] = box
     return checked
+
+
+class SizeRules:
+    """The sizes one configuration serves: presets, the allow-list, the largest box.
+
+    ``parse`` is what every caller uses (URLs, the client API, the CLI), so
+    no caller predicts or renders a size the server would refuse. Valid
+    answers are memoised (bounded), since every cache hit parses its size.
+    """
+
+    MEMO_LIMIT = 256
+
+    def __init__(
+        self,
+        presets: Mapping[str, str] = DEFAULT_PRESETS,
+        allowed: frozenset[str] | None = None,
+        max_dimension: int = 4096,
+    ) -> None:
+        self.presets, self.allowed, self.max_dimension = presets, allowed, max_dimension
+        self._memo: dict[str, Size] = {}
+
+    def parse(self, text: str) -> Size:
+        """Parse and apply the limits; InvalidSize or SizeNotAllowed when refused."""
+        size = self._memo.get(text)
+        if size is not None:
+            return size
+        size = parse_size(text, self.presets)
+        if self.allowed is not None and size.name not in self.allowed and (
+            size.spec not in self.allowed
+        ):
+            raise SizeNotAllowed(f"size {size.name!r} is not in the list of allowed sizes")
+        limit = self.max_dimension
+        if size.width > limit or size.height > limit:
+            raise InvalidSize(f"size {size.name!r} exceeds the maximum of {limit} pixels per side")
+        if len(self._memo) < self.MEMO_LIMIT:
+            self._memo[text] = size
+        return size
+
+    def canonical(self, text: str) -> Size:
+        """Presets resolve to their box, so ``square`` and ``75x75!`` share a cache file."""
+        return parse_size(self.parse(text).spec, self.presets)

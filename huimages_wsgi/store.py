@@ -1,42 +1,33 @@
-"""ImageStore: the service object every front (client API, WSGI, CLI) uses.
+"""ImageStore: the store itself, the service object every front uses.
 
-It owns one configuration and the backends built from it, so an
-application can hold two stores at once. Method names and signatures follow
-the original huImages module-level API.
+It owns one configuration and the parts built from it (catalog, blob store,
+engine, cache), so an application can hold two stores at once. It writes
+and reads images and their metadata; the jobs around it live beside it and
+are reached through it: URLs and tags in ``links.Links`` (``.links``),
+rendering in ``render.Renderer`` (``.renderer``), preview backfill in
+backfill.py. Method names and signatures follow the original huImages
+module-level API.
 """
 
 from __future__ import annotations
 
 import datetime
-import io
-import logging
+import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from .batch import FAILED, tally
 from .cache import Cache
 from .config import Config
 from .engine import ImageEngine, Preview
-from .errors import (
-    HuImagesError,
-    ImageNotFound,
-    ImageTooLarge,
-    InvalidImage,
-    InvalidSize,
-    SizeNotAllowed,
-    WriteFailed,
-)
-from .formats import UNAVAILABLE, check_variant, output_format
-from .geometry import high_density_size
-from .geometry import scaled_dimensions as _geometry_dimensions
+from .errors import HuImagesError, ImageNotFound, ImageTooLarge, InvalidImage
 from .ids import compute_id, validate_id
-from .previews import choose_preview, planned_previews, recorded_previews
-from .signing import sign
-from .sizes import CROP, Size, parse_size
+from .links import Links
+from .previews import record_previews
+from .render import Renderer
+from .sizes import Size, SizeRules
 from .storage import (
-    BlobNotFound,
     BlobStore,
     Catalog,
     Doc,
@@ -45,11 +36,8 @@ from .storage import (
     open_catalog,
     timestamp,
 )
-from .storage.base import GuardedReader, recorded_size
-from .tags import img_tag, picture_tag
-from .urls import image_path, join_url
-
-log = logging.getLogger("huimages_wsgi")
+from .storage.disk import check_writable
+from .storage.migrating import MigratingBlobStore, migrate_all
 
 
 def _merge(
@@ -76,53 +64,42 @@ def as_timestamp(value: datetime.datetime | str | None) -> str:
     return str(value)
 
 
-def newest_title(doc: Doc | None) -> str:
-    titles = (doc or {}).get("title") or []
-    if isinstance(titles, str):
-        return titles
-    return str(titles[-1]) if titles else ""
+def checked_upload(imagedata: Any, limit: int) -> bytes:
+    """The bytes of an upload, refused before any parsing when not bytes or too big."""
+    if not isinstance(imagedata, bytes | bytearray | memoryview):
+        raise InvalidImage("image data must be bytes")
+    if len(imagedata) > limit:
+        raise ImageTooLarge(f"upload is {len(imagedata)} bytes; the limit is {limit}")
+    return bytes(imagedata)
 
 
-class ImageStore:
-    """Upload, describe, locate and render images for one configuration."""
+class Saved(NamedTuple):
+    """What an upload did: the image's ID, and whether it was new (not live before)."""
 
-    def __init__(
-        self,
-        config: Config | None = None,
-        *,
-        catalog: Catalog | None = None,
-        blobs: BlobStore | None = None,
-        engine: ImageEngine | None = None,
-    ) -> None:
-        self.config = config or Config.from_env()
-        self.catalog = catalog or open_catalog(self.config)
-        self.blobs = blobs or open_blob_store(self.config, self.catalog)
-        self.engine = engine or ImageEngine(self.config.jpeg_quality, self.config.max_pixels)
-        self.cache = Cache(self.config.cache_root, self.config.lock_timeout)
+    imageid: str
+    new: bool
 
-    # -- sizes ---------------------------------------------------------------
+
+class BaseImageStore:
+    """What every store shares: the huImages names, and all it answers from its catalog.
+
+    Documents, lengths, browsing, and URLs and tags (``links.Links``) are the
+    same for the store over the backends (``ImageStore``) and the one over a
+    server's HTTP API (``httpstore.HttpImageStore``), each with its own
+    catalog; each writes its own way (``save``, ``update_metadata``,
+    ``delete_image``). ``purge`` empties this node's cache, whichever store.
+    """
+
+    def __init__(self, config: Config, catalog: Catalog) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.cache = Cache(config.cache_root, config.lock_timeout)
+        self.sizes = SizeRules(config.presets, config.allowed_sizes, config.max_dimension)
+        self.links = Links(config, self.sizes, lambda imageid: self.catalog.get(imageid))
 
     def parse_size(self, text: str) -> Size:
         """Parse and apply the configured limits (box size, allow-list)."""
-        size = parse_size(text, self.config.presets)
-        allowed = self.config.allowed_sizes
-        if allowed is not None and size.name not in allowed and size.spec not in allowed:
-            raise SizeNotAllowed(f"size {size.name!r} is not in the list of allowed sizes")
-        limit = self.config.max_dimension
-        if size.width > limit or size.height > limit:
-            raise InvalidSize(f"size {size.name!r} exceeds the maximum of {limit} pixels per side")
-        return size
-
-    # -- writing -------------------------------------------------------------
-
-    def checked_upload(self, imagedata: Any) -> bytes:
-        """The bytes of an upload, refused before any parsing when not bytes or too big."""
-        if not isinstance(imagedata, bytes | bytearray | memoryview):
-            raise InvalidImage("image data must be bytes")
-        limit = self.config.max_upload_bytes
-        if len(imagedata) > limit:
-            raise ImageTooLarge(f"upload is {len(imagedata)} bytes; the limit is {limit}")
-        return bytes(imagedata)
+        return self.sizes.parse(text)
 
     def save_image(
         self,
@@ -138,22 +115,142 @@ class ImageStore:
 
         ``contenttype`` is accepted for compatibility; the stored type is the
         one detected from the bytes, which are validated completely first.
+        """
+        del contenttype
+        return self.save(imagedata, timestamp, title, references, filename, typ).imageid
+
+    def save(
+        self,
+        imagedata: bytes,
+        timestamp: datetime.datetime | str | None = None,
+        title: str = "",
+        references: Mapping[str, Any] | None = None,
+        filename: str = "image.jpeg",
+        typ: str = "",
+    ) -> Saved:
+        """Store an original (each store its own way); its ID and whether it is new."""
+        raise NotImplementedError
+
+    def update_metadata(
+        self,
+        imageid: str,
+        title: str = "",
+        references: Mapping[str, Any] | None = None,
+        typ: str = "",
+    ) -> Doc:
+        """Add titles, references or a type to an existing image (each store its own way)."""
+        raise NotImplementedError
+
+    def set_title(self, imageid: str, newtitle: str) -> Doc:
+        return self.update_metadata(imageid, title=newtitle)
+
+    def purge(self, imageid: str) -> int:
+        """Delete this node's cached variants of one image; how many files went."""
+        return self.cache.purge(validate_id(imageid))
+
+    def get_imagedoc(self, imageid: str) -> Doc:
+        doc = self.catalog.get(validate_id(imageid))
+        if not is_live(doc):
+            raise ImageNotFound(f"no image {imageid}")
+        return doc  # type: ignore[return-value]
+
+    def get_length(self, imageid: str) -> int:
+        doc = self.get_imagedoc(imageid)
+        if "length" in doc:
+            return int(doc["length"])
+        attachments = doc.get("_attachments") or {}
+        for attachment in attachments.values():
+            return int(attachment["length"])
+        raise ImageNotFound(f"no length known for {imageid}")
+
+    # -- URLs and tags (links.py) -------------------------------------------
+
+    def imageurl(self, imageid: str, size: str = "o") -> str:
+        return self.links.imageurl(imageid, size)
+
+    def scaled_imageurl(self, imageid: str, size: str = "150x150", ext: str = "jpeg") -> str:
+        return self.links.scaled_imageurl(imageid, size, ext)
+
+    def scaled_dimensions(
+        self, imageid: str, size: str = "square"
+    ) -> tuple[int | None, int | None]:
+        return self.links.scaled_dimensions(imageid, size)
+
+    def scaled_tag(self, imageid: str, size: str = "square", *args: str, **options: Any) -> str:
+        return self.links.scaled_tag(imageid, size, *args, **options)
+
+    # -- browsing ------------------------------------------------------------
+
+    def get_random_imageid(self) -> str | None:
+        return self.catalog.random_id()
+
+    def get_next_imageid(self, imageid: str) -> str | None:
+        return self.catalog.next_id(validate_id(imageid))
+
+    def get_previous_imageid(self, imageid: str) -> str | None:
+        return self.catalog.previous_id(validate_id(imageid))
+
+    def recent_ids(self, limit: int) -> list[str]:
+        """The IDs of the newest live images, newest first."""
+        return self.catalog.recent_ids(limit)
+
+    def ids(self) -> Iterator[str]:
+        """Every live image's ID (a bulk job's input)."""
+        return self.catalog.ids()
+
+
+class ImageStore(BaseImageStore):
+    """Upload, describe, browse, render and delete images over one configuration's backends."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        catalog: Catalog | None = None,
+        blobs: BlobStore | None = None,
+        engine: ImageEngine | None = None,
+    ) -> None:
+        config = config or Config.from_env()
+        super().__init__(config, catalog or open_catalog(config))
+        self.blobs = blobs or open_blob_store(config, self.catalog)
+        self.engine = engine or ImageEngine(config.jpeg_quality, config.max_pixels)
+
+    @property
+    def renderer(self) -> Renderer:
+        """Rendering into this store's cache, over its current parts."""
+        return Renderer(self.catalog, self.blobs, self.engine, self.cache)
+
+    # -- writing -------------------------------------------------------------
+
+    def save(
+        self,
+        imagedata: bytes,
+        timestamp: datetime.datetime | str | None = None,
+        title: str = "",
+        references: Mapping[str, Any] | None = None,
+        filename: str = "image.jpeg",
+        typ: str = "",
+    ) -> Saved:
+        """``save_image`` that also says whether the image is new.
 
         The decode that validates the bytes also makes the previews
         (previews.py), stored next to the original and listed in the document.
         A repeated upload makes them again: the same bytes give the same
         previews, and a lost one is replaced on the way.
         """
-        del contenttype
-        imagedata = self.checked_upload(imagedata)
+        imagedata = checked_upload(imagedata, self.config.max_upload_bytes)
         info = self.engine.inspect(imagedata, previews=True)
         imageid = compute_id(imagedata)
         # Blobs first: the catalog must never point at bytes that are not stored.
         self.blobs.put(imageid, imagedata, info.content_type, info.width, info.height)
-        previews = self._store_previews(imageid, info.previews)
+        previews = self.keep_previews(imageid, info.previews)
         when = as_timestamp(timestamp)
+        seen: list[bool] = []
 
         def change(doc: Doc) -> None:
+            # Was the image live before? (The last call is the one the catalog kept;
+            # a new CouchDB document arrives holding its "_id" alone.)
+            seen.append(is_live({k: v for k, v in doc.items() if k not in ("_id", "_rev")}))
             _merge(doc, when=when, title=title, references=references, typ=typ)
             doc.update(
                 width=info.width,
@@ -164,50 +261,18 @@ class ImageStore:
             )
             doc.setdefault("filename", filename)
             doc.pop("broken", None)
-            _record_previews(doc, previews)
+            record_previews(doc, previews)
 
         self.catalog.update(imageid, change)
-        return imageid
+        return Saved(imageid, new=not seen[-1])
 
-    def _store_previews(self, imageid: str, previews: Sequence[Preview]) -> dict[str, list[int]]:
+    def keep_previews(self, imageid: str, previews: Sequence[Preview]) -> dict[str, list[int]]:
         """Put each preview in the blob store; the ones it kept, for the document."""
         return {
             preview.name: [preview.width, preview.height]
             for preview in previews
             if self.blobs.put_derived(imageid, preview.name, preview.data)
         }
-
-    def ensure_previews(self, imageid: str) -> str:
-        """Make the previews an image lacks (one uploaded before they existed).
-
-        Idempotent: returns ``"made"``, ``"already there"``, ``"not needed"``
-        (an original too small for any), or ``"not supported"`` (a blob store
-        that keeps none). The original is read and validated like an upload;
-        one that no longer decodes raises InvalidImage and is left as it is.
-        """
-        doc = self.get_imagedoc(imageid)
-        source = _source_dimensions(doc)
-        if source is not None:
-            wanted = {name for name, _, _ in planned_previews(*source)}
-            if not wanted:
-                return NOT_NEEDED
-            if wanted <= set(recorded_previews(doc)):
-                return ALREADY_THERE
-        with self.blobs.open(imageid) as handle:
-            data = GuardedReader(handle, f"the original of {imageid}").read()
-        info = self.engine.inspect(data, previews=True)
-        if not info.previews:
-            return NOT_NEEDED
-        previews = self._store_previews(imageid, info.previews)
-        if not previews:
-            return NOT_SUPPORTED
-
-        def change(doc: Doc) -> None:
-            doc.update(width=info.width, height=info.height)
-            _record_previews(doc, previews)
-
-        self.catalog.update(imageid, change)
-        return MADE
 
     def update_metadata(
         self,
@@ -222,9 +287,6 @@ class ImageStore:
             imageid,
             lambda doc: _merge(doc, when=timestamp(), title=title, references=references, typ=typ),
         )
-
-    def set_title(self, imageid: str, newtitle: str) -> Doc:
-        return self.update_metadata(imageid, title=newtitle)
 
     def delete_image(self, imageid: str) -> None:
         """Drop the original, then mark the image deleted, then this node's variants.
@@ -245,266 +307,52 @@ class ImageStore:
         self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=timestamp()))
         self.purge(imageid)
 
-    def purge(self, imageid: str) -> int:
-        return self.cache.purge(validate_id(imageid))
-
-    # -- reading -------------------------------------------------------------
-
-    def get_imagedoc(self, imageid: str) -> Doc:
-        doc = self.catalog.get(validate_id(imageid))
-        if not is_live(doc):
-            raise ImageNotFound(f"no image {imageid}")
-        return doc  # type: ignore[return-value]
-
-    def get_length(self, imageid: str) -> int:
-        doc = self.get_imagedoc(imageid)
-        if "length" in doc:
-            return int(doc["length"])
-        attachments = doc.get("_attachments") or {}
-        for attachment in attachments.values():
-            return int(attachment["length"])
-        raise ImageNotFound(f"no length known for {imageid}")
-
-    def scaled_dimensions(
-        self, imageid: str, size: str = "square"
-    ) -> tuple[int | None, int | None]:
-        """The size a variant will have, or (None, None) for an image not there.
-
-        The ID and the size are checked as a request for the variant checks
-        them (the configured limits and allow-list included), so this never
-        predicts a variant the server refuses. A crop is its box: no lookup.
-        """
-        validate_id(imageid)
-        parsed = self.parse_size(size)
-        doc = None if parsed.kind == CROP else self.catalog.get(imageid)
-        return self._tag_dimensions(doc, parsed)
+    # -- rendering (render.py) -----------------------------------------------
 
     def scaled_imagedata(self, imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
         return self.variant(imageid, self.parse_size(size), ext).read_bytes()
 
-    # -- URLs ----------------------------------------------------------------
-
-    def url_for(
-        self,
-        imageid: str,
-        size: Size,
-        ext: str = "jpeg",
-        title: str = "",
-        base_url: str | None = None,
-    ) -> str:
-        """Signed automatically when a secret is configured.
-
-        ``base_url`` replaces the configured server URL, e.g. ``..`` for URLs
-        relative to a page one level below the image root (the browse page).
-        """
-        secret = self.config.secret
-        signature = sign(secret, size.name, imageid) if secret else ""
-        path = image_path(imageid, size.name, ext, title, signature)
-        return join_url(base_url or self.config.server_url, path)
-
-    def imageurl(self, imageid: str, size: str = "o") -> str:
-        validate_id(imageid)
-        return self.url_for(imageid, self.parse_size(size))
-
-    def canonical_size(self, size: str) -> Size:
-        """Presets resolve to their box, so ``square`` and ``75x75!`` share a cache file."""
-        return parse_size(self.parse_size(size).spec, self.config.presets)
-
-    def scaled_imageurl(
-        self, imageid: str, size: str = "150x150", ext: str = "jpeg", *, base_url: str | None = None
-    ) -> str:
-        validate_id(imageid)
-        canonical = self.canonical_size(size)
-        check_variant(canonical, ext)
-        title = newest_title(self.catalog.get(imageid))
-        return self.url_for(imageid, canonical, ext, title, base_url)
-
-    def scaled_tag(
-        self,
-        imageid: str,
-        size: str = "square",
-        *args: str,
-        formats: Sequence[str] = (),
-        srcset: bool = False,
-        base_url: str | None = None,
-        doc: Doc | None = None,
-        **attrs: str,
-    ) -> str:
-        """An ``<img>`` with width, height and alt, every value HTML-escaped.
-
-        ``srcset=True`` adds a high-density candidate: the box doubled, capped
-        at what the original can give (so ``1.5x`` for a photo only 1.5 times
-        the box, and none for one smaller than the box). ``formats`` (e.g.
-        ``("avif", "webp")``, best first) wraps the ``<img>`` in a ``<picture>``
-        with one ``<source>`` per format; the ``<img>`` stays JPEG, which every
-        browser decodes. One catalog read, whatever the options, or none when
-        the caller already holds the image's ``doc``.
-        """
-        validate_id(imageid)
-        if doc is None:
-            doc = self.catalog.get(imageid)
-        title = newest_title(doc)
-        one_x = self.canonical_size(size)
-        width, height = self._tag_dimensions(doc, one_x)
-        sizes = [(one_x, 1.0)]
-        if srcset and width and height:
-            two_x = self._high_density(doc, one_x)
-            if two_x is not None:
-                sizes.append((two_x, self._tag_dimensions(doc, two_x)[0] / width))
-
-        def candidates(ext: str) -> list[tuple[str, float]]:
-            check_variant(one_x, ext)
-            return [
-                (self.url_for(imageid, variant, ext, title, base_url), density)
-                for variant, density in sizes
-                if variant is one_x or _fits(variant, ext)
-            ]
-
-        attrs.setdefault("alt", " ".join(filter(None, [title, self.config.alt_addition])))
-        img = img_tag(candidates("jpeg"), width, height, args, attrs)
-        sources = [
-            (output_format(ext).content_type, candidates(ext))
-            for ext in formats
-            if ext != "jpeg" and ext not in UNAVAILABLE  # a Pillow without AVIF offers none
-        ]
-        return picture_tag(sources, img) if formats else img
-
-    def _tag_dimensions(self, doc: Doc | None, size: Size) -> tuple[int | None, int | None]:
-        if size.kind == CROP:
-            return size.width, size.height
-        source = _source_dimensions(doc)
-        return _geometry_dimensions(*source, size) if source else (None, None)
-
-    def _high_density(self, doc: Doc | None, size: Size) -> Size | None:
-        """The 2x size, if the original has the pixels and the configuration allows it."""
-        source = _source_dimensions(doc)
-        if source is None:
-            return None
-        bigger = high_density_size(*source, size, self.config.max_dimension)
-        if bigger is None:
-            return None
-        try:
-            return self.parse_size(bigger.name)  # honours HUIMAGES_ALLOWED_SIZES
-        except HuImagesError:
-            return None
-
-    # -- browsing ------------------------------------------------------------
-
-    def get_random_imageid(self) -> str | None:
-        return self.catalog.random_id()
-
-    def get_next_imageid(self, imageid: str) -> str | None:
-        return self.catalog.next_id(validate_id(imageid))
-
-    def get_previous_imageid(self, imageid: str) -> str | None:
-        return self.catalog.previous_id(validate_id(imageid))
-
-    # -- rendering -----------------------------------------------------------
-
     def variant(self, imageid: str, size: Size, ext: str = "jpeg") -> Path:
-        """The cached file for one variant, generated once if missing."""
-        check_variant(size, ext)
-        path = self.cache.path(size.name, validate_id(imageid), ext)
-        if self.cache.finished(path) is not None:
-            return path
-        doc = self.catalog.get(imageid)
-        if not is_live(doc):
-            raise ImageNotFound(f"no image {imageid}")
-        try:
-            self.cache.produce(path, lambda out: self._write_variant(imageid, size, ext, out, doc))
-        except OSError as exc:  # a full or failing cache disk: the image is fine
-            raise WriteFailed(f"cannot write {size.name}/{imageid}.{ext}: {exc}") from exc
-        return path
+        """The path of one variant's cached file, made once if missing (render.py)."""
+        return Path(self.renderer.variant(imageid, size, ext).path)
 
-    def _write_variant(
-        self, imageid: str, size: Size, ext: str, out: io.BufferedWriter, doc: Doc | None = None
-    ) -> None:
-        """Only an original that does not decode is marked broken: a failure to
-        write ``out`` (WriteFailed from the engine, an OSError from the copy of
-        ``o``, which ``variant`` turns into WriteFailed) passes through."""
-        if doc is not None and self._write_from_preview(imageid, size, ext, out, doc):
-            return
-        with self.blobs.open(imageid) as handle:
-            source = GuardedReader(handle, f"the original of {imageid}")
-            try:
-                if size.is_original:
-                    data = source.read()
-                    self.engine.check_stored(data)
-                    out.write(data)
-                else:
-                    self.engine.render(source, size, out, ext)
-            except (InvalidImage, ImageTooLarge) as exc:
-                self.mark_broken(imageid, str(exc))
-                raise ImageNotFound(f"image {imageid} cannot be decoded") from exc
+    # -- operations ----------------------------------------------------------
 
-    def _write_from_preview(
-        self, imageid: str, size: Size, ext: str, out: io.BufferedWriter, doc: Doc
-    ) -> bool:
-        """Render from the smallest preview with enough pixels; False to use the original.
+    def check(self) -> dict[str, dict[str, Any]]:
+        """Probe each part this node needs (blob store, catalog, cache) and time it.
 
-        Dimensions come from the original's size in the document, never from
-        the preview's. A preview that is missing or does not decode is only a
-        lost shortcut: it is logged, and the original is used.
+        Never raises: a failing probe is ``{"ok": False, "error": ...}``.
         """
-        source = _source_dimensions(doc)
-        chosen = choose_preview(recorded_previews(doc), *source, size) if source else None
-        if chosen is None:
-            return False
-        name = chosen[0]
-        try:
-            with self.blobs.open_derived(imageid, name) as preview:
-                self.engine.render(preview, size, out, ext, original_size=source)
-            return True
-        except (BlobNotFound, InvalidImage, ImageTooLarge) as exc:
-            log.warning("preview %s of %s not usable, rendering from the original: %s",
-                        name, imageid, exc)
-            out.seek(0)
-            out.truncate()
-            return False
+        root = self.cache.root
+        return {
+            "blobs": _probe(self.blobs.check, self.blobs.describe()),
+            "catalog": _probe(self.catalog.check, self.catalog.describe()),
+            "cache": _probe(lambda: check_writable(root), str(root)),
+        }
 
-    def mark_broken(self, imageid: str, reason: str) -> None:
-        """Like the original: a broken original is flagged deleted, then answered 404."""
-        log.error("marking image %s broken: %s", imageid, reason)
-
-        def change(doc: Doc) -> None:
-            doc.update(deleted=True, broken=reason[:200], mtime=timestamp())
-
-        self.catalog.update(imageid, change)
+    def migrate(
+        self, imageids: Iterable[str], on_step: Callable[[str, str], None] = lambda i, o: None
+    ) -> Counter[str]:
+        """Move legacy CouchDB attachment originals to the blob store (``huimages migrate``)."""
+        if not isinstance(self.blobs, MigratingBlobStore):
+            raise NotConfigured("migrate needs HUIMAGESCOUCHSERVER (the legacy attachments)")
+        return migrate_all(imageids, self.blobs, on_step)
 
 
-MADE = "made"
-ALREADY_THERE = "already there"
-NOT_NEEDED = "not needed"
-NOT_SUPPORTED = "not supported"
-PREVIEW_OUTCOMES = (MADE, ALREADY_THERE, NOT_NEEDED, NOT_SUPPORTED, FAILED)
+class NotConfigured(HuImagesError):
+    """The operation needs a backend this configuration does not have."""
+
+    status = 400
 
 
-def backfill_previews(
-    store: ImageStore,
-    imageids: Iterable[str],
-    on_step: Callable[[str, str], None] = lambda imageid, outcome: None,
-) -> Counter[str]:
-    """``ensure_previews`` for many images; safe to interrupt and run again."""
-    return tally(imageids, store.ensure_previews, on_step, "making previews of")
-
-
-def _record_previews(doc: Doc, previews: Mapping[str, list[int]]) -> None:
-    """Merge into the document's ``previews`` (a concurrent writer's entries stay)."""
-    if previews:
-        recorded = doc.get("previews")
-        doc["previews"] = {**(recorded if isinstance(recorded, dict) else {}), **previews}
-
-
-def _source_dimensions(doc: Doc | None) -> tuple[int, int] | None:
-    """The original's upright size as the catalog knows it; None if unknown or deleted."""
-    size = recorded_size(doc)
-    return size if is_live(doc) and size != (0, 0) else None
-
-
-def _fits(size: Size, ext: str) -> bool:
-    """Whether ``ext`` is offered at ``size`` (PNG stops at small boxes)."""
+def _probe(probe: Callable[[], object], backend: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    result: dict[str, Any] = {"backend": backend}
     try:
-        check_variant(size, ext)
-    except HuImagesError:
-        return False
-    return True
+        probe()
+    except Exception as exc:  # any failure is an answer here, never a 500
+        result.update(ok=False, error=str(exc)[:500] or type(exc).__name__)
+    else:
+        result["ok"] = True
+    result["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return result

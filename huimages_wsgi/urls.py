@@ -1,12 +1,73 @@
-"""Building image URLs, a pure function of configuration and metadata."""
+"""Image URLs: building them from an ID and a size, and parsing a request's path back.
+
+``/<size>/<ID>.<ext>`` is the canonical form and ``/<size>/<ID>/<name>.<ext>``
+the SEO form; both are pure functions of configuration and metadata here.
+"""
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from urllib.parse import quote, unquote_to_bytes
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote_to_bytes
+
+from .errors import InvalidPath
+from .formats import CONTENT_TYPES
+from .ids import validate_id
 
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
+_SEO_NAME_RE = re.compile(r"[^\x00-\x20\x7f/\\]{1,200}")
+
+
+class ImageRequest:
+    """A parsed image URL: which variant (size text, not yet checked) of which image, in
+    which format."""
+
+    __slots__ = ("imageid", "size_text", "ext")
+
+    def __init__(self, imageid: str, size_text: str, ext: str) -> None:
+        self.imageid, self.size_text, self.ext = imageid, size_text, ext
+
+    @classmethod
+    def parse(cls, path: str) -> ImageRequest:
+        """``/<size>/<ID>.<ext>`` or ``/<size>/<ID>/<name>.<ext>``; InvalidPath (404) or
+        InvalidImageId (400) otherwise."""
+        parts = path.split("/")
+        if len(parts) not in (3, 4) or parts[0] != "":
+            raise InvalidPath("not an image URL: use /<size>/<ID>.jpeg")
+        stem, dot, ext = parts[-1].rpartition(".")
+        if not dot or ext not in CONTENT_TYPES:
+            raise InvalidPath(f"unsupported extension: use one of {sorted(CONTENT_TYPES)}")
+        if len(parts) == 3:
+            imageid = stem
+        else:
+            imageid = parts[2]
+            if not _SEO_NAME_RE.fullmatch(stem):
+                raise InvalidPath("invalid name after the image ID")
+        validate_id(imageid)
+        return cls(imageid, parts[1], ext)
+
+
+def request_path(environ: dict[str, Any]) -> str:
+    """The request path below SCRIPT_NAME, robust to FastCGI fronts.
+
+    Some fronts (Apache's mod_proxy_fcgi, lighttpd's 404 handler) leave
+    PATH_INFO empty and put the whole path into SCRIPT_NAME; REQUEST_URI
+    always carries what the client asked for.
+    """
+    path = environ.get("PATH_INFO", "")
+    if path:
+        return path
+    uri = environ.get("REQUEST_URI", "")
+    if not uri:
+        return environ.get("SCRIPT_NAME", "")
+    return split_request_uri(uri, environ.get("SCRIPT_NAME", ""))[1]
+
+
+def query_param(environ: dict[str, Any], name: str) -> str | None:
+    """One query parameter, tolerant of bytes that are not UTF-8 (WebOb raises on them)."""
+    values = parse_qs(environ.get("QUERY_STRING", ""), errors="replace").get(name)
+    return values[0] if values else None
 
 
 def slugify(title: str, max_length: int = 80) -> str:

@@ -157,3 +157,9 @@ def recorded_size(doc: Doc | None) -> tuple[int, int]:
     except (TypeError, ValueError):
         return 0, 0
     return (width, height) if width > 0 and height > 0 else (0, 0)
+
+
+def source_dimensions(doc: Doc | None) -> tuple[int, int] | None:
+    """The original's upright size as the catalog knows it; None if unknown or deleted."""
+    size = recorded_size(doc)
+    return size if is_live(doc) and size != (0, 0) else None

@@ -19,10 +19,11 @@ from huimages_wsgi import (
     ImageStore,
     ImageTooLarge,
     InvalidImage,
-    client,
 )
+from huimages_wsgi import functions as client
+from huimages_wsgi.functions import open_store
+from huimages_wsgi.httpstore import HttpImageStore, NotAvailableRemotely, RemoteError
 from huimages_wsgi.ids import compute_id
-from huimages_wsgi.remote import HttpImageStore, NotAvailableRemotely, RemoteError, open_store
 
 from .. import imagefactory as f
 from ..conftest import BIN, LiveServer

@@ -4,7 +4,6 @@ import datetime
 import errno
 import io
 from collections.abc import Callable
-from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 import pytest
@@ -12,7 +11,8 @@ from PIL import Image
 from webob import Request
 
 import huimages_wsgi as huimages
-from huimages_wsgi import Config, ImageMiddleware, ImageStore, client
+from huimages_wsgi import Config, ImageMiddleware, ImageStore
+from huimages_wsgi import functions as client
 from huimages_wsgi.cache import Cache
 from huimages_wsgi.errors import (
     BackendUnavailable,
@@ -233,7 +233,9 @@ def test_deleting_an_id_the_catalog_never_had_touches_nothing(tmp_path):
 class FullDiskCache(Cache):
     """A cache on a full disk: every variant write, or its flush at close, fails with ENOSPC."""
 
-    def produce(self, path: Path, write: Callable[[BinaryIO], object]) -> NoReturn:
+    def produce(
+        self, size_name: str, imageid: str, ext: str, write: Callable[[BinaryIO], object]
+    ) -> NoReturn:
         with io.BufferedWriter(f.FullDisk()) as handle:
             write(handle)
         raise AssertionError("a full disk took the variant")
@@ -384,8 +386,8 @@ def test_a_failing_read_of_the_original_is_503_and_never_marks_it_broken(tmp_pat
 
 def test_a_failing_read_during_a_previews_run_is_counted_not_fatal(tmp_path):
     """``huimages previews --all`` goes on past an original the disk cannot read."""
+    from huimages_wsgi.backfill import MADE, backfill_previews
     from huimages_wsgi.batch import FAILED
-    from huimages_wsgi.store import MADE, backfill_previews
 
     store = ImageStore(Config(data_dir=tmp_path / "data"))
     unreadable, fine = (store.save_image(f.photo_jpeg(1600, 1200, seed=s)) for s in (3, 4))

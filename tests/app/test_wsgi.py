@@ -12,7 +12,7 @@ from webob import Request
 from huimages_wsgi import Config, ImageMiddleware, ImageStore, make_app
 from huimages_wsgi.errors import InvalidImage
 from huimages_wsgi.storage import is_live
-from huimages_wsgi.wsgi import request_path
+from huimages_wsgi.urls import request_path
 
 from .. import imagefactory as f
 from ..backends import read_original
@@ -305,7 +305,6 @@ def test_a_generation_held_too_long_elsewhere_is_503_with_retry_after(tmp_path):
     config = Config(data_dir=tmp_path / "data", lock_timeout=0.2)
     app = make_app(config)
     imageid = app.store.save_image(f.photo_jpeg(300, 200))
-    path = app.store.cache.path("100x100", imageid)
     holding, release = threading.Event(), threading.Event()
 
     def slow_writer(out):
@@ -313,7 +312,9 @@ def test_a_generation_held_too_long_elsewhere_is_503_with_retry_after(tmp_path):
         release.wait(10)
         out.write(b"not served")
 
-    holder = threading.Thread(target=app.store.cache.produce, args=(path, slow_writer))
+    holder = threading.Thread(
+        target=app.store.cache.produce, args=("100x100", imageid, "jpeg", slow_writer)
+    )
     holder.start()
     try:
         assert holding.wait(10)

@@ -22,9 +22,10 @@ def test_layout_mirrors_the_url(tmp_path):
 def test_produce_writes_atomically_and_once(tmp_path):
     cache = Cache(tmp_path)
     path = cache.path("o", IMAGE)
-    stat = cache.produce(path, lambda out: out.write(b"abc"))
-    assert path.read_bytes() == b"abc" and stat.st_size == 3
-    cache.produce(path, lambda out: pytest.fail("must not regenerate an existing file"))
+    made = cache.produce("o", IMAGE, "jpeg", lambda out: out.write(b"abc"))
+    assert path.read_bytes() == b"abc" and made.stat.st_size == 3
+    assert made.path == str(path) and made.relative == f"o/{IMAGE}.jpeg"
+    cache.produce("o", IMAGE, "jpeg", lambda out: pytest.fail("must not make it again"))
     assert leftovers(tmp_path) == []
 
 
@@ -37,7 +38,7 @@ def test_failed_generation_leaves_nothing_behind(tmp_path):
         raise ValueError("decoder exploded")
 
     with pytest.raises(ValueError):
-        cache.produce(path, fail)
+        cache.produce("10x10", IMAGE, "jpeg", fail)
     assert not path.exists() and leftovers(tmp_path) == []
 
 
@@ -51,7 +52,8 @@ def test_concurrent_requests_generate_once(tmp_path):
         time.sleep(0.3)
         out.write(b"done")
 
-    threads = [threading.Thread(target=cache.produce, args=(path, slow)) for _ in range(8)]
+    key = ("10x10", IMAGE, "jpeg")
+    threads = [threading.Thread(target=cache.produce, args=(*key, slow)) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -70,11 +72,11 @@ def test_waiting_is_bounded(tmp_path):
         time.sleep(1.0)
         out.write(b"x")
 
-    thread = threading.Thread(target=holder.produce, args=(path, hold))
+    thread = threading.Thread(target=holder.produce, args=("10x10", IMAGE, "jpeg", hold))
     thread.start()
     started.wait()
     with pytest.raises(GenerationBusy):
-        waiter.produce(path, lambda out: out.write(b"y"))
+        waiter.produce("10x10", IMAGE, "jpeg", lambda out: out.write(b"y"))
     thread.join()
     assert path.read_bytes() == b"x"
 
@@ -83,7 +85,7 @@ def test_purge_removes_every_variant_of_one_image(tmp_path):
     cache = Cache(tmp_path)
     other = compute_id(b"other")
     for size in ("o", "10x10", "75x75!"):
-        cache.produce(cache.path(size, IMAGE), lambda out: out.write(b"1"))
-    cache.produce(cache.path("o", other), lambda out: out.write(b"2"))
+        cache.produce(size, IMAGE, "jpeg", lambda out: out.write(b"1"))
+    cache.produce("o", other, "jpeg", lambda out: out.write(b"2"))
     assert cache.purge(IMAGE) == 3
     assert not list(tmp_path.rglob(f"{IMAGE}*")) and cache.path("o", other).exists()

@@ -16,8 +16,9 @@ def filled(tmp_path):
     cache = Cache(tmp_path / "cache")
     paths = []
     for i in range(10):
-        path = cache.path("10x10" if i % 2 else "o", compute_id(bytes([i])))
-        cache.produce(path, lambda out: out.write(b"x" * 1000))
+        size, imageid = "10x10" if i % 2 else "o", compute_id(bytes([i]))
+        path = cache.path(size, imageid)
+        cache.produce(size, imageid, "jpeg", lambda out: out.write(b"x" * 1000))
         used = NOW - i * 3600
         os.utime(path, (used, used))
         paths.append(path)

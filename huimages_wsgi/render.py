@@ -1,0 +1,108 @@
+"""Making a missing variant: ``Renderer.variant`` puts it into the cache, once.
+
+The miss path, end to end: check that the size and format go together, read
+the catalog document, then inside the cache's single-flight lock render from
+the smallest upload-time preview that has enough pixels (previews.py), or
+from the original, with the engine (engine.py). ``o`` is the original's
+bytes, checked to still be an image.
+
+Only an original that does not decode is evidence against the image: it is
+marked broken in the catalog. A preview that fails is a lost shortcut (the
+original is used), and a failure to write the cache is the server's fault
+(``WriteFailed``, a 503): neither ever marks the image.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import BinaryIO
+
+from .cache import Cache, CachedFile
+from .engine import ImageEngine
+from .errors import ImageNotFound, ImageTooLarge, InvalidImage, WriteFailed
+from .formats import check_variant
+from .ids import validate_id
+from .previews import choose_preview, recorded_previews
+from .sizes import Size
+from .storage import BlobNotFound, BlobStore, Catalog, Doc, is_live, timestamp
+from .storage.base import GuardedReader, source_dimensions
+
+log = logging.getLogger("huimages_wsgi")
+
+
+class Renderer:
+    """Renders variants of one store's images into its cache."""
+
+    def __init__(self, catalog: Catalog, blobs: BlobStore, engine: ImageEngine, cache: Cache):
+        self.catalog, self.blobs, self.engine, self.cache = catalog, blobs, engine, cache
+
+    def variant(self, imageid: str, size: Size, ext: str = "jpeg") -> CachedFile:
+        """The cached file for one variant, generated once if missing."""
+        check_variant(size, ext)
+        cached = self.cache.lookup(size.name, validate_id(imageid), ext)
+        if cached is not None:
+            return cached
+        doc = self.catalog.get(imageid)
+        if not is_live(doc):
+            raise ImageNotFound(f"no image {imageid}")
+        try:
+            return self.cache.produce(
+                size.name, imageid, ext, lambda out: self.write(imageid, size, ext, out, doc)
+            )
+        except OSError as exc:  # a full or failing cache disk: the image is fine
+            raise WriteFailed(f"cannot write {size.name}/{imageid}.{ext}: {exc}") from exc
+
+    def write(
+        self, imageid: str, size: Size, ext: str, out: BinaryIO, doc: Doc | None = None
+    ) -> None:
+        """Only an original that does not decode is marked broken: a failure to
+        write ``out`` (WriteFailed from the engine, an OSError from the copy of
+        ``o``, which ``variant`` turns into WriteFailed) passes through."""
+        if doc is not None and self.write_from_preview(imageid, size, ext, out, doc):
+            return
+        with self.blobs.open(imageid) as handle:
+            source = GuardedReader(handle, f"the original of {imageid}")
+            try:
+                if size.is_original:
+                    data = source.read()
+                    self.engine.check_stored(data)
+                    out.write(data)
+                else:
+                    self.engine.render(source, size, out, ext)
+            except (InvalidImage, ImageTooLarge) as exc:
+                self.mark_broken(imageid, str(exc))
+                raise ImageNotFound(f"image {imageid} cannot be decoded") from exc
+
+    def write_from_preview(
+        self, imageid: str, size: Size, ext: str, out: BinaryIO, doc: Doc
+    ) -> bool:
+        """Render from the smallest preview with enough pixels; False to use the original.
+
+        Dimensions come from the original's size in the document, never from
+        the preview's. A preview that is missing or does not decode is only a
+        lost shortcut: it is logged, and the original is used.
+        """
+        source = source_dimensions(doc)
+        chosen = choose_preview(recorded_previews(doc), *source, size) if source else None
+        if chosen is None:
+            return False
+        name = chosen[0]
+        try:
+            with self.blobs.open_derived(imageid, name) as preview:
+                self.engine.render(preview, size, out, ext, original_size=source)
+            return True
+        except (BlobNotFound, InvalidImage, ImageTooLarge) as exc:
+            log.warning("preview %s of %s not usable, rendering from the original: %s",
+                        name, imageid, exc)
+            out.seek(0)
+            out.truncate()
+            return False
+
+    def mark_broken(self, imageid: str, reason: str) -> None:
+        """Like the original: a broken original is flagged deleted, then answered 404."""
+        log.error("marking image %s broken: %s", imageid, reason)
+
+        def change(doc: Doc) -> None:
+            doc.update(deleted=True, broken=reason[:200], mtime=timestamp())
+
+        self.catalog.update(imageid, change)
