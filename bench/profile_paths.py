@@ -5,7 +5,7 @@ Usage (repository root)::
 
     .venv/bin/python bench/profile_paths.py [--photo PATH] [--quick]
 
-1. cold phases, in-process, per size: open, EXIF orientation, draft decode,
+1. cold phases, in-process, per size: open, geometry, draft decode,
    resize, transpose, colour conversion, JPEG encode, file write, plus the
    whole ``ImageStore.variant`` (catalog lookup, lock, temp file, rename);
    and the top functions under cProfile;
@@ -43,12 +43,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import bench.run as run  # noqa: E402
-from huimages_wsgi import engine as engine_mod  # noqa: E402
+from huimages_wsgi.app import make_app  # noqa: E402
 from huimages_wsgi.config import Config  # noqa: E402
+from huimages_wsgi.engine import ImageEngine  # noqa: E402
 from huimages_wsgi.geometry import scaled_geometry  # noqa: E402
 from huimages_wsgi.sizes import parse_size  # noqa: E402
 from huimages_wsgi.store import ImageStore  # noqa: E402
-from huimages_wsgi.wsgi import make_app  # noqa: E402
 
 SIZES = run.SIZES
 
@@ -61,58 +61,29 @@ def median_ms(times: list[float]) -> float:
 
 
 def phases(engine: Any, data: bytes, size_text: str, tmpdir: Path) -> dict[str, float]:
-    """engine.render, step by step, in the same order (timings in seconds)."""
+    """engine.render, step by step, through its ``phase`` hook (timings in seconds)."""
     size = parse_size(size_text)
     c = time.perf_counter
+    marks: list[tuple[str, float]] = []
     t0 = c()
-    img = engine._open(io.BytesIO(data))
-    t1 = c()
-    orientation = engine_mod._orientation(img)
-    upright_w, upright_h = engine_mod._upright_size(img, orientation)
-    geometry = scaled_geometry(upright_w, upright_h, size)
-    t2 = c()
-    reduction = engine._draft(img, orientation, geometry.box, geometry.width, geometry.height)
-    img.load()
-    t3 = c()
-    profile = img.info.get("icc_profile")
-    left, top, right, bottom = engine_mod._stored_box(
-        geometry.box, orientation, upright_w, upright_h
-    )
-    box = (left / reduction, top / reduction, right / reduction, bottom / reduction)
-    out_size = (geometry.width, geometry.height)
-    if orientation >= 5:
-        out_size = (geometry.height, geometry.width)
-    img = img.resize(out_size, engine.resample, box=box, reducing_gap=engine.reducing_gap)
-    t4 = c()
-    if orientation != 1:
-        img = img.transpose(engine_mod._TRANSPOSE[orientation])
-    t5 = c()
-    img = engine_mod._to_srgb(img, profile)
-    t6 = c()
     out = io.BytesIO()
-    img.save(out, "JPEG", quality=engine.quality)
-    t7 = c()
+    engine.render(io.BytesIO(data), size, out, phase=lambda name: marks.append((name, c())))
     fd, tmp = tempfile.mkstemp(dir=tmpdir, suffix=".tmp")
     with os.fdopen(fd, "wb") as handle:
         handle.write(out.getvalue())
     os.chmod(tmp, 0o644)
     os.replace(tmp, tmpdir / "out.jpeg")
-    t8 = c()
-    return {
-        "open": t1 - t0,
-        "exif+geometry": t2 - t1,
-        "draft decode": t3 - t2,
-        "resize": t4 - t3,
-        "transpose": t5 - t4,
-        "to_srgb": t6 - t5,
-        "encode": t7 - t6,
-        "file write": t8 - t7,
-        "total": t8 - t0,
-    }
+    marks.append(("file write", c()))
+    timings, before = {}, t0
+    for name, when in marks:
+        timings[name] = when - before
+        before = when
+    timings["total"] = before - t0
+    return timings
 
 
 def cold_phases(data: bytes, iterations: dict[str, int], tmpdir: Path) -> dict[str, Any]:
-    engine = engine_mod.ImageEngine()
+    engine = ImageEngine()
     result = {}
     for size in SIZES:
         phases(engine, data, size, tmpdir)  # warm-up
@@ -145,7 +116,7 @@ def store_variant(photo: bytes, count: int, tmpdir: Path) -> dict[str, Any]:
 
 
 def cprofile_top(data: bytes, count: int, top: int = 7) -> dict[str, list[str]]:
-    engine = engine_mod.ImageEngine()
+    engine = ImageEngine()
     result = {}
     for size_text in SIZES:
         size = parse_size(size_text)
@@ -202,7 +173,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def engine_experiments(data: bytes, rounds: int, per_round: dict[str, int]) -> dict[str, Any]:
-    engines = {name: engine_mod.ImageEngine(**kw) for name, kw in VARIANTS.items()}
+    engines = {name: ImageEngine(**kw) for name, kw in VARIANTS.items()}
     result: dict[str, Any] = {}
     for size_text in SIZES:
         size = parse_size(size_text)
@@ -328,6 +299,7 @@ def main() -> int:
         run.Server.stop_all()
         shutil.rmtree(work, ignore_errors=True)
     out = run.RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print_summary(report)
     print(f"\nwritten to {out.relative_to(ROOT)}")
