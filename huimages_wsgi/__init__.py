@@ -4,11 +4,16 @@
 API, backed by a default ``ImageStore`` configured from the environment on
 first use. Applications that need explicit configuration (or two stores)
 create ``ImageStore(Config(...))`` themselves.
+
+``make_app`` (the standalone server, with the API, browse pages and metrics)
+is imported on first use, so an application that mounts ``ImageMiddleware``
+loads none of those.
 """
 
 from __future__ import annotations
 
-from .app import make_app
+from typing import Any
+
 from .config import Config
 from .errors import (
     BackendUnavailable,
@@ -41,6 +46,15 @@ from .middleware import ImageMiddleware
 from .store import ImageStore
 
 __version__ = "1.0.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "make_app":
+        from .app import make_app
+
+        return make_app
+    raise AttributeError(f"module 'huimages_wsgi' has no attribute {name!r}")
+
 
 __all__ = [
     "BackendUnavailable",

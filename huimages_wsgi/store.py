@@ -37,7 +37,6 @@ from .storage import (
     timestamp,
 )
 from .storage.disk import check_writable
-from .storage.migrating import MigratingBlobStore, migrate_all
 
 
 def _merge(
@@ -334,6 +333,8 @@ class ImageStore(BaseImageStore):
         self, imageids: Iterable[str], on_step: Callable[[str, str], None] = lambda i, o: None
     ) -> Counter[str]:
         """Move legacy CouchDB attachment originals to the blob store (``huimages migrate``)."""
+        from .storage.migrating import MigratingBlobStore, migrate_all  # only with CouchDB
+
         if not isinstance(self.blobs, MigratingBlobStore):
             raise NotConfigured("migrate needs HUIMAGESCOUCHSERVER (the legacy attachments)")
         return migrate_all(imageids, self.blobs, on_step)

@@ -302,3 +302,17 @@ def test_gunicorn_app_factory(mounted_config, imageid):
     requests = [(e["status"], e["path"]) for e in lines if e.get("logger") == ACCESS_LOGGER]
     assert (200, f"/200x200/{imageid}/red-bike.jpeg") in requests, log.read_text()
     assert (400, f"/12xx/{imageid}.jpeg") in requests, log.read_text()
+
+
+def test_the_middleware_alone_loads_no_api_browse_or_metrics():
+    """Mounting images in a host app pulls in images only; make_app still imports lazily."""
+    code = (
+        "import sys\n"
+        "from huimages_wsgi import ImageMiddleware, save_image\n"
+        "fronts = ('api', 'browse', 'metrics', 'health', 'app', 'uploads')\n"
+        "loaded = [f for f in fronts if 'huimages_wsgi.' + f in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "from huimages_wsgi import make_app\n"
+        "assert 'huimages_wsgi.api' in sys.modules and callable(make_app)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
