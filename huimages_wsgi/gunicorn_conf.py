@@ -19,17 +19,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .admission import cpu_count
+
 #: threads per worker process: enough for slow readers (each holds one while it reads)
 DEFAULT_THREADS = 64
 WORKER_CLASS = "huimages_wsgi.worker.GuardedThreadWorker"
-
-
-def cpu_count() -> int:
-    """Cores this process may run on (the affinity mask, as a container sees it)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def default_workers() -> int:

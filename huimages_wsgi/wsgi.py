@@ -25,6 +25,7 @@ from wsgiref.handlers import format_date_time
 from webob import Request, Response
 from webob.etag import ETagMatcher
 
+from .admission import RenderSlots
 from .api import ApiApp
 from .browse import BrowseApp
 from .cache import is_plain_dir
@@ -195,6 +196,9 @@ class ImageMiddleware:
         self._cache_dir = str(self.cache_root)
         self._xaccel_prefix = config.xaccel_prefix.rstrip("/")
         self._size_names: dict[str, str] = {}  # URL size text -> cache directory name
+        observer = self.admission.observer if hasattr(self, "admission") else None
+        self.admission = RenderSlots.from_config(config)  # renders at once per node
+        self.admission.observer = observer
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = request_path(environ)
@@ -317,7 +321,9 @@ class ImageMiddleware:
         signature = query_param(request.environ, "sig")
         if secret and not verify(secret, size.name, wanted.imageid, signature):
             raise SignatureError("missing or invalid signature for a variant not yet cached")
-        path = self.store.variant(wanted.imageid, size, wanted.ext)
+        # admission control (admission.py): a render slot, or a 503 after HUIMAGES_RENDER_WAIT
+        with self.admission.slot():
+            path = self.store.variant(wanted.imageid, size, wanted.ext)
         stat = self.store.cache.finished(path)
         try:
             if stat is not None:
@@ -429,7 +435,9 @@ def make_app(config: Config | None = None) -> WSGIApp:
         "_metrics": MetricsApp(metrics) if metrics else None,
         "_browse": BrowseApp(store) if config.browse else None,
     }
-    app: WSGIApp = Mount(ImageMiddleware(_not_found_app, prefix="", store=store), routes)
+    images = ImageMiddleware(_not_found_app, prefix="", store=store)
+    images.admission.observer = metrics.admission if metrics else None  # queue, waits, 503s
+    app: WSGIApp = Mount(images, routes)
     if metrics or config.access_log:
         app = Instrumented(app, metrics, log_requests=config.access_log)
     return app
