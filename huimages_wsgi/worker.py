@@ -58,8 +58,9 @@ class ClientSocket(socket.socket):
     gunicorn switches connections between non-blocking (in the selector) and
     blocking (in a thread) with ``setblocking``; here blocking means blocking
     for at most ``io_timeout`` seconds per operation, and reads also stop at
-    ``read_deadline`` (a ``time.monotonic()`` value, or None). A timeout
-    raises ``ConnectionResetError``: to gunicorn the client went away.
+    ``read_deadline`` (a ``time.monotonic()`` value, or None). A read that
+    times out ends the stream; a write that times out raises
+    ``ConnectionResetError``: to gunicorn, either way, the client went away.
     """
 
     io_timeout: float = IO_TIMEOUT
@@ -77,22 +78,25 @@ class ClientSocket(socket.socket):
         else:
             super().setblocking(False)
 
-    def _bounded_read(self, method: Any, *args: Any) -> Any:
+    def _bounded_read(self, empty: bytes | int, method: Any, *args: Any) -> Any:
+        """A read that times out looks like the end of the stream, exactly as if the
+        client had closed: a short body is then the app's 400, a short head the
+        parser's quiet end of the connection; nothing is logged as an error."""
         if self.read_deadline is not None and self.gettimeout():  # a thread's blocking read
             left = self.read_deadline - time.monotonic()
             if left <= 0:
-                raise _too_slow("did not send its request in time")
+                return empty
             self.settimeout(min(self.io_timeout, left))
         try:
             return method(*args)
         except TimeoutError:
-            raise _too_slow("stalled while sending") from None
+            return empty
 
     def recv(self, *args: Any) -> bytes:
-        return self._bounded_read(super().recv, *args)
+        return self._bounded_read(b"", super().recv, *args)
 
     def recv_into(self, *args: Any) -> int:
-        return self._bounded_read(super().recv_into, *args)
+        return self._bounded_read(0, super().recv_into, *args)
 
     def send(self, *args: Any) -> int:
         try:
@@ -120,9 +124,9 @@ def _too_slow(what: str) -> ConnectionResetError:
 class GuardedThreadWorker(ThreadWorker):
     """gthread, with request heads read by the event loop and bounded socket time.
 
-    Timeouts come from the gunicorn settings: ``keepalive`` for idle
-    kept-alive connections (gunicorn's own), and, from the environment
-    through :mod:`huimages_wsgi.gunicorn_conf`, the class attributes below.
+    ``keepalive`` (a gunicorn setting) bounds idle kept-alive connections as
+    in gthread; the class attributes below bound the rest (a subclass named
+    as ``worker_class`` may change them).
     """
 
     header_timeout = HEADER_TIMEOUT
