@@ -5,7 +5,7 @@ at once only makes all of them slow (and cache hits with them). So a miss
 must first take one of ``HUIMAGES_RENDER_SLOTS`` render slots (default: the
 number of cores); one that cannot get a slot within ``HUIMAGES_RENDER_WAIT``
 seconds is answered with 503 and ``Retry-After`` (:class:`RenderBusy`), and so
-is one that finds ``4 x slots`` misses of its process already waiting (a wait
+is one that finds ``max(16, 4 x slots)`` misses of its process already waiting (a wait
 holds a server thread, and threads must stay free for cache hits). That tells
 a load balancer or CDN early that this node is full. Cache hits, 304s and
 every other endpoint never take a slot.
@@ -39,8 +39,10 @@ log = logging.getLogger("huimages_wsgi")
 
 #: seconds between two looks at the slot files while slots are held by other processes
 POLL_INTERVAL = 0.005
-#: misses one process lets wait for a slot, per slot; more are refused at once
+#: misses one process lets wait for a slot: 4 per slot, at least 16 (a quarter of a
+#: gunicorn worker's 64 threads); more are refused at once
 QUEUE_PER_SLOT = 4
+MIN_QUEUE = 16
 SLOT_FILE = "render-slot-{:03d}"
 
 #: ``observer(kind, value)``: "queued" and "running" with +1/-1 (gauges), "waited" with
@@ -123,7 +125,7 @@ class RenderSlots:
                 index = self._take()
                 if index != -1:
                     return index
-            if len(self._waiters) >= QUEUE_PER_SLOT * self.slots:
+            if len(self._waiters) >= max(MIN_QUEUE, QUEUE_PER_SLOT * self.slots):
                 self._note("refused", 1)
                 raise RenderBusy(f"this node is rendering at capacity ({self.slots} at once)"
                                  " with a full queue; retry shortly")
