@@ -89,7 +89,9 @@ def make_app(config: Config | None = None) -> WSGIApp:
         "_metrics": MetricsApp(metrics) if metrics else None,
         "_browse": BrowseApp(store) if config.browse else None,
     }
-    app: WSGIApp = Mount(ImageMiddleware(not_found_app, prefix="", store=store), routes)
+    images = ImageMiddleware(not_found_app, prefix="", store=store)
+    images.admission.observer = metrics.admission if metrics else None  # queue, waits, 503s
+    app: WSGIApp = Mount(images, routes)
     if metrics or config.access_log:
         app = Instrumented(app, metrics, log_requests=config.access_log)
     return app

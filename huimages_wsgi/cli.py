@@ -65,6 +65,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         port=args.port,
         workers=args.workers,
         timeout=args.timeout,
+        threads=args.threads,
     )
     return 0
 
@@ -235,8 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the image server under gunicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=2)
-    serve.add_argument("--timeout", type=int, default=60, help="worker timeout in seconds")
+    serve.add_argument("--workers", type=_positive, metavar="N",
+                       help="worker processes (default: one per core, or WEB_CONCURRENCY)")
+    serve.add_argument("--threads", type=_positive, metavar="N",
+                       help="threads per worker, each serving one connection at a time"
+                       " (default 64; renders are bounded by HUIMAGES_RENDER_SLOTS)")
+    serve.add_argument("--timeout", type=_positive, default=60, metavar="SECONDS",
+                       help="restart a worker whose event loop is silent this long")
     serve.add_argument("--access-log", action="store_true",
                        help="log every request to stderr (HUIMAGES_ACCESS_LOG)")
     serve.set_defaults(handler=cmd_serve)

@@ -82,6 +82,8 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "metrics": (("HUIMAGES_METRICS",), _parse_bool),
     "access_log": (("HUIMAGES_ACCESS_LOG",), _parse_bool),
     "log_format": (("HUIMAGES_LOG_FORMAT",), str.lower),
+    "render_slots": (("HUIMAGES_RENDER_SLOTS",), int),
+    "render_wait": (("HUIMAGES_RENDER_WAIT",), float),
 }
 
 
@@ -123,6 +125,9 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "access_log": ("off", "one structured line per request (also `huimages serve"
                    " --access-log`)"),
     "log_format": ("`text`", "`text` (logfmt) or `json`"),
+    "render_slots": ("one per core", "renders at once per node (admission control; `0`: no"
+                     " limit); a miss that gets no slot in time is a 503"),
+    "render_wait": ("1.5", "seconds a miss may wait for a render slot before its 503"),
 }
 
 
@@ -172,6 +177,11 @@ class Config:
     access_log: bool = False  # one structured line per request
     log_format: str = "text"  # "text" (logfmt) or "json"
 
+    # admission control (admission.py): renders at once per node (None: one per core,
+    # 0: no limit) and the seconds a miss may wait for a slot before its 503
+    render_slots: int | None = None
+    render_wait: float = 1.5
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
         cache = Path(self.cache_dir) if self.cache_dir else self.data_dir / "cache"
@@ -187,6 +197,10 @@ class Config:
             raise ValueError(f"log_format must be one of {sorted(LOG_FORMATS)}")
         if self.allowed_sizes is not None:
             object.__setattr__(self, "allowed_sizes", frozenset(self.allowed_sizes))
+        if self.render_slots is not None and self.render_slots < 0:
+            raise ValueError("render_slots must be 0 (no limit) or more")
+        if not 0 <= self.render_wait <= 600:
+            raise ValueError("render_wait must be between 0 and 600 seconds")
 
     @property
     def cache_root(self) -> Path:

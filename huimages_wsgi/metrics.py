@@ -41,11 +41,18 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # Slot layout, one float64 each (exact for counts up to 2**53). Changing it
 # means bumping LAYOUT, which names the files, so old slots are never misread.
-LAYOUT = 1
+LAYOUT = 2
 _STATUS_SLOTS = 600  # index = HTTP status code
 _HITS, _MISSES, _BYTES, _GEN_SUM, _GEN_COUNT = range(_STATUS_SLOTS, _STATUS_SLOTS + 5)
 _BUCKET0 = _GEN_COUNT + 1  # one per bucket, plus +Inf; not cumulative on disk
-_SLOTS = _BUCKET0 + len(BUCKETS) + 1
+# render admission (admission.py): two gauges of this process, then three counters
+_ADMISSION0 = _BUCKET0 + len(BUCKETS) + 1
+_ADMISSION = {
+    kind: _ADMISSION0 + offset
+    for offset, kind in enumerate(("queued", "running", "waits", "waited", "refused"))
+}
+_GAUGES = (_ADMISSION["queued"], _ADMISSION["running"])
+_SLOTS = _ADMISSION0 + len(_ADMISSION)
 _SLOT_BYTES = _SLOTS * 8
 _MAX_PROCESSES = 4096
 
@@ -96,6 +103,16 @@ class Metrics:
                     view[_GEN_COUNT] += 1
                     view[_BUCKET0 + _bucket(seconds)] += 1
 
+    def admission(self, kind: str, value: float) -> None:
+        """An event of render admission (``admission.Observer``); never raises."""
+        with self._lock:
+            view = self._view if self._view is not None else self._open_slot()
+            if view is None:
+                return
+            view[_ADMISSION[kind]] += value
+            if kind == "waited":
+                view[_ADMISSION["waits"]] += 1
+
     def _open_slot(self) -> memoryview | None:
         if self._broken:
             return None
@@ -112,6 +129,8 @@ class Metrics:
                     os.ftruncate(fd, _SLOT_BYTES)
                 self._fd, self._map = fd, mmap.mmap(fd, _SLOT_BYTES)
                 self._view = memoryview(self._map).cast("d")
+                for index in _GAUGES:  # a dead process's queue is no longer there
+                    self._view[index] = 0
                 return self._view
             raise OSError(f"all {_MAX_PROCESSES} metric slots are taken")
         except OSError as exc:
@@ -193,6 +212,19 @@ class Metrics:
             f"huimages_generation_seconds_sum {_number(t[_GEN_SUM])}",
             f"huimages_generation_seconds_count {_number(t[_GEN_COUNT])}",
         ]
+        for name, kind, kind_text, text in (
+            ("render_queue_depth", "queued", "gauge", "Misses waiting for a render slot now."),
+            ("renders_running", "running", "gauge", "Renders holding a slot now."),
+            ("render_waits_total", "waits", "counter", "Renders that had to wait for a slot."),
+            ("render_wait_seconds_total", "waited", "counter", "Time renders waited for a slot."),
+            ("render_refusals_total", "refused", "counter",
+             "Misses answered 503 because no render slot came free in time."),
+        ):
+            lines += [
+                f"# HELP huimages_{name} {text}",
+                f"# TYPE huimages_{name} {kind_text}",
+                f"huimages_{name} {_number(t[_ADMISSION[kind]])}",
+            ]
         return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .admission import RenderSlots
 from .cache import CachedFile
 from .config import Config
 from .environ_keys import CACHE_KEY
@@ -68,6 +69,9 @@ class ImageMiddleware:
         self.config = store.config
         self.sizes = store.sizes
         self.responder = FileResponder.from_config(store.config)
+        observer = self.admission.observer if hasattr(self, "admission") else None
+        self.admission = RenderSlots.from_config(store.config)  # renders at once per node
+        self.admission.observer = observer
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = self.image_path(environ)
@@ -109,10 +113,12 @@ class ImageMiddleware:
         return wanted, self.sizes.parse(wanted.size_text).name
 
     def make(self, environ: dict[str, Any], wanted: ImageRequest) -> CachedFile:
-        """The expensive path: check the signature, then render (once) into the cache."""
+        """The expensive path: check the signature, wait for a render slot (admission.py:
+        a 503 after HUIMAGES_RENDER_WAIT), then render (once) into the cache."""
         environ[CACHE_KEY] = "miss"  # for the instrumentation: metrics and access log
         size = self.sizes.parse(wanted.size_text)
         secret = self.config.secret
         if secret and not verify(secret, size.name, wanted.imageid, query_param(environ, "sig")):
             raise SignatureError("missing or invalid signature for a variant not yet cached")
-        return self.store.renderer.variant(wanted.imageid, size, wanted.ext)
+        with self.admission.slot():
+            return self.store.renderer.variant(wanted.imageid, size, wanted.ext)

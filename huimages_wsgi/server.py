@@ -13,6 +13,7 @@ from gunicorn.glogging import Logger
 
 from .app import make_app
 from .config import Config
+from .gunicorn_conf import settings as gunicorn_settings
 from .logs import make_formatter
 
 
@@ -56,19 +57,21 @@ def run_gunicorn(
     config: Config,
     host: str = "127.0.0.1",
     port: int = 8080,
-    workers: int = 2,
-    timeout: int = 60,
+    workers: int | None = None,
+    timeout: int | None = None,
+    threads: int | None = None,
 ) -> None:
-    """Block serving the app; the catalog is opened once so errors show before forking."""
+    """Block serving the app; the catalog is opened once so errors show before forking.
+
+    The worker model and its limits are gunicorn_conf.settings(); None takes
+    the defaults for this machine (a worker per core, 64 threads each).
+    """
     make_app(config)  # fail fast on a bad configuration, in the parent
     options: dict[str, Any] = {
+        **gunicorn_settings(workers=workers, threads=threads),
         "bind": f"{host}:{port}",
-        "workers": workers,
-        "timeout": timeout,
-        "graceful_timeout": 10,
-        "worker_class": "sync",
-        # several servers (nodes, tests) may share a machine: no shared ~/.gunicorn socket
-        "control_socket_disable": True,
         "logger_class": GUNICORN_LOGGERS[config.log_format],
     }
+    if timeout:
+        options["timeout"] = timeout
     _Gunicorn(config, options).run()

@@ -53,6 +53,12 @@ def parse_metrics(text: str) -> dict[str, float]:
         "huimages_cache_misses_total": "counter",
         "huimages_bytes_served_total": "counter",
         "huimages_generation_seconds": "histogram",
+        # render admission (admission.py)
+        "huimages_render_queue_depth": "gauge",
+        "huimages_renders_running": "gauge",
+        "huimages_render_waits_total": "counter",
+        "huimages_render_wait_seconds_total": "counter",
+        "huimages_render_refusals_total": "counter",
     }
     return samples
 

@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Overload and slow-client benchmark: the worker models of ``huimages serve`` side by side.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/overload.py [--seconds 10] [--connections 200]
+
+In one run, on one data dir (four 2400x1800 photos uploaded with
+``huimages put``), each configuration is started on 127.0.0.1 on a free port
+(and stopped again), each with a cache of its own:
+
+* ``sync (before)``: gunicorn ``-k sync -w 2``, no render admission
+  (``HUIMAGES_RENDER_SLOTS=0``): what ``huimages serve`` ran until issue #12;
+* ``gthread 16``: stock gunicorn ``-k gthread -w 2 --threads 16``, no admission;
+* ``guarded (now)``: ``huimages serve --workers 2`` with its defaults
+  (``huimages_wsgi.worker.GuardedThreadWorker``, 64 threads, render slots =
+  cores, wait 1.5 s).
+
+Rows per configuration:
+
+* overload: ``--connections`` asyncio clients on new connections, each asking
+  again and again for a size never asked before for ``--seconds``; a client
+  that gets a 503 waits 0.25 s. Completed renders/s, share of 503s,
+  connection failures, p50/p99 of all answers, and p99/max of cache hits
+  fetched meanwhile by a separate thread (one every 50 ms);
+* slow senders: 64 connections that send half a request head and wait, then
+  20 cache hits one after the other: how many were answered within 5 s, and
+  the slowest.
+
+Prints a table and writes it, with the raw figures, to
+``bench/results/overload-<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+BIN = Path(sys.executable).parent
+HALF_OPEN = 64
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def photo(width: int, height: int, seed: int) -> bytes:
+    """A deterministic photo-like JPEG (smooth gradients plus noise)."""
+    from PIL import Image, ImageFilter
+
+    noise = Image.effect_noise((width // 8, height // 8), 60 + seed).resize((width, height))
+    gradient = Image.linear_gradient("L").resize((width, height))
+    rgb = Image.merge("RGB", (noise, gradient, noise.filter(ImageFilter.BLUR)))
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+CONFIGS = {
+    "sync (before)": (["gunicorn", "-k", "sync", "-w", "2", "--timeout", "60"],
+                      {"HUIMAGES_RENDER_SLOTS": "0"}),
+    "gthread 16": (["gunicorn", "-k", "gthread", "-w", "2", "--threads", "16"],
+                   {"HUIMAGES_RENDER_SLOTS": "0"}),
+    "guarded (now)": (["huimages", "serve", "--workers", "2"], {}),
+}
+
+
+class Server:
+    def __init__(self, name: str, data_dir: Path, base: Path) -> None:
+        command, env = CONFIGS[name]
+        self.port = free_port()
+        cache = base / f"cache-{len(os.listdir(base))}"
+        self.env = {**os.environ, "HUIMAGES_DATA_DIR": str(data_dir),
+                    "HUIMAGES_CACHE_DIR": str(cache), **env}
+        if command[0] == "gunicorn":
+            command = [*command, "-b", f"127.0.0.1:{self.port}", "huimages_wsgi:make_app()"]
+        else:
+            command = [*command, "--port", str(self.port)]
+        self.log = open(base / f"server-{self.port}.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen([str(BIN / command[0]), *command[1:]], env=self.env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1)
+            except urllib.error.HTTPError:
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{name} did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def get(port: int, path: str, timeout: float = 15.0) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+async def fetch(port: int, path: str, timeout: float) -> tuple[int, bool]:
+    """(status, has Retry-After) on a new connection."""
+    async def exchange() -> tuple[int, bool]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n".encode())
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+            await reader.read()
+            return int(head.split()[1]), "\r\nretry-after:" in head
+        finally:
+            writer.close()
+
+    return await asyncio.wait_for(exchange(), timeout)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+def overload(port: int, ids: list[str], hot: str, seconds: float, connections: int,
+             offset: int) -> dict:
+    counter = [offset]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    failures: list[str] = []
+    hits: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def client(number: int) -> None:
+        while time.perf_counter() < stop_at:
+            counter[0] += 1
+            n = counter[0]
+            path = f"/{300 + n % 997}x{200 + n // 997}/{ids[number % len(ids)]}.jpeg"
+            began = time.perf_counter()
+            try:
+                status, _ = await fetch(port, path, 15.0)
+            except (OSError, EOFError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+                failures.append(type(exc).__name__)
+                continue
+            latencies.append(time.perf_counter() - began)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 503:
+                await asyncio.sleep(0.25)
+
+    def prober() -> None:
+        while time.perf_counter() < stop_at:
+            began = time.perf_counter()
+            try:
+                get(port, hot)
+            except OSError:
+                failures.append("hit")
+                continue
+            hits.append(time.perf_counter() - began)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=prober)
+    started = time.perf_counter()
+    thread.start()
+
+    async def run() -> None:
+        await asyncio.gather(*(client(n) for n in range(connections)))
+
+    asyncio.run(run())
+    thread.join()
+    elapsed = time.perf_counter() - started
+    total = sum(statuses.values())
+    return {
+        "seconds": elapsed, "answers": total, "statuses": statuses, "failures": len(failures),
+        "failure_kinds": sorted(set(failures)),
+        "renders_per_s": statuses.get(200, 0) / elapsed,
+        "share_503": statuses.get(503, 0) / total if total else float("nan"),
+        "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "hits": len(hits), "hit_p99_ms": percentile(hits, 0.99) * 1000,
+        "hit_max_ms": max(hits, default=float("nan")) * 1000,
+    }
+
+
+def slow_senders(port: int, hot: str) -> dict:
+    socks = []
+    for _ in range(HALF_OPEN):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: b\r\n")
+        socks.append(sock)
+    time.sleep(0.5)
+    answered, slowest = 0, 0.0
+    try:
+        for _ in range(20):
+            began = time.perf_counter()
+            try:
+                get(port, hot, timeout=5)
+                answered += 1
+            except OSError:
+                pass
+            slowest = max(slowest, time.perf_counter() - began)
+    finally:
+        for sock in socks:
+            sock.close()
+    return {"answered_of_20": answered, "slowest_ms": slowest * 1000}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=200)
+    args = parser.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="huimages-overload-"))
+    rows = {}
+    try:
+        data_dir = base / "data"
+        files = []
+        for seed in range(4):
+            path = base / f"photo{seed}.jpg"
+            path.write_bytes(photo(2400, 1800, seed))
+            files.append(str(path))
+        put = subprocess.run([str(BIN / "huimages"), "--data-dir", str(data_dir), "put", *files],
+                             capture_output=True, text=True, check=True)
+        ids = put.stdout.split()
+        hot = f"/240x160/{ids[0]}.jpeg"
+        for number, name in enumerate(CONFIGS):
+            server = Server(name, data_dir, base)
+            try:
+                assert get(server.port, hot) == 200
+                row = overload(server.port, ids, hot, args.seconds, args.connections,
+                               offset=number * 100_000)
+                time.sleep(2)  # let the last renders finish
+                row.update(slow_senders(server.port, hot))
+            finally:
+                server.stop()
+            rows[name] = row
+            print(f"{name}: done", file=sys.stderr)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    header = (f"{'configuration':<15} {'renders/s':>9} {'503':>5} {'fail':>5} {'p50 ms':>7}"
+              f" {'p99 ms':>7} {'hit p99':>8} {'hit max':>8} | {'64 half-open: hits':>19}")
+    lines = [f"overload: {args.connections} connections x {args.seconds:.0f} s of sizes never"
+             f" asked before; {os.cpu_count()} cores", header, "-" * len(header)]
+    for name, r in rows.items():
+        lines.append(
+            f"{name:<15} {r['renders_per_s']:>9.1f} {r['share_503']:>5.0%} {r['failures']:>5}"
+            f" {r['p50_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['hit_p99_ms']:>8.0f}"
+            f" {r['hit_max_ms']:>8.0f} | {r['answered_of_20']:>3}/20, slowest"
+            f" {r['slowest_ms']:>6.0f} ms")
+    table = "\n".join(lines)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"overload-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"table": table, "rows": rows, "args": vars(args)}, indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Admission control for renders: a bounded number at once per node, a bounded wait.
+
+Rendering is CPU-bound; letting every request that misses the cache render
+at once only makes all of them slow (and cache hits with them). So a miss
+must first take one of ``HUIMAGES_RENDER_SLOTS`` render slots (default: the
+number of cores); one that cannot get a slot within ``HUIMAGES_RENDER_WAIT``
+seconds is answered with 503 and ``Retry-After`` (:class:`RenderBusy`), and so
+is one that finds ``max(16, 4 x slots)`` misses of its process already waiting (a wait
+holds a server thread, and threads must stay free for cache hits). That tells
+a load balancer or CDN early that this node is full. Cache hits, 304s and
+every other endpoint never take a slot.
+
+The slots are per node, across all worker processes (gunicorn workers,
+flup's forked children): slot *i* is an ``flock`` on the file
+``<cache>/.locks/render-slot-<i>``, which the kernel releases when its holder
+exits, even by SIGKILL, so a crashed worker never leaks a slot. Within one
+process the threads waiting for a slot queue in arrival order, and only the
+first of them polls the slot files (every few milliseconds; a slot freed in
+the same process wakes it at once), so a crowd of waiters costs no CPU.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .config import Config
+from .errors import HuImagesError
+
+log = logging.getLogger("huimages_wsgi")
+
+#: seconds between two looks at the slot files while slots are held by other processes
+POLL_INTERVAL = 0.005
+#: misses one process lets wait for a slot: 4 per slot, at least 16 (a quarter of a
+#: gunicorn worker's 64 threads); more are refused at once
+QUEUE_PER_SLOT = 4
+MIN_QUEUE = 16
+SLOT_FILE = "render-slot-{:03d}"
+
+#: ``observer(kind, value)``: "queued" and "running" with +1/-1 (gauges), "waited" with
+#: the seconds a request waited before it got a slot, "refused" with 1.
+Observer = Callable[[str, float], None]
+
+
+class RenderBusy(HuImagesError):
+    """Every render slot of this node stayed taken for the whole wait: come back later.
+
+    Not a GenerationBusy on purpose: that one is logged as a warning per
+    request, and under overload these are many and expected (they are counted
+    in ``/_metrics`` instead).
+    """
+
+    status = 503
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, as a container sees it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class RenderSlots:
+    """At most ``slots`` renders at once on this node; ``slots == 0`` switches it off."""
+
+    def __init__(
+        self, lock_dir: Path, slots: int, wait: float, observer: Observer | None = None
+    ) -> None:
+        self.lock_dir = Path(lock_dir)
+        self.slots = max(0, slots)
+        self.wait = max(0.0, wait)
+        self.observer = observer
+        self._reset()
+
+    @classmethod
+    def from_config(cls, config: Config) -> RenderSlots:
+        slots = cpu_count() if config.render_slots is None else config.render_slots
+        return cls(config.cache_root / ".locks", slots, config.render_wait)
+
+    def _reset(self) -> None:
+        """Per-process state: descriptors are never shared with a forked child."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._fds: list[int | None] = [None] * self.slots
+        self._held = [False] * self.slots
+        self._waiters: deque[threading.Event] = deque()
+        self._broken = False
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a render slot for the ``with`` block; RenderBusy if none came in time."""
+        if not self.slots:
+            yield
+            return
+        if self._pid != os.getpid():
+            self._reset()
+        index = self._acquire()
+        if index is None:  # the slot files cannot be used: render without a limit
+            yield
+            return
+        self._note("running", 1)
+        try:
+            yield
+        finally:
+            self._note("running", -1)
+            self._release(index)
+
+    # -- taking and giving back -------------------------------------------------------------
+
+    def _acquire(self) -> int | None:
+        started = time.monotonic()
+        deadline = started + self.wait
+        me = threading.Event()
+        with self._lock:
+            if not self._waiters:
+                index = self._take()
+                if index != -1:
+                    return index
+            if len(self._waiters) >= max(MIN_QUEUE, QUEUE_PER_SLOT * self.slots):
+                self._note("refused", 1)
+                raise RenderBusy(f"this node is rendering at capacity ({self.slots} at once)"
+                                 " with a full queue; retry shortly")
+            self._waiters.append(me)
+        self._note("queued", 1)
+        try:
+            while True:
+                with self._lock:
+                    first = self._waiters[0] is me
+                    if first:
+                        index = self._take()
+                        if index != -1:
+                            self._waiters.popleft()
+                            if self._waiters:
+                                self._waiters[0].set()  # the next one polls now
+                            self._note("waited", time.monotonic() - started)
+                            return index
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._note("refused", 1)
+                    raise RenderBusy(
+                        f"this node is rendering at capacity ({self.slots} at once); retry shortly"
+                    )
+                me.wait(min(left, POLL_INTERVAL) if first else left)
+                me.clear()
+        finally:
+            with self._lock:
+                if me in self._waiters:  # gave up: let the next one take over the polling
+                    was_first = self._waiters[0] is me
+                    self._waiters.remove(me)
+                    if was_first and self._waiters:
+                        self._waiters[0].set()
+            self._note("queued", -1)
+
+    def _take(self) -> int | None:
+        """Under ``_lock``: a slot index now held, -1 if all are taken, None if broken."""
+        if self._broken:
+            return None
+        for index in range(self.slots):
+            if self._held[index]:
+                continue
+            try:
+                fd = self._fds[index]
+                if fd is None:
+                    self.lock_dir.mkdir(parents=True, exist_ok=True)
+                    path = self.lock_dir / SLOT_FILE.format(index)
+                    fd = self._fds[index] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    continue  # another process renders in this slot
+                self._broken = True
+                log.error("render admission disabled: cannot use %s: %s", self.lock_dir, exc)
+                return None
+            self._held[index] = True
+            return index
+        return -1
+
+    def _release(self, index: int) -> None:
+        with self._lock:
+            fd = self._fds[index]
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            self._held[index] = False
+            if self._waiters:
+                self._waiters[0].set()
+
+    def _note(self, kind: str, value: float) -> None:
+        if self.observer is not None:
+            self.observer(kind, value)
