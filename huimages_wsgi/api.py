@@ -70,8 +70,10 @@ class ApiApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
-        what = f"{request.method} {request.script_name}{_path(environ)!r}"
-        response = guarded(lambda: self.route(request), error_response, what)
+        response = guarded(
+            lambda: self.route(request), error_response,
+            lambda: f"{request.method} {request.script_name}{_path(environ)!r}",
+        )
         return response(environ, start_response)
 
     # -- routing -------------------------------------------------------------

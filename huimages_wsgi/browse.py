@@ -131,8 +131,10 @@ class BrowseApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
-        what = f"browse {request.method} {environ.get('PATH_INFO')!r}"
-        response = guarded(lambda: self.route(request), self.error_page, what)
+        response = guarded(
+            lambda: self.route(request), self.error_page,
+            lambda: f"browse {request.method} {environ.get('PATH_INFO')!r}",
+        )
         return response(environ, start_response)
 
     def error_page(self, exc: HuImagesError) -> Response:

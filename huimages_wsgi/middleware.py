@@ -28,7 +28,7 @@ from .admission import RenderSlots
 from .cache import CachedFile
 from .config import Config
 from .environ_keys import CACHE_KEY
-from .errors import GenerationBusy, HuImagesError, MethodNotAllowed, SignatureError
+from .errors import GenerationBusy, MethodNotAllowed, SignatureError
 from .responders import FileResponder
 from .responses import READ_METHODS, guarded, text_error
 from .signing import verify
@@ -77,23 +77,26 @@ class ImageMiddleware:
         path = self.image_path(environ)
         if path is None:
             return self.app(environ, start_response)
+        return guarded(
+            lambda: self.serve(environ, start_response, path),
+            lambda exc: text_error(exc.status, str(exc))(environ, start_response),
+            lambda: f"{environ.get('REQUEST_METHOD')} {path!r}",
+        )
 
-        def serve() -> Iterable[bytes]:
-            wanted, size_name = self.parse(environ, path)
-            cached = self.store.cache.lookup(size_name, wanted.imageid, wanted.ext)
-            if cached is not None:
-                answer = self.responder.respond(environ, start_response, cached)
-                if answer is not None:
-                    return answer  # else pruned since the lookup: make it again
-            answer = self.responder.respond(environ, start_response, self.make(environ, wanted))
-            if answer is None:  # pruned or purged between making and opening: rare
-                raise GenerationBusy("the variant was removed while being served; retry")
-            return answer
-
-        def failed(exc: HuImagesError) -> Iterable[bytes]:
-            return text_error(exc.status, str(exc))(environ, start_response)
-
-        return guarded(serve, failed, f"{environ.get('REQUEST_METHOD')} {path!r}")
+    def serve(
+        self, environ: dict[str, Any], start_response: Callable, path: str
+    ) -> Iterable[bytes]:
+        """parse → lookup → (miss: make) → respond; failures raise HuImagesError."""
+        wanted, size_name = self.parse(environ, path)
+        cached = self.store.cache.lookup(size_name, wanted.imageid, wanted.ext)
+        if cached is not None:
+            answer = self.responder.respond(environ, start_response, cached)
+            if answer is not None:
+                return answer  # else pruned since the lookup: make it again
+        answer = self.responder.respond(environ, start_response, self.make(environ, wanted))
+        if answer is None:  # pruned or purged between making and opening: rare
+            raise GenerationBusy("the variant was removed while being served; retry")
+        return answer
 
     def image_path(self, environ: dict[str, Any]) -> str | None:
         """The path below the prefix, or None when the request is not ours."""

@@ -65,17 +65,20 @@ class InternalError(HuImagesError):
     status = 500
 
 
-def guarded(call: Callable[[], T], on_error: Callable[[HuImagesError], T], what: str) -> T:
+def guarded(
+    call: Callable[[], T], on_error: Callable[[HuImagesError], T], what: Callable[[], str]
+) -> T:
     """``call()``, with every failure answered by ``on_error``; 5xx logged, 4xx not.
 
-    ``what`` names the request in the log (method and path, never a body).
+    ``what()`` names the request in the log (method and path, never a body);
+    it is called only when there is something to log.
     """
     try:
         return call()
     except HuImagesError as exc:
         if exc.status >= 500:
-            log.warning("%s %s: %s", exc.status, what, exc)
+            log.warning("%s %s: %s", exc.status, what(), exc)
         return on_error(exc)
     except Exception:
-        log.exception("unexpected error in %s", what)
+        log.exception("unexpected error in %s", what())
         return on_error(InternalError("internal error"))
