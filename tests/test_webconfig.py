@@ -45,6 +45,7 @@ def test_every_placeholder_is_filled(kind):
         "user",
         "group",
         "fcgi_target",
+        "command",
     }
     assert '"/srv/cache"' in text
     assert "/srv/run/" in text
@@ -96,7 +97,9 @@ def test_default_user_group():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "nginx"}, "unknown web server kind"),
+        ({"kind": "iis"}, "unknown web server kind"),
+        ({"proxy": "http://127.0.0.1:8080"}, "exactly one"),
+        ({"fcgi_socket": None, "proxy": "http://127.0.0.1:8080"}, "nginx only"),
         ({"fcgi_socket": "/a.sock", "fcgi_bind": "127.0.0.1:9000"}, "exactly one"),
         ({"fcgi_socket": None}, "exactly one"),
         ({"fcgi_socket": None, "fcgi_bind": "localhost"}, "HOST:PORT"),
