@@ -50,6 +50,7 @@ from .ops import (
 )
 from .responses import only_read_methods
 from .responses import text_error as error_response
+from .rootpage import RootPage
 from .signing import verify
 from .sizes import Size
 from .store import ImageStore
@@ -378,9 +379,13 @@ class Mount:
     swaps it everywhere.
     """
 
-    def __init__(self, images: ImageMiddleware, routes: dict[str, WSGIApp | None]) -> None:
+    def __init__(
+        self, images: ImageMiddleware, routes: dict[str, WSGIApp | None],
+        root: WSGIApp | None = None,
+    ) -> None:
         self.images = images
         self.routes = {name: app for name, app in routes.items() if app is not None}
+        self.root = root  # the answer at "/" (rootpage.RootPage), if any
 
     @property
     def config(self) -> Config:
@@ -398,6 +403,8 @@ class Mount:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = request_path(environ)
+        if self.root is not None and path in ("", "/"):
+            return self.root(environ, start_response)
         if path[1:2] == "_":
             name, slash, rest = path[1:].partition("/")
             app = self.routes.get(name)
@@ -429,7 +436,8 @@ def make_app(config: Config | None = None) -> WSGIApp:
         "_metrics": MetricsApp(metrics) if metrics else None,
         "_browse": BrowseApp(store) if config.browse else None,
     }
-    app: WSGIApp = Mount(ImageMiddleware(_not_found_app, prefix="", store=store), routes)
+    root = RootPage(config, browse=routes["_browse"] is not None)
+    app: WSGIApp = Mount(ImageMiddleware(_not_found_app, prefix="", store=store), routes, root)
     if metrics or config.access_log:
         app = Instrumented(app, metrics, log_requests=config.access_log)
     return app
