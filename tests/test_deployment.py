@@ -471,3 +471,16 @@ def test_nginx_honours_x_accel_redirect(originals):
         assert status == 404 and b"\xff\xd8" not in body
     finally:
         stop_stack(s)
+
+
+def test_root_is_the_app_s_answer_through_the_webserver(live):
+    """``/`` reaches the app: the browse page (``huimages serve`` on the embedded
+    default turns it on) or the app's few lines saying what it is."""
+    status, headers, body = live.get("/")
+    if isinstance(live.backend, HttpBackend):
+        assert status == 302, (status, body, live.logs())
+        assert headers["location"].endswith("/_browse/")
+    else:
+        assert status == 200, (status, body, live.logs())
+        assert headers["content-type"].startswith("text/plain")
+        assert body.startswith(b"huimages-wsgi ") and b"/<size>/<ID>.<ext>" in body
