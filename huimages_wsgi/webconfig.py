@@ -32,6 +32,7 @@ __all__ = [
     "KINDS",
     "add_config_parser",
     "default_user_group",
+    "ensure_cache_dir",
     "ensure_run_dir",
     "parse_hostport",
     "parse_proxy_url",
@@ -290,8 +291,7 @@ def ensure_run_dir(run_dir: str, user: str | None = None, group: str | None = No
     """
     if os.path.isdir(run_dir):
         return ""
-    os.makedirs(run_dir, mode=0o755)
-    os.chmod(run_dir, 0o755)  # noqa: S103 - the server user must traverse it, whatever the umask
+    _make_dir(run_dir)
     if os.geteuid() != 0:
         return f"created the run directory {run_dir}"
     import grp
@@ -303,6 +303,26 @@ def ensure_run_dir(run_dir: str, user: str | None = None, group: str | None = No
     gid = grp.getgrnam(group).gr_gid
     os.chown(run_dir, uid, gid)
     return f"created the run directory {run_dir} (owner {user}:{group})"
+
+
+def ensure_cache_dir(cache_dir: str) -> str:
+    """Create the (empty) cache directory if missing, mode 0755, owned by the caller.
+
+    Apache refuses to start on a ``DocumentRoot`` that does not exist, and a
+    fresh install has no cache yet.  The app (run by the same account as
+    ``huimages config``, usually) writes into it; the web server only reads.
+    Returns a note, or "" when it already existed; raises ``OSError``.
+    """
+    if os.path.isdir(cache_dir):
+        return ""
+    _make_dir(cache_dir)
+    return f"created the cache directory {cache_dir}"
+
+
+def _make_dir(path: str) -> None:
+    os.makedirs(path, mode=0o755)
+    # the server user must traverse it, whatever the umask
+    os.chmod(path, 0o755)  # noqa: S103
 
 
 # --------------------------------------------------------------------- CLI
@@ -340,7 +360,7 @@ def add_config_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     )
     p.add_argument(
         "--run-dir",
-        help="directory for pid file and logs, created if missing "
+        help="directory for pid file and logs, created if missing (as is the cache dir) "
         "(default: 'run' next to the cache dir)",
     )
     p.add_argument("--user", help="user to run as when started as root (default www-data)")
@@ -357,8 +377,9 @@ def run_config(args: argparse.Namespace, config: object | None = None) -> int:
     Without ``--cache-dir`` the cache dir of ``config`` (a
     :class:`huimages_wsgi.Config`) is used, as are its ``xaccel_prefix`` and
     ``max_upload_bytes`` for nginx.  The run directory is created (owned by
-    the server's user when run as root); when that is not possible the
-    command to run is printed on stderr.
+    the server's user when run as root), and so is a missing cache directory
+    (Apache will not start without its DocumentRoot); when that is not
+    possible the command to run is printed on stderr.
     """
     cache_dir = getattr(args, "cache_dir", None) or getattr(config, "cache_dir", None)
     if not cache_dir:
@@ -387,6 +408,18 @@ def run_config(args: argparse.Namespace, config: object | None = None) -> int:
         print(f"huimages config: error: {exc}", file=sys.stderr)
         return 2
     run_dir = os.path.abspath(run_dir)
+    cache_dir = os.path.abspath(cache_dir)
+    try:
+        note = ensure_cache_dir(cache_dir)
+    except OSError as exc:
+        print(
+            f"huimages config: cannot create the cache directory {cache_dir} ({exc.strerror}); "
+            f"create it with:\n  install -d -m 0755 {shlex.quote(cache_dir)}",
+            file=sys.stderr,
+        )
+    else:
+        if note:
+            print(f"huimages config: {note}", file=sys.stderr)
     try:
         note = ensure_run_dir(run_dir, args.user, args.group)
     except (OSError, KeyError) as exc:

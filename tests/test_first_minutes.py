@@ -57,20 +57,24 @@ def base():
 def test_config_creates_the_run_directory_and_the_server_starts(base: Path, kind: str):
     """No mkdir before: the printed configuration starts as is."""
     run_dir, port = base / "deep" / "run", free_port()
-    (base / "cache").mkdir(mode=0o755)
     result = huimages("config", kind, "--cache-dir", str(base / "cache"), "--port", str(port),
                       "--run-dir", str(run_dir), "--fcgi-bind", "127.0.0.1:9")
     assert result.returncode == 0, result.stderr
     assert run_dir.is_dir()
     assert run_dir.stat().st_mode & 0o777 == 0o755
+    # the cache dir too: Apache refuses a DocumentRoot that does not exist
+    assert (base / "cache").is_dir() and (base / "cache").stat().st_uid == os.geteuid()
+    created_cache = f"huimages config: created the cache directory {base / 'cache'}\n"
     if os.geteuid() == 0:
         owner = webconfig.default_user_group()
         assert (run_dir.owner(), run_dir.group()) == owner
-        assert result.stderr == (
+        assert result.stderr == created_cache + (
             f"huimages config: created the run directory {run_dir} (owner {owner[0]}:{owner[1]})\n"
         )
     else:
-        assert result.stderr == f"huimages config: created the run directory {run_dir}\n"
+        assert result.stderr == created_cache + (
+            f"huimages config: created the run directory {run_dir}\n"
+        )
     # the web server comes up from the printed file alone (the backend is not needed for that)
     server = WebServer(kind, result.stdout, run_dir, port)
     try:
@@ -86,6 +90,7 @@ def test_config_creates_the_run_directory_and_the_server_starts(base: Path, kind
 
 def test_config_says_what_to_run_when_it_cannot_create_the_run_directory(base: Path):
     (base / "a-file").write_text("not a directory\n")
+    (base / "cache").mkdir()
     run_dir = base / "a-file" / "run"
     result = huimages("config", "lighttpd", "--cache-dir", str(base / "cache"), "--port", "8080",
                       "--run-dir", str(run_dir), "--fcgi-bind", "127.0.0.1:9000")
@@ -98,6 +103,19 @@ def test_config_says_what_to_run_when_it_cannot_create_the_run_directory(base: P
     )
     owner = " -o www-data -g www-data" if os.geteuid() == 0 else ""
     assert lines[1:] == [f"  install -d -m 0755{owner} {run_dir}"]
+
+
+def test_config_cannot_create_the_cache_dir_says_what_to_run(base: Path):
+    (base / "a-file").write_text("not a directory\n")
+    cache = base / "a-file" / "cache"
+    result = huimages("config", "apache", "--cache-dir", str(cache), "--port", "8080",
+                      "--run-dir", str(base / "run"), "--fcgi-bind", "127.0.0.1:9000")
+    assert result.returncode == 0 and result.stdout.startswith("# Apache httpd configuration")
+    assert result.stderr.splitlines()[:2] == [
+        f"huimages config: cannot create the cache directory {cache} (Not a directory); "
+        "create it with:",
+        f"  install -d -m 0755 {cache}",
+    ]
 
 
 def test_config_user_option_owns_the_new_run_directory(base: Path):

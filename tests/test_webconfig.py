@@ -130,7 +130,8 @@ def test_bad_arguments_raise_value_error(kwargs, message):
         render_config(**args)
 
 
-def test_cli_helpers(tmp_path, capsys):
+def test_cli_helpers(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `huimages config` creates the relative cache dir "c"
     parser = argparse.ArgumentParser(prog="huimages")
     add_config_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
