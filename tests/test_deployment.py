@@ -21,7 +21,9 @@ own, so the module-scoped stacks stay independent of test order.
 
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import os
 import signal
 import subprocess
@@ -173,6 +175,7 @@ STACKS = [
     pytest.param(("lighttpd", "tcp", True), id="lighttpd-tcp-forking"),
     pytest.param(("apache", "tcp", False), id="apache-tcp-threaded"),
     pytest.param(("nginx", "socket", False), id="nginx-unix-threaded"),
+    pytest.param(("nginx", "tcp", True), id="nginx-tcp-forking"),
     pytest.param(("nginx", "proxy", False), id="nginx-proxy-gunicorn"),
 ]
 
@@ -484,3 +487,32 @@ def test_root_is_the_app_s_answer_through_the_webserver(live):
         assert status == 200, (status, body, live.logs())
         assert headers["content-type"].startswith("text/plain")
         assert body.startswith(b"huimages-wsgi ") and b"/<size>/<ID>.<ext>" in body
+
+
+@pytest.mark.parametrize("transport", ["socket", "proxy"])
+def test_nginx_passes_uploads_through_to_the_api(originals, transport):
+    """A POST with a body bigger than nginx's default 1 MiB limit reaches ``/_api``."""
+    token = "deployment-upload-token"
+    s = start_stack(originals, f"nginx-upload-{transport}", "nginx", transport, False,
+                    secret=None, HUIMAGES_UPLOAD_TOKEN=token)
+    try:
+        photo = imagefactory.photo_jpeg(2400, 1800, seed=9, quality=98)
+        assert len(photo) > 1 << 20
+        conn = http.client.HTTPConnection("127.0.0.1", s.server.port, timeout=60)
+        try:
+            conn.request("POST", "/_api/images?title=Blue%20bike", body=photo, headers={
+                "Authorization": f"Bearer {token}", "Content-Type": "image/jpeg"})
+            response = conn.getresponse()
+            answer = response.read()
+        finally:
+            conn.close()
+        assert response.status == 201, (response.status, answer, s.logs())
+        imageid = json.loads(answer)["id"]
+        assert imageid == compute_id(photo)
+        status, headers, body = s.get(f"/120x90/{imageid}/blue-bike.jpeg")
+        assert status == 200, (status, body, s.logs())
+        assert image_size(body) == (120, 90)
+        status, _, body = s.get("/_api/images", method="POST")  # no token: the app's 401
+        assert status == 401, body
+    finally:
+        stop_stack(s)
