@@ -23,6 +23,7 @@ from .health import HealthApp
 from .logs import ensure_logging
 from .metrics import Instrumented, Metrics, MetricsApp
 from .middleware import ImageMiddleware, WSGIApp, not_found_app
+from .rootpage import RootPage
 from .store import ImageStore
 from .urls import request_path
 
@@ -38,9 +39,13 @@ class Mount:
     swaps it everywhere.
     """
 
-    def __init__(self, images: ImageMiddleware, routes: dict[str, WSGIApp | None]) -> None:
+    def __init__(
+        self, images: ImageMiddleware, routes: dict[str, WSGIApp | None],
+        root: WSGIApp | None = None,
+    ) -> None:
         self.images = images
         self.routes = {name: app for name, app in routes.items() if app is not None}
+        self.root = root  # the answer at "/" (rootpage.RootPage), if any
 
     @property
     def config(self) -> Config:
@@ -58,6 +63,8 @@ class Mount:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = request_path(environ)
+        if self.root is not None and path in ("", "/"):
+            return self.root(environ, start_response)
         if path[1:2] == "_":
             name, slash, rest = path[1:].partition("/")
             app = self.routes.get(name)
@@ -91,7 +98,8 @@ def make_app(config: Config | None = None) -> WSGIApp:
     }
     images = ImageMiddleware(not_found_app, prefix="", store=store)
     images.admission.observer = metrics.admission if metrics else None  # queue, waits, 503s
-    app: WSGIApp = Mount(images, routes)
+    root = RootPage(config, browse=routes["_browse"] is not None)
+    app: WSGIApp = Mount(images, routes, root)
     if metrics or config.access_log:
         app = Instrumented(app, metrics, log_requests=config.access_log)
     return app

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -192,14 +193,24 @@ class ImageEngine:
         """Parse the header only, then refuse anything over the pixel limit.
 
         This check is the guard, not Pillow's: between its threshold and twice
-        that, Pillow merely emits a DecompressionBombWarning, which a host
-        application may have silenced (or turned into an error: both are caught).
+        that, Pillow merely emits a DecompressionBombWarning, which the check
+        below turns into a clear refusal of its own; so the warning is ignored
+        here (it used to reach a user's terminal before that refusal, with
+        Pillow's file and line).  A host application that turned it into an
+        error is still answered the same.  ``catch_warnings`` swaps the
+        process-wide filters and is not thread-safe: interleaved threads may
+        leave this one "ignore DecompressionBombWarning" filter installed,
+        which is harmless, as every image it hides is refused here anyway.
         Nothing has been decoded or allocated at this point.
         """
         try:
-            img = Image.open(source)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(source)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageTooLarge(f"image has too many pixels: {exc}") from exc
+            # over twice Pillow's threshold Pillow refuses before we see the size
+            raise ImageTooLarge(f"image has too many pixels; the limit is {self.max_pixels}") \
+                from exc
         except _DECODE_ERRORS as exc:
             raise InvalidImage(f"cannot decode image: {exc}") from exc
         width, height = img.size

@@ -202,6 +202,8 @@ class LiveServer:
                 return self  # any HTTP answer means it is serving
             except OSError:
                 time.sleep(0.1)
+            else:
+                return self
         raise RuntimeError(f"huimages serve did not answer: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:

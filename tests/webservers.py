@@ -1,4 +1,4 @@
-"""Start/stop real lighttpd / Apache front ends and a FastCGI backend for tests.
+"""Start/stop real lighttpd / Apache / nginx front ends and the app behind them for tests.
 
 Everything binds to 127.0.0.1 on free ports and runs in the foreground as a
 child process of the test run.  Nothing here skips: a missing binary or a
@@ -10,6 +10,7 @@ Typical use (see tests/unit/test_webconfig.py)::
     base = make_base_dir()                       # 0755, under /tmp
     backend = FcgiBackend(socket_path=..., env={"HUIMAGES_DATA_DIR": ...})
     backend.start()                              # `huimages fcgi --socket ...`
+    # or HttpBackend(port=..., env=...)          # `huimages serve` (gunicorn), nginx only
     server = WebServer("lighttpd", config_text, run_dir, port)   # `huimages config ...`
     server.start()
     status, headers, body = http_get(server.port, "/75x75/ID.jpeg")
@@ -35,7 +36,13 @@ from .services import refuse_in_fast_tier
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 
-SERVER_BINARIES = {"lighttpd": "lighttpd", "apache": "apache2"}
+SERVER_BINARIES = {"lighttpd": "lighttpd", "apache": "apache2", "nginx": "nginx"}
+PACKAGES = {"lighttpd": "lighttpd", "apache": "apache2", "nginx": "nginx"}
+ERROR_LOGS = {
+    "lighttpd": "lighttpd-error.log",
+    "apache": "apache2-error.log",
+    "nginx": "nginx-error.log",
+}
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
@@ -161,6 +168,12 @@ class FcgiBackend:
         """Value for ``huimages config --fcgi-bind``."""
         return f"{self.bind[0]}:{self.bind[1]}" if self.bind else None
 
+    def config_args(self) -> list[str]:
+        """The backend options of ``huimages config`` for this backend."""
+        if self.socket_path:
+            return ["--fcgi-socket", self.socket_path]
+        return ["--fcgi-bind", self.fcgi_bind]  # type: ignore[list-item]
+
     def command(self) -> list[str]:
         where = ["--socket", self.socket_path] if self.socket_path else ["--bind", self.fcgi_bind]
         return [str(HUIMAGES), "fcgi", *where] + (["--forking"] if self.forking else [])
@@ -207,11 +220,81 @@ class FcgiBackend:
         return self.start()
 
 
+class HttpBackend:
+    """``huimages serve`` (the real app under gunicorn) in a restartable subprocess.
+
+    The same interface as :class:`FcgiBackend`, for nginx's ``--proxy``
+    configuration; it listens on 127.0.0.1 only.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        env: dict[str, str] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        workers: int = 2,
+    ) -> None:
+        self.host, self.port, self.workers = "127.0.0.1", port, workers
+        self.env = dict(env or {})
+        self.log_path = Path(log_path or Path(tempfile.gettempdir()) / f"huimages-http-{port}.log")
+        self.proc: subprocess.Popen | None = None
+        self.startup_seconds: float | None = None
+
+    @property
+    def proxy_url(self) -> str:
+        """Value for ``huimages config nginx --proxy``."""
+        return f"http://{self.host}:{self.port}"
+
+    def config_args(self) -> list[str]:
+        return ["--proxy", self.proxy_url]
+
+    def command(self) -> list[str]:
+        return [str(HUIMAGES), "serve", "--host", self.host, "--port", str(self.port),
+                "--workers", str(self.workers)]
+
+    def start(self) -> HttpBackend:
+        if self.running:
+            return self
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        t0 = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(REPO_ROOT),
+                umask=0o022,
+            )
+        if not _wait_for_tcp(self.host, self.port, t0 + START_TIMEOUT, self.proc):
+            self.stop()
+            raise RuntimeError(
+                f"{' '.join(self.command())} did not come up within "
+                f"{START_TIMEOUT:.0f}s\n{log_tail(self.log_path)}"
+            )
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+        self.proc = None
+
+    def restart(self) -> HttpBackend:
+        self.stop()
+        return self.start()
+
+
 # ------------------------------------------------------------- web servers
 
 
 class WebServer:
-    """lighttpd or Apache in the foreground, from a rendered config."""
+    """lighttpd, Apache or nginx in the foreground, from a rendered config."""
 
     def __init__(
         self,
@@ -235,8 +318,7 @@ class WebServer:
 
     @property
     def error_log(self) -> Path:
-        name = "lighttpd-error.log" if self.kind == "lighttpd" else "apache2-error.log"
-        return self.run_dir / name
+        return self.run_dir / ERROR_LOGS[self.kind]
 
     def command(self) -> list[str]:
         binary = shutil.which(SERVER_BINARIES[self.kind]) or shutil.which(
@@ -245,22 +327,25 @@ class WebServer:
         if not binary:
             raise RuntimeError(
                 f"{SERVER_BINARIES[self.kind]} not found: install it "
-                f"(apt-get install -y {'lighttpd' if self.kind == 'lighttpd' else 'apache2'})"
+                f"(apt-get install -y {PACKAGES[self.kind]}, or scripts/install-services)"
             )
         if self.kind == "lighttpd":
             return [binary, "-D", "-f", str(self.config_path)]
+        if self.kind == "nginx":  # exactly what the rendered config's header says to run
+            return [binary, "-c", str(self.config_path), "-g", "daemon off;"]
         return [binary, "-DFOREGROUND", "-f", str(self.config_path)]
 
     def check_syntax(self) -> None:
         """Run the server's own config test; RuntimeError with its output if it fails."""
+        refuse_in_fast_tier(f"{self.kind} (its syntax check)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text)
         cmd = self.command()
-        test_cmd = (
-            [cmd[0], "-tt", "-f", str(self.config_path)]
-            if self.kind == "lighttpd"
-            else [cmd[0], "-t", "-f", str(self.config_path)]
-        )
+        test_cmd = {
+            "lighttpd": [cmd[0], "-tt", "-f", str(self.config_path)],
+            "apache": [cmd[0], "-t", "-f", str(self.config_path)],
+            "nginx": [cmd[0], "-t", "-c", str(self.config_path)],
+        }[self.kind]
         res = subprocess.run(test_cmd, capture_output=True, text=True, timeout=60)
         if res.returncode != 0:
             raise RuntimeError(
@@ -302,7 +387,7 @@ class WebServer:
         _terminate(self.proc)
         self.proc = None
         # the servers drop privileges and cannot always remove their pid file
-        for name in ("lighttpd.pid", "apache2.pid"):
+        for name in ("lighttpd.pid", "apache2.pid", "nginx.pid"):
             try:
                 (self.run_dir / name).unlink()
             except OSError:

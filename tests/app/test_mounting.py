@@ -175,7 +175,9 @@ def test_flask_with_dispatcher_middleware(mounted_config, mounted_store, imageid
     client = app.test_client()
     assert client.get("/").get_data() == b"flask home"
     assert client.get("/hello").get_data() == b"hello world"
-    assert client.get("/img/").status_code == 404  # the image app's own 404
+    root = client.get("/img/")  # the image app's own "/": what this server is
+    assert root.status_code == 200 and root.get_data().startswith(b"huimages-wsgi ")
+    assert client.get("/img/nothing").status_code == 404  # the image app's own 404
 
 
 # ---------------------------------------------------------------- Pyramid

@@ -43,7 +43,7 @@ def test_help(command, capsys):
         ["fcgi", "--socket", "/tmp/a.sock", "--bind", "127.0.0.1:9000"],
         ["fcgi", "--socket", "/tmp/a.sock", "--umask", "999"],
         ["fcgi", "--socket", "/tmp/a.sock", "--max-workers", "0"],
-        ["config", "nginx", "--port", "80", "--fcgi-bind", "127.0.0.1:9000"],
+        ["config", "iis", "--port", "80", "--fcgi-bind", "127.0.0.1:9000"],
         ["config", "lighttpd", "--port", "80"],
     ],
 )

@@ -219,7 +219,7 @@ def invalid_targets(imageid: str) -> list[tuple[str, str, int]]:
         ("GET", "/.locks/0001.jpeg", 400),
         ("GET", f"/o/.{imageid}.jpeg.tmp", 404),
         ("GET", "/%ff%fe%00/x", 404),
-        ("GET", "/", 404),
+        ("GET", "//", 404),  # ("/" itself answers: the browse page or what the server is)
         ("GET", "/favicon.ico", 404),
         ("GET", "/" + "a" * 3000, 404),
         ("POST", signed(imageid, "240x160"), 405),

@@ -112,7 +112,6 @@ def _stored(data_dir):
         ("empty", b"", "only JPEG originals are accepted"),
     ],
 )
-@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_put_refuses_with_one_clear_line_and_stores_nothing(
     env, monkeypatch, capsys, name, data, message
 ):

@@ -1,6 +1,6 @@
 import io
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -22,13 +22,18 @@ def test_fit_stays_inside_the_box_and_never_upscales(sw, sh, bw, bh):
 
 
 @given(dims, dims, dims, dims)
+@example(1, 3, 1, 2)  # the width is clamped to 1, which is also the box's width
 def test_fit_keeps_the_aspect_ratio_within_rounding(sw, sh, bw, bh):
     w, h = fit_dimensions(sw, sh, bw, bh)
-    # the other side is the rounded exact value (or clamped to 1)
-    if w == bw and (sw, sh) != (w, h):
-        assert abs(h - sh * bw / sw) <= 0.5 + 1e-9 or h == 1
-    elif (sw, sh) != (w, h):
-        assert abs(w - sw * bh / sh) <= 0.5 + 1e-9 or w == 1
+    # the limiting side touches the box; the other is the rounded exact value (or 1).
+    # (Which side limits follows from the ratios: a side clamped to 1 can equal the
+    # box by accident, e.g. 1x3 into 1x2 is 1x2, limited by the height.)
+    if (sw, sh) == (w, h):
+        return
+    if bw * sh <= bh * sw:
+        assert w == bw and (abs(h - sh * bw / sw) <= 0.5 + 1e-9 or h == 1)
+    else:
+        assert h == bh and (abs(w - sw * bh / sh) <= 0.5 + 1e-9 or w == 1)
 
 
 @given(dims, dims, dims, dims)

@@ -45,6 +45,7 @@ def test_every_placeholder_is_filled(kind):
         "user",
         "group",
         "fcgi_target",
+        "command",
     }
     assert '"/srv/cache"' in text
     assert "/srv/run/" in text
@@ -96,7 +97,9 @@ def test_default_user_group():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "nginx"}, "unknown web server kind"),
+        ({"kind": "iis"}, "unknown web server kind"),
+        ({"proxy": "http://127.0.0.1:8080"}, "exactly one"),
+        ({"fcgi_socket": None, "proxy": "http://127.0.0.1:8080"}, "nginx only"),
         ({"fcgi_socket": "/a.sock", "fcgi_bind": "127.0.0.1:9000"}, "exactly one"),
         ({"fcgi_socket": None}, "exactly one"),
         ({"fcgi_socket": None, "fcgi_bind": "localhost"}, "HOST:PORT"),
@@ -127,7 +130,8 @@ def test_bad_arguments_raise_value_error(kwargs, message):
         render_config(**args)
 
 
-def test_cli_helpers(tmp_path, capsys):
+def test_cli_helpers(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `huimages config` creates the relative cache dir "c"
     parser = argparse.ArgumentParser(prog="huimages")
     add_config_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
@@ -226,6 +230,7 @@ def test_serve_fcgi_needs_one_address():
         serve_fcgi(lambda e, s: [], socket_path="/tmp/x.sock", bind=("127.0.0.1", 1))
 
 
+@pytest.mark.webserver  # runs the server binary's own syntax check
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("transport", ["socket", "tcp"])
 def test_rendered_config_passes_server_syntax_check(kind, transport):
