@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from PIL import ImageColor
+
 from .sizes import DEFAULT_PRESETS, validate_presets
 
 XSENDFILE_HEADERS = {"x-sendfile": "X-Sendfile", "x-accel-redirect": "X-Accel-Redirect"}
@@ -82,6 +84,7 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "metrics": (("HUIMAGES_METRICS",), _parse_bool),
     "access_log": (("HUIMAGES_ACCESS_LOG",), _parse_bool),
     "log_format": (("HUIMAGES_LOG_FORMAT",), str.lower),
+    "background": (("HUIMAGES_BACKGROUND",), str.strip),
 }
 
 
@@ -121,6 +124,10 @@ class Config:
     access_log: bool = False  # one structured line per request
     log_format: str = "text"  # "text" (logfmt) or "json"
 
+    # What transparent pixels of an original become in a .jpeg variant (any CSS-like colour
+    # Pillow's ImageColor reads: "#ffffff", "white", "rgb(0,0,0)"); other formats keep alpha.
+    background: str = "#ffffff"
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
         cache = Path(self.cache_dir) if self.cache_dir else self.data_dir / "cache"
@@ -134,6 +141,12 @@ class Config:
             raise ValueError(f"xsendfile must be one of {sorted(XSENDFILE_HEADERS)}")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {sorted(LOG_FORMATS)}")
+        try:
+            ImageColor.getrgb(self.background)
+        except ValueError:
+            raise ValueError(
+                f"background must be a colour such as #ffffff, not {self.background!r}"
+            ) from None
         if self.allowed_sizes is not None:
             object.__setattr__(self, "allowed_sizes", frozenset(self.allowed_sizes))
 

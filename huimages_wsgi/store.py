@@ -16,22 +16,26 @@ from pathlib import Path
 from typing import Any
 
 from .batch import FAILED, tally
+from .broken import broken_mark
 from .cache import Cache
 from .config import Config
 from .engine import ImageEngine, Preview
 from .errors import (
     HuImagesError,
+    ImageBroken,
     ImageNotFound,
     ImageTooLarge,
     InvalidImage,
     InvalidSize,
+    LimitExceeded,
     SizeNotAllowed,
     WriteFailed,
 )
-from .formats import UNAVAILABLE, check_variant, output_format
+from .formats import UNAVAILABLE, check_variant, output_format, wrong_original_ext
 from .geometry import high_density_size
 from .geometry import scaled_dimensions as _geometry_dimensions
 from .ids import compute_id, validate_id
+from .originals import original_ext
 from .previews import choose_preview, planned_previews, recorded_previews
 from .signing import sign
 from .sizes import CROP, Size, parse_size
@@ -97,7 +101,9 @@ class ImageStore:
         self.config = config or Config.from_env()
         self.catalog = catalog or open_catalog(self.config)
         self.blobs = blobs or open_blob_store(self.config, self.catalog)
-        self.engine = engine or ImageEngine(self.config.jpeg_quality, self.config.max_pixels)
+        self.engine = engine or ImageEngine(
+            self.config.jpeg_quality, self.config.max_pixels, background=self.config.background
+        )
         self.cache = Cache(self.config.cache_root, self.config.lock_timeout)
 
     # -- sizes ---------------------------------------------------------------
@@ -164,6 +170,10 @@ class ImageStore:
             )
             doc.setdefault("filename", filename)
             doc.pop("broken", None)
+            if info.trailer:  # what follows a JPEG's image: kept, and said here
+                doc["trailer"] = info.trailer
+            else:
+                doc.pop("trailer", None)
             _record_previews(doc, previews)
 
         self.catalog.update(imageid, change)
@@ -303,8 +313,18 @@ class ImageStore:
         return join_url(base_url or self.config.server_url, path)
 
     def imageurl(self, imageid: str, size: str = "o") -> str:
+        """The original's URL ends in the extension of its type: ``/o/<ID>.heic`` for a HEIC."""
         validate_id(imageid)
-        return self.url_for(imageid, self.parse_size(size))
+        parsed = self.parse_size(size)
+        if not parsed.is_original:
+            return self.url_for(imageid, parsed)
+        return self.url_for(imageid, parsed, self.original_ext(imageid))
+
+    def original_ext(self, imageid: str, doc: Doc | None = None) -> str:
+        """The extension of the original's ``o`` URL, from the catalog's ``contenttype``."""
+        if doc is None:
+            doc = self.catalog.get(validate_id(imageid))
+        return original_ext((doc or {}).get("contenttype"))
 
     def canonical_size(self, size: str) -> Size:
         """Presets resolve to their box, so ``square`` and ``75x75!`` share a cache file."""
@@ -315,8 +335,10 @@ class ImageStore:
     ) -> str:
         validate_id(imageid)
         canonical = self.canonical_size(size)
-        check_variant(canonical, ext)
-        title = newest_title(self.catalog.get(imageid))
+        doc = self.catalog.get(imageid)
+        original = self.original_ext(imageid, doc) if canonical.is_original else None
+        check_variant(canonical, ext, original)
+        title = newest_title(doc)
         return self.url_for(imageid, canonical, ext, title, base_url)
 
     def scaled_tag(
@@ -353,7 +375,11 @@ class ImageStore:
                 sizes.append((two_x, self._tag_dimensions(doc, two_x)[0] / width))
 
         def candidates(ext: str) -> list[tuple[str, float]]:
-            check_variant(one_x, ext)
+            if one_x.is_original:  # o is the file itself, at its own extension
+                ext = ext if ext != "jpeg" else self.original_ext(imageid, doc)
+                check_variant(one_x, ext, self.original_ext(imageid, doc))
+            else:
+                check_variant(one_x, ext)
             return [
                 (self.url_for(imageid, variant, ext, title, base_url), density)
                 for variant, density in sizes
@@ -410,6 +436,12 @@ class ImageStore:
         doc = self.catalog.get(imageid)
         if not is_live(doc):
             raise ImageNotFound(f"no image {imageid}")
+        mark = broken_mark(doc)
+        if mark is not None:
+            raise ImageBroken(
+                f"image {imageid} is marked broken ({mark['reason']}); "
+                f"'huimages check {imageid}' tests it again"
+            )
         try:
             self.cache.produce(path, lambda out: self._write_variant(imageid, size, ext, out, doc))
         except OSError as exc:  # a full or failing cache disk: the image is fine
@@ -419,9 +451,12 @@ class ImageStore:
     def _write_variant(
         self, imageid: str, size: Size, ext: str, out: io.BufferedWriter, doc: Doc | None = None
     ) -> None:
-        """Only an original that does not decode is marked broken: a failure to
-        write ``out`` (WriteFailed from the engine, an OSError from the copy of
-        ``o``, which ``variant`` turns into WriteFailed) passes through."""
+        """Only an original that does not decode is marked broken (never deleted):
+        a limit of this configuration is a 422 that leaves the image alone, and
+        a failure to write ``out`` (WriteFailed from the engine, an OSError
+        from the copy of ``o``, which ``variant`` turns into WriteFailed)
+        passes through. ``o`` is served at the extension of what the bytes
+        are; any other is a 404 naming the right URL."""
         if doc is not None and self._write_from_preview(imageid, size, ext, out, doc):
             return
         with self.blobs.open(imageid) as handle:
@@ -429,13 +464,19 @@ class ImageStore:
             try:
                 if size.is_original:
                     data = source.read()
-                    self.engine.check_stored(data)
+                    actual = original_ext(self.engine.check_stored(data))
+                    if actual != ext:
+                        raise wrong_original_ext(imageid, ext, actual)
                     out.write(data)
                 else:
                     self.engine.render(source, size, out, ext)
-            except (InvalidImage, ImageTooLarge) as exc:
+            except ImageTooLarge as exc:
+                raise LimitExceeded(
+                    f"image {imageid} is over a limit of this server, left as it is: {exc}"
+                ) from exc
+            except InvalidImage as exc:
                 self.mark_broken(imageid, str(exc))
-                raise ImageNotFound(f"image {imageid} cannot be decoded") from exc
+                raise ImageBroken(f"image {imageid} cannot be decoded") from exc
 
     def _write_from_preview(
         self, imageid: str, size: Size, ext: str, out: io.BufferedWriter, doc: Doc
@@ -463,11 +504,18 @@ class ImageStore:
             return False
 
     def mark_broken(self, imageid: str, reason: str) -> None:
-        """Like the original: a broken original is flagged deleted, then answered 404."""
+        """Mark an original that does not decode: ``broken: {reason, time}``.
+
+        Never ``deleted`` (huImages did that, and a limit then hid healthy
+        images for good): the image stays in the catalog, its variants answer
+        404 without decoding again, and ``huimages check`` re-tests it
+        (broken.py). A re-upload of the same bytes clears the mark too.
+        """
         log.error("marking image %s broken: %s", imageid, reason)
 
         def change(doc: Doc) -> None:
-            doc.update(deleted=True, broken=reason[:200], mtime=timestamp())
+            if doc:  # never create a document for an ID the catalog does not know
+                doc["broken"] = {"reason": reason[:200], "time": timestamp()}
 
         self.catalog.update(imageid, change)
 

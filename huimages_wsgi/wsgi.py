@@ -36,7 +36,7 @@ from .errors import (
     InvalidPath,
     SignatureError,
 )
-from .formats import CONTENT_TYPES
+from .formats import SERVED_TYPES as CONTENT_TYPES  # variants' and originals' extensions
 from .ids import validate_id
 from .logs import ensure_logging
 from .ops import (
@@ -59,6 +59,12 @@ log = logging.getLogger("huimages_wsgi")
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 CACHE_CONTROL = "public, max-age=31536000, immutable"
+#: Every image answer is inert: an original is the user's bytes (a JPEG may carry HTML
+#: after its image), so a browser must neither sniff it nor run anything it holds.
+INERT_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Content-Security-Policy", "sandbox; default-src 'none'"),
+)
 _SEO_NAME_RE = re.compile(r"[^\x00-\x20\x7f/\\]{1,200}")
 _HIT_METHODS = ("GET", "HEAD")
 _SIZE_MEMO_LIMIT = 256
@@ -174,7 +180,7 @@ class ImageMiddleware:
         self._fixed_headers = {
             ext: [
                 ("Content-Type", content_type),
-                ("X-Content-Type-Options", "nosniff"),
+                *INERT_HEADERS,
                 ("Cache-Control", CACHE_CONTROL),
             ]
             for ext, content_type in CONTENT_TYPES.items()
@@ -332,7 +338,7 @@ class ImageMiddleware:
     ) -> Response:
         """``path`` as vetted by ``Cache.finished``; opened without following a link."""
         response = Response(content_type=CONTENT_TYPES[ext], conditional_response=True)
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.update(INERT_HEADERS)
         response.cache_control = CACHE_CONTROL
         response.last_modified = int(stat.st_mtime)
         response.etag = f"{stat.st_size:x}-{stat.st_mtime_ns:x}"
