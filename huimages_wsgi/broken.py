@@ -58,6 +58,16 @@ def marked_the_old_way(doc: Mapping[str, Any] | None) -> bool:
     return bool(doc) and bool(doc.get("deleted")) and broken_mark(doc) is not None  # type: ignore[union-attr]
 
 
+def explain_missing(store: ImageStore, imageid: str) -> str | None:
+    """For ``huimages info`` on a hidden image: why, when a mark hid it (else None)."""
+    doc = store.catalog.get(imageid)
+    if not marked_the_old_way(doc):
+        return None
+    mark = broken_mark(doc) or {}
+    return (f"image {imageid} was hidden by an older version when it did not decode"
+            f" ({mark.get('reason')}); 'huimages check {imageid}' restores it if it decodes now")
+
+
 def check_image(store: ImageStore, imageid: str) -> str:
     """Decode ``imageid``'s original again and set or clear its mark; one of ``CHECK_OUTCOMES``.
 
