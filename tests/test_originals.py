@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from webob import Request
 
@@ -283,3 +285,32 @@ def test_browse_links_the_original_at_its_own_extension(tmp_path):
     imageid = app.store.save_image(r.heic(600, 400))
     page = get(app, f"/_browse/{imageid}").text
     assert f"o/{imageid}.heic" in page and f"o/{imageid}.jpeg" not in page
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 300), st.integers(1, 400), st.integers(1, 400),
+       st.booleans(), st.sampled_from(["HEIF", "PNG", "WEBP", "AVIF", "GIF"]),
+       st.sampled_from(["jpeg", "webp", "png", "avif"]), st.sampled_from([1, 6, 8]))
+def test_rendered_dimensions_equal_predicted_dimensions_for_every_format(
+    width, height, box_w, box_h, crop, pillow_format, ext, orientation
+):
+    """As tests/test_geometry.py for JPEG: what is predicted is what is served."""
+    from huimages_wsgi.engine import ImageEngine
+    from huimages_wsgi.geometry import scaled_dimensions
+    from huimages_wsgi.sizes import CROP, FIT, Size
+
+    upright = Image.new("RGBA", (width, height), (10, 120, 200, 128))
+    stored = upright if orientation == 1 else upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    options = {} if pillow_format == "GIF" else {"exif": exif.tobytes()}
+    if pillow_format in ("HEIF", "AVIF") and min(width, height) < 2:  # encoders want 2+
+        stored = stored.resize((max(2, stored.width), max(2, stored.height)))
+    data = f.encode(stored, pillow_format, **options)
+    engine = ImageEngine()
+    info = engine.inspect(data)
+    size = (Size(f"{box_w}x{box_h}!", CROP, box_w, box_h) if crop
+            else Size(f"{box_w}x{box_h}", FIT, box_w, box_h))
+    out = io.BytesIO()
+    rendered = engine.render(io.BytesIO(data), size, out, ext)
+    assert Image.open(out).size == rendered == scaled_dimensions(info.width, info.height, size)
