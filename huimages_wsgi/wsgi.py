@@ -36,6 +36,7 @@ from .errors import (
     InvalidPath,
     SignatureError,
 )
+from .formats import CONTENT_TYPES as VARIANT_TYPES
 from .formats import SERVED_TYPES as CONTENT_TYPES  # variants' and originals' extensions
 from .ids import validate_id
 from .logs import ensure_logging
@@ -154,6 +155,8 @@ class ImageRequest:
         stem, dot, ext = parts[-1].rpartition(".")
         if not dot or ext not in CONTENT_TYPES:
             raise InvalidPath(f"unsupported extension: use one of {sorted(CONTENT_TYPES)}")
+        if ext not in VARIANT_TYPES and parts[1] != "o":  # .heic, .gif: originals only
+            raise InvalidPath(f"unsupported extension: use one of {sorted(VARIANT_TYPES)}")
         if len(parts) == 3:
             imageid = stem
         else:

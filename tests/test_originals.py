@@ -314,3 +314,14 @@ def test_rendered_dimensions_equal_predicted_dimensions_for_every_format(
     out = io.BytesIO()
     rendered = engine.render(io.BytesIO(data), size, out, ext)
     assert Image.open(out).size == rendered == scaled_dimensions(info.width, info.height, size)
+
+
+def test_original_only_extensions_are_404_for_sizes_even_before_the_signature(tmp_path):
+    """``.heic``/``.heif``/``.gif`` exist only for ``o``: any size with them is an unknown
+    URL (404), not a variant whose missing signature is worth a 403."""
+    store = ImageStore(Config(data_dir=tmp_path / "d", secret="s"))
+    app = ImageMiddleware(prefix="", store=store)
+    imageid = store.save_image(r.heic(300, 200))
+    for ext in ("heic", "heif", "gif"):
+        response = get(app, f"/240x160/{imageid}.{ext}")
+        assert response.status_int == 404 and "unsupported extension" in response.text, ext
