@@ -194,13 +194,14 @@ class BrowseApp:
             ("Bytes", doc.get("length", "?")),
             ("Uploaded", _when(doc.get("ctime"))),
         ]
-        original = f"{_RELATIVE_ROOT}/o/{imageid}.jpeg"
+        ext = self.store.original_ext(imageid, doc)  # o/<ID>.heic for a HEIC (originals.py)
+        original = f"{_RELATIVE_ROOT}/o/{imageid}.{ext}"
         body = (
             pager
             + f'<div class="detail">{image}</div>'
             + "<dl>"
             + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
-            + f'<dt>Original</dt><dd><a href="{_e(original)}">{imageid}.jpeg</a></dd></dl>'
+            + f'<dt>Original</dt><dd><a href="{_e(original)}">{imageid}.{ext}</a></dd></dl>'
         )
         return self.page(title or imageid, body)
 
@@ -280,7 +281,9 @@ class BrowseApp:
             )
         return (
             '<form id="upload" method="post" action="upload" enctype="multipart/form-data">'
-            '<label>JPEG <input type="file" name="file" accept="image/jpeg" required></label>'
+            '<label>Image <input type="file" name="file" required accept="image/jpeg,'
+            'image/png,image/webp,image/avif,image/heic,image/heif,image/gif,.heic,.heif">'
+            "</label>"
             f'<label>Title <input type="text" name="title" maxlength="{TEXT_LIMIT}"></label>'
             f'{extra_field}<button type="submit">Upload</button></form>'
         )

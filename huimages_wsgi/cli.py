@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from .batch import FAILED
 from .config import Config, parse_bytes
-from .errors import HuImagesError
+from .errors import HuImagesError, ImageNotFound
 from .functions import open_store
 from .logs import configure_logging
 from .store import ImageStore
@@ -148,7 +149,13 @@ def cmd_put(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_info(args: argparse.Namespace, config: Config) -> int:
-    doc = open_store(config).get_imagedoc(args.id)
+    from .broken import explain_missing
+
+    store = open_store(config)
+    try:
+        doc = store.get_imagedoc(args.id)
+    except ImageNotFound as exc:
+        raise ImageNotFound(explain_missing(store, args.id) or str(exc)) from None
     json.dump(doc, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
     return 0
@@ -176,8 +183,6 @@ def cmd_purge(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
-    from .batch import FAILED
-
     store = local_store(config, "migrate")
     ids = list(store.ids())
     progress = Progress(len(ids), "migrating", force=args.progress)
@@ -189,7 +194,6 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_previews(args: argparse.Namespace, config: Config) -> int:
     from .backfill import PREVIEW_OUTCOMES, backfill_previews
-    from .batch import FAILED
 
     if bool(args.all) == bool(args.ids):
         raise SystemExit("huimages: previews wants either --all or image IDs")
@@ -199,6 +203,19 @@ def cmd_previews(args: argparse.Namespace, config: Config) -> int:
     summary = backfill_previews(store, ids, lambda imageid, outcome: progress.step(imageid))
     print(", ".join(f"{summary[outcome]} {outcome}" for outcome in PREVIEW_OUTCOMES))
     return 1 if summary[FAILED] else 0
+
+
+def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    from .broken import CHECK_OUTCOMES, PROBLEMS, check_images, marked_ids
+
+    if bool(args.all) == bool(args.ids):
+        raise SystemExit("huimages: check wants either --all or image IDs")
+    store = local_store(config, "check")
+    ids = list(marked_ids(store)) if args.all else args.ids
+    summary = check_images(store, ids, lambda imageid, outcome: print(f"{imageid}: {outcome}"))
+    print(", ".join(f"{summary[outcome]} {outcome}" for outcome in (*CHECK_OUTCOMES, FAILED)
+                    if summary[outcome]) or "nothing marked broken")
+    return 1 if summary[FAILED] or any(summary[outcome] for outcome in PROBLEMS) else 0
 
 
 def cmd_prune_cache(args: argparse.Namespace, config: Config) -> int:
@@ -311,6 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
     previews.add_argument("--progress", action="store_true",
                           help="show progress even if not a tty")
     previews.set_defaults(handler=cmd_previews)
+
+    check = commands.add_parser(
+        "check",
+        help="decode marked-broken originals again; clear the mark of those that decode",
+        description="An original that failed to decode is marked 'broken' (never deleted)."
+        " This decodes it again and removes the mark when it works; images that older"
+        " versions marked broken *and deleted* are un-deleted when their original is still"
+        " there and decodes. --all takes every marked image; IDs given are checked (and"
+        " marked if they do not decode) whether marked or not.",
+    )
+    check.add_argument("ids", nargs="*", metavar="ID")
+    check.add_argument("--all", action="store_true", help="every image marked broken")
+    check.set_defaults(handler=cmd_check)
 
     prune = commands.add_parser(
         "prune-cache",

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from PIL import ImageColor
+
 from .sizes import DEFAULT_PRESETS, validate_presets
 
 XSENDFILE_HEADERS = {"x-sendfile": "X-Sendfile", "x-accel-redirect": "X-Accel-Redirect"}
@@ -84,6 +86,7 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "log_format": (("HUIMAGES_LOG_FORMAT",), str.lower),
     "render_slots": (("HUIMAGES_RENDER_SLOTS",), int),
     "render_wait": (("HUIMAGES_RENDER_WAIT",), float),
+    "background": (("HUIMAGES_BACKGROUND",), str.strip),
 }
 
 
@@ -128,6 +131,8 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "render_slots": ("one per core", "renders at once per node (admission control; `0`: no"
                      " limit); a miss that gets no slot in time is a 503"),
     "render_wait": ("1.5", "seconds a miss may wait for a render slot before its 503"),
+    "background": ("`#ffffff`", "what transparent pixels become in `.jpeg` variants (any CSS"
+                   " colour Pillow reads); other formats keep alpha"),
 }
 
 
@@ -181,6 +186,9 @@ class Config:
     # 0: no limit) and the seconds a miss may wait for a slot before its 503
     render_slots: int | None = None
     render_wait: float = 1.5
+    # What transparent pixels of an original become in a .jpeg variant (any CSS-like colour
+    # Pillow's ImageColor reads: "#ffffff", "white", "rgb(0,0,0)"); other formats keep alpha.
+    background: str = "#ffffff"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
@@ -195,6 +203,12 @@ class Config:
             raise ValueError(f"xsendfile must be one of {sorted(XSENDFILE_HEADERS)}")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {sorted(LOG_FORMATS)}")
+        try:
+            ImageColor.getrgb(self.background)
+        except ValueError:
+            raise ValueError(
+                f"background must be a colour such as #ffffff, not {self.background!r}"
+            ) from None
         if self.allowed_sizes is not None:
             object.__setattr__(self, "allowed_sizes", frozenset(self.allowed_sizes))
         if self.render_slots is not None and self.render_slots < 0:

@@ -1,11 +1,15 @@
 """The image engine: everything that touches pixels, on Pillow.
 
 Two jobs: check an upload (``inspect``) and produce a derivative
-(``render``). Rendering decodes through libjpeg's DCT scaling (``draft``),
-so a thumbnail of a 12 MP photo never materialises the full-size bitmap;
-it applies EXIF orientation, converts any embedded ICC profile to sRGB and
-writes plain sRGB pixels with no metadata (no EXIF, no GPS, no ICC profile)
-as JPEG, WebP, AVIF or PNG (see formats.py).
+(``render``). Originals may be JPEG, PNG, WebP, AVIF, HEIC/HEIF or GIF
+(originals.py); an animated one renders its first frame. Rendering a JPEG
+decodes through libjpeg's DCT scaling (``draft``), so a thumbnail of a 12 MP
+photo never materialises the full-size bitmap; every format gets EXIF
+orientation applied, any embedded ICC profile converted to sRGB, and is
+written as plain sRGB pixels with no metadata (no EXIF, no GPS, no ICC
+profile) as JPEG, WebP, AVIF or PNG (see formats.py). Transparency is kept
+where the output format holds it (WebP, AVIF, PNG) and put on the
+configured background colour for JPEG.
 
 An upload is decoded once, and the same pixels also make its previews
 (previews.py): normalised reduced copies that later renders start from
@@ -18,22 +22,22 @@ import hashlib
 import io
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import BinaryIO
 
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageColor, UnidentifiedImageError
 
 from .config import DEFAULT_MAX_PIXELS
 from .errors import ImageTooLarge, InvalidImage, WriteFailed
 from .formats import OutputFormat, output_format, save_options
 from .geometry import scaled_geometry
-from .jpegscan import check_upload_structure, scan_jpeg
+from .jpegscan import JpegStructure, jpeg_trailer, scan_jpeg
+from .originals import ACCEPTED_DESCRIPTION, accepted_pillow_formats, content_type_of
 from .previews import planned_previews, preview_reduction
 from .sizes import Size
 
-ACCEPTED_UPLOAD_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg"}
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -47,9 +51,14 @@ _TRANSPOSE = {
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError)
 
 
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_PLAIN_MODES = frozenset({"RGB", "L", "CMYK"})  # what a JPEG decodes to: used as they are
+
+
 @dataclass(frozen=True)
 class Preview:
-    """One normalised reduced copy of an original (upright sRGB JPEG, no metadata)."""
+    """One normalised reduced copy of an original, no metadata: an upright sRGB
+    JPEG, or a lossless WebP with alpha for an original with transparency."""
 
     name: str
     width: int
@@ -63,6 +72,34 @@ class ImageInfo:
     height: int
     content_type: str
     previews: tuple[Preview, ...] = ()
+    #: What follows a JPEG's primary image (``{"bytes": N, "kind": ...}``), else None.
+    trailer: dict | None = None
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in _ALPHA_MODES or "transparency" in img.info
+
+
+def _normalised(img: Image.Image) -> Image.Image:
+    """RGB, L or CMYK as they are (ICC handles them); anything with alpha as RGBA; the
+    rest (palette, 1-bit, 16-bit) as RGB, so that resampling never works on indices."""
+    if img.mode == "RGBA" or (img.mode in _PLAIN_MODES and "transparency" not in img.info):
+        return img
+    return img.convert("RGBA" if _has_alpha(img) else "RGB")
+
+
+def _opaque(img: Image.Image) -> bool:
+    """An RGBA image whose alpha is 255 everywhere (many PNGs): encoded without alpha."""
+    return img.mode != "RGBA" or img.getchannel("A").getextrema() == (255, 255)
+
+
+def flatten(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """RGBA onto ``background`` (RGB); anything else unchanged."""
+    if img.mode != "RGBA":
+        return img
+    flat = Image.new("RGB", img.size, background)
+    flat.paste(img, mask=img.getchannel("A"))
+    return flat
 
 
 def _orientation(img: Image.Image) -> int:
@@ -88,25 +125,22 @@ def _srgb_transform(
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
         if mode != "CMYK" and "srgb" in ImageCms.getProfileDescription(source).lower():
             return None  # already sRGB: skip the per-pixel work
-        return ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), mode, "RGB")
+        out_mode = "RGBA" if mode == "RGBA" else "RGB"
+        return ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), mode, out_mode)
     except (ImageCms.PyCMSError, OSError, ValueError):
         return None  # a broken profile is ignored rather than failing the image
 
 
 def _to_srgb(img: Image.Image, profile: bytes | None) -> Image.Image:
-    if profile and img.mode in ("RGB", "CMYK", "L"):
+    """sRGB pixels as RGB, or RGBA when the image has an alpha channel."""
+    if profile and img.mode in ("RGB", "CMYK", "L", "RGBA"):
         digest = hashlib.sha1(profile, usedforsecurity=False).hexdigest()
         transform = _srgb_transform(digest, profile, img.mode)
         if transform is not None:
             return ImageCms.applyTransform(img, transform)
-    if img.mode == "RGB":
+    if img.mode in ("RGB", "RGBA"):
         return img
-    if img.mode in ("RGBA", "LA", "PA", "P") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return img.convert("RGB")
+    return _normalised(img).convert("RGBA" if _has_alpha(img) else "RGB")
 
 
 def _stored_box(
@@ -161,6 +195,7 @@ class ImageEngine:
         resample: Image.Resampling = Image.Resampling.BICUBIC,
         preview_quality: int = 92,
         preview_resample: Image.Resampling = Image.Resampling.LANCZOS,
+        background: str = "#ffffff",
     ) -> None:
         """``draft_gap`` 1.0 lets libjpeg's DCT scaling go as far down as the
         output allows: decode at the smallest 1/2, 1/4 or 1/8 scale that is
@@ -184,12 +219,14 @@ class ImageEngine:
         self.resample = resample
         self.preview_quality = preview_quality
         self.preview_resample = preview_resample
+        #: Transparent pixels become this colour in a JPEG (HUIMAGES_BACKGROUND).
+        self.background: tuple[int, int, int] = ImageColor.getrgb(background)[:3]  # type: ignore[assignment]
         # Pillow's threshold is process-wide: keep it at or above ours, so that it
         # never refuses an original we accept and its warning band (above it, up
         # to twice it) only ever holds images that ``_open`` refuses anyway.
         Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
 
-    def _open(self, source: BinaryIO) -> Image.Image:
+    def _open(self, source: BinaryIO, formats: Sequence[str] | None = None) -> Image.Image:
         """Parse the header only, then refuse anything over the pixel limit.
 
         This check is the guard, not Pillow's: between its threshold and twice
@@ -206,7 +243,7 @@ class ImageEngine:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img = Image.open(source)
+                img = Image.open(source, formats=formats)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             # over twice Pillow's threshold Pillow refuses before we see the size
             raise ImageTooLarge(f"image has too many pixels; the limit is {self.max_pixels}") \
@@ -223,57 +260,104 @@ class ImageEngine:
             )
         return img
 
-    def check_stored(self, data: bytes) -> None:
-        """Cheap checks before a stored original is served byte for byte as ``o``.
+    def check_stored(self, data: bytes) -> str:
+        """Cheap checks before a stored original is served byte for byte as ``o``;
+        returns its content type (which decides the ``/o/`` extension).
 
         Uploads are validated completely; this catches what storage damaged:
         no image at all, an empty or truncated JPEG, or a header over the
-        pixel limit. Usually only the markers and the header are read. The
-        marker walk is stricter than the decoder, though, and huImages once
-        stored files it would refuse (and other formats: its ``save_image``
-        took a content type); their variants render, so when the walk fails
-        only a full decode can tell damage from a quirk.
+        pixel limit. For a JPEG usually only the markers and the header are
+        read. The marker walk is stricter than the decoder, though, and
+        huImages once stored files it would refuse; their variants render, so
+        when the walk fails only a full decode can tell damage from a quirk.
+        Other formats have no cheap walk: they are decoded (once per node,
+        as ``o`` is cached afterwards).
         """
         img = self._open(io.BytesIO(data))
         try:
-            if data[:2] == b"\xff\xd8":
-                scan_jpeg(data)
-        except InvalidImage:
+            content_type = content_type_of(img.format, data) or "image/jpeg"  # legacy: as before
+            if img.format in ("JPEG", "MPO"):
+                try:
+                    scan_jpeg(data)
+                    return content_type
+                except InvalidImage:
+                    pass
             try:
                 img.load()
             except _DECODE_ERRORS as exc:
                 raise InvalidImage(f"cannot decode image: {exc}") from exc
+            return content_type
+        finally:
+            img.close()
+
+    def verify(self, data: bytes) -> None:
+        """Decode ``data`` completely (the first frame of an animation), whatever the
+        format; InvalidImage if it does not decode, ImageTooLarge if over a limit."""
+        img = self._open(io.BytesIO(data))
+        try:
+            if img.format in ("JPEG", "MPO"):  # every scan is still decoded, at 1/8
+                img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageTooLarge(str(exc)) from exc
+        except _DECODE_ERRORS as exc:
+            raise InvalidImage(f"cannot decode image: {exc}") from exc
         finally:
             img.close()
 
     def inspect(self, data: bytes, previews: bool = False) -> ImageInfo:
         """Validate an upload completely and return its upright dimensions.
 
+        Accepted: what ``originals.content_type_of`` knows, decoded completely
+        (the first frame of an animation). A JPEG is walked first
+        (jpegscan.py) for a clear message on truncation and for what follows
+        its primary image, which is kept and described (``trailer``); a JPEG
+        the walk finds odd but the decoder reads is accepted as it is.
+
         With ``previews``, the decode that validates the upload is done at the
         scale the largest planned preview needs instead of 1/8, and the
         previews are made from those pixels: one decode per upload either way.
         """
-        structure = check_upload_structure(data)
-        img = self._open(io.BytesIO(data))
-        if img.format not in ACCEPTED_UPLOAD_FORMATS:
-            raise InvalidImage(f"{img.format} is not accepted: only JPEG originals are")
-        if img.size != (structure.width, structure.height):
+        structure: JpegStructure | None = None
+        trailer = None
+        walk_error: InvalidImage | None = None
+        if data[:3] == b"\xff\xd8\xff":
+            try:
+                structure, trailer = jpeg_trailer(data)
+            except InvalidImage as exc:
+                walk_error = exc  # the decoder decides; its verdict, if bad, gets this message
+        try:  # only the decoders of accepted formats ever see an upload
+            img = self._open(io.BytesIO(data), accepted_pillow_formats())
+        except InvalidImage:
+            if walk_error is not None:
+                raise walk_error from None
+            raise InvalidImage(
+                f"not an image: only {ACCEPTED_DESCRIPTION} originals are accepted"
+            ) from None
+        content_type = content_type_of(img.format, data)
+        if content_type is None:
+            raise InvalidImage(
+                f"{img.format} is not accepted: only {ACCEPTED_DESCRIPTION} originals are"
+            )
+        if structure is not None and img.size != (structure.width, structure.height):
             raise InvalidImage("corrupt JPEG: frame header and decoder disagree on the size")
         orientation = _orientation(img)
-        width, height = structure.width, structure.height
-        if orientation >= 5:
-            width, height = height, width
-        content_type = ACCEPTED_UPLOAD_FORMATS[img.format]
+        width, height = _upright_size(img, orientation)
         planned = planned_previews(width, height) if previews else []
         try:
             if planned:
                 made = self._make_previews(img, orientation, planned)
-                return ImageInfo(width, height, content_type, made)
-            img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+                return ImageInfo(width, height, content_type, made, trailer)
+            if img.format in ("JPEG", "MPO"):
+                img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
             img.load()  # decodes every scan: truncation and corruption surface here
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageTooLarge(str(exc)) from exc
         except _DECODE_ERRORS as exc:
+            if walk_error is not None:
+                raise walk_error from exc
             raise InvalidImage(f"corrupt image data: {exc}") from exc
-        return ImageInfo(width, height, content_type)
+        return ImageInfo(width, height, content_type, (), trailer)
 
     def _make_previews(
         self, img: Image.Image, orientation: int, planned: list[tuple[str, int, int]]
@@ -284,13 +368,16 @@ class ImageEngine:
         no metadata."""
         _, largest_w, largest_h = planned[0]
         stored_size = (largest_h, largest_w) if orientation >= 5 else (largest_w, largest_h)
-        img.draft(img.mode if img.mode in ("RGB", "L", "CMYK") else None, stored_size)
+        if img.format in ("JPEG", "MPO"):
+            img.draft(img.mode if img.mode in _PLAIN_MODES else None, stored_size)
         img.load()  # decodes every scan: truncation and corruption surface here
         profile = img.info.get("icc_profile")
-        pixels = img.resize(stored_size, self.resample, reducing_gap=self.reducing_gap)
+        pixels = _normalised(img).resize(stored_size, self.resample, reducing_gap=self.reducing_gap)
         if orientation != 1:
             pixels = pixels.transpose(_TRANSPOSE[orientation])
         pixels = _to_srgb(pixels, profile)
+        if _opaque(pixels):
+            pixels = pixels.convert("RGB")
         made = []
         for name, width, height in planned:
             if pixels.size != (width, height):
@@ -298,7 +385,10 @@ class ImageEngine:
                                        reducing_gap=self.reducing_gap)
             pixels.info = {}
             out = io.BytesIO()
-            pixels.save(out, "JPEG", quality=self.preview_quality, subsampling="4:2:0")
+            if pixels.mode == "RGBA":  # transparency stays: lossless WebP (smaller than PNG)
+                pixels.save(out, "WEBP", lossless=True, quality=0, method=0, exact=False)
+            else:
+                pixels.save(out, "JPEG", quality=self.preview_quality, subsampling="4:2:0")
             made.append(Preview(name, width, height, out.getvalue()))
         return tuple(made)
 
@@ -350,6 +440,7 @@ class ImageEngine:
             img.load()
             mark("decode")
             profile = img.info.get("icc_profile") if original_size is None else None
+            img = _normalised(img)
             # Resample in stored orientation and turn only the small result upright.
             left, top, right, bottom = _stored_box(region, orientation, upright_w, upright_h)
             box = (left / reduction, top / reduction, right / reduction, bottom / reduction)
@@ -380,6 +471,8 @@ class ImageEngine:
         original: reported as InvalidImage, it would get a healthy image
         marked broken, i.e. deleted. WriteFailed is a 503, to be retried.
         """
+        if encoding.pillow_format == "JPEG" or _opaque(img):
+            img = flatten(img, self.background)
         img.info = {}  # AVIF and PNG would carry EXIF/ICC over from the original
         try:
             img.save(output, encoding.pillow_format, **save_options(encoding, self.quality))

@@ -42,6 +42,17 @@ class ImageTooLarge(HuImagesError, ValueError):
     status = 413
 
 
+class LimitExceeded(ImageTooLarge):
+    """A stored original is over a limit of this server's configuration (e.g.
+    HUIMAGES_MAX_PIXELS): the request is refused and the image left alone, as
+    raising the limit makes it work again. 422, not 413: the request is fine."""
+
+    status = 422
+
+
+class ImageBroken(ImageNotFound):
+    """The original is marked broken: it did not decode. The image stays in the
+    catalog (never deleted for this); ``huimages check`` re-tests it."""
 class RequestRefused(HuImagesError):
     """An HTTP-level refusal (auth, method, media type, syntax) with its own status."""
 

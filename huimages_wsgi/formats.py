@@ -25,6 +25,7 @@ from typing import Any
 from PIL import features
 
 from .errors import InvalidPath, InvalidSize
+from .originals import ORIGINAL_TYPES
 from .sizes import Size
 
 #: A PNG of a photo is lossless and about ten times the JPEG (1.1 MB at 1024x768),
@@ -70,7 +71,8 @@ FORMATS: dict[str, OutputFormat] = {
 #: Known formats this Pillow cannot encode: ``scaled_tag`` leaves their sources out.
 UNAVAILABLE: frozenset[str] = frozenset(_ALL_FORMATS) - frozenset(FORMATS)
 CONTENT_TYPES: dict[str, str] = {ext: fmt.content_type for ext, fmt in FORMATS.items()}
-ORIGINAL_EXT = "jpeg"
+#: Every extension an image URL may end in: the variants' and the originals' (``o/<ID>.heic``).
+SERVED_TYPES: dict[str, str] = {**ORIGINAL_TYPES, **CONTENT_TYPES}
 
 
 def output_format(ext: str) -> OutputFormat:
@@ -80,26 +82,42 @@ def output_format(ext: str) -> OutputFormat:
         raise InvalidPath(f"unsupported extension: use one of {sorted(FORMATS)}") from None
 
 
-def check_variant(size: Size, ext: str) -> OutputFormat:
+def check_variant(size: Size, ext: str, original_ext: str | None = None) -> OutputFormat | None:
     """Refuse the combinations that make no sense, with a message that says why.
 
-    ``o`` is the uploaded file, byte for byte, and that is a JPEG: transcoding
-    it would make a second, different "original" (ask for a box as large as
-    the image, e.g. ``4096x4096.avif``, for a full-size AVIF: boxes never
-    upscale). PNG is lossless, so it is kept to small boxes (``PNG_MAX_SIDE``).
+    ``o`` is the uploaded file, byte for byte, at the extension of its own
+    type (originals.py): transcoding it would make a second, different
+    "original" (ask for a box as large as the image, e.g. ``4096x4096.avif``,
+    for a full-size AVIF: boxes never upscale). With ``original_ext`` (the
+    image's, when the caller knows it) any other extension is refused here;
+    without, only one no original can have. PNG is lossless, so it is kept
+    to small boxes (``PNG_MAX_SIDE``). None for ``o``, else the output format.
     """
+    if size.is_original:
+        if ext not in ORIGINAL_TYPES:
+            raise InvalidPath(f"unsupported extension for an original: use one of "
+                              f"{sorted(ORIGINAL_TYPES)}")
+        if original_ext is not None and ext != original_ext:
+            raise wrong_original_ext("<ID>", ext, original_ext)
+        return None
     fmt = output_format(ext)
-    if size.is_original and ext != ORIGINAL_EXT:
-        raise InvalidPath(
-            f"the original is only available as .{ORIGINAL_EXT}; "
-            f"ask for a size (e.g. 4096x4096.{ext}) to get a .{ext}"
-        )
     if fmt.lossless and max(size.width, size.height) > PNG_MAX_SIDE:
         raise InvalidSize(
             f"PNG is lossless and large: only sizes up to {PNG_MAX_SIDE} pixels per side; "
             "use .webp, .avif or .jpeg for bigger ones"
         )
     return fmt
+
+
+def wrong_original_ext(imageid: str, asked: str, actual: str) -> InvalidPath:
+    """The 404 for ``/o/<ID>.<asked>`` when the original is a ``.<actual>``: it names the URL."""
+    hint = ""
+    if asked in FORMATS:
+        hint = f"; ask for a size (e.g. 4096x4096.{asked}) to get a .{asked}"
+    return InvalidPath(
+        f"the original of this image is a {ORIGINAL_TYPES.get(actual, actual)} file, served at"
+        f" /o/{imageid}.{actual}, not as .{asked}{hint}"
+    )
 
 
 def save_options(fmt: OutputFormat, jpeg_quality: int) -> dict[str, Any]:

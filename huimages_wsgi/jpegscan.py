@@ -1,17 +1,19 @@
 """A structural walk over JPEG markers, without decoding pixels.
 
-Pillow happily opens a JPEG with anything appended to it, which is how
-JPEG/ZIP and JPEG/HTML polyglots are made. Since ``/o/`` serves originals
-byte for byte from our domain, uploads are walked once here: the file must
-start with SOI, its segments must be well-formed, and after the EOI only
-padding or further JPEG frames of a Multi-Picture (MPF) file may follow.
+It finds where the primary image ends (its EOI marker), its frame size, and
+whether it is a Multi-Picture (MPF) file, and it catches truncation with a
+clear message before any decoding. What follows the end marker is kept (a
+camera's trailer, further frames, a video: see ``originals.describe_trailer``);
+``o`` is served inert, so bytes after the image are no danger to our domain.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InvalidImage
+from .originals import describe_trailer
 
 _SOF_MARKERS = frozenset(
     {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -42,7 +44,7 @@ def _next_marker_after_scan(data: bytes, pos: int) -> int:
 
 def scan_jpeg(data: bytes) -> JpegStructure:
     if len(data) < 4 or data[:3] != b"\xff\xd8\xff":
-        raise InvalidImage("not a JPEG file: only JPEG originals are accepted")
+        raise InvalidImage("not a JPEG file")
     pos, width, height, is_mpf, seen_scan = 2, 0, 0, False, False
     size = len(data)
     while pos < size:
@@ -78,15 +80,7 @@ def scan_jpeg(data: bytes) -> JpegStructure:
     raise InvalidImage("truncated JPEG: the file ends before its end marker")
 
 
-def check_upload_structure(data: bytes) -> JpegStructure:
-    """Reject truncation and anything but padding or MPF frames after the image."""
+def jpeg_trailer(data: bytes) -> tuple[JpegStructure, dict[str, Any] | None]:
+    """The structure of a JPEG and a description of what follows its primary image."""
     structure = scan_jpeg(data)
-    trailer = data[structure.end :]
-    if trailer.strip(b"\x00\xff\r\n\t ") == b"":
-        return structure
-    if structure.is_mpf and trailer.startswith(b"\xff\xd8\xff"):
-        return structure
-    raise InvalidImage(
-        f"{len(trailer)} bytes of non-image data follow the JPEG end marker "
-        "(a polyglot file?): re-save the image and upload again"
-    )
+    return structure, describe_trailer(data[structure.end :], structure.is_mpf)

@@ -21,6 +21,7 @@ from .formats import UNAVAILABLE, check_variant, output_format
 from .geometry import high_density_size
 from .geometry import scaled_dimensions as geometry_dimensions
 from .ids import validate_id
+from .originals import original_ext
 from .signing import sign
 from .sizes import CROP, Size, SizeRules
 from .storage import Doc
@@ -64,16 +65,28 @@ class Links:
         return join_url(base_url or self.config.server_url, path)
 
     def imageurl(self, imageid: str, size: str = "o") -> str:
+        """The original's URL ends in the extension of its type: ``/o/<ID>.heic`` for a HEIC."""
         validate_id(imageid)
-        return self.url_for(imageid, self.sizes.parse(size))
+        parsed = self.sizes.parse(size)
+        if not parsed.is_original:
+            return self.url_for(imageid, parsed)
+        return self.url_for(imageid, parsed, self.original_ext(imageid))
+
+    def original_ext(self, imageid: str, doc: Doc | None = None) -> str:
+        """The extension of the original's ``o`` URL, from the catalog's ``contenttype``."""
+        if doc is None:
+            doc = self.read_doc(validate_id(imageid))
+        return original_ext((doc or {}).get("contenttype"))
 
     def scaled_imageurl(
         self, imageid: str, size: str = "150x150", ext: str = "jpeg", *, base_url: str | None = None
     ) -> str:
         validate_id(imageid)
         canonical = self.sizes.canonical(size)
-        check_variant(canonical, ext)
-        title = newest_title(self.read_doc(imageid))
+        doc = self.read_doc(imageid)
+        original = self.original_ext(imageid, doc) if canonical.is_original else None
+        check_variant(canonical, ext, original)
+        title = newest_title(doc)
         return self.url_for(imageid, canonical, ext, title, base_url)
 
     def scaled_dimensions(
@@ -124,7 +137,11 @@ class Links:
                 sizes.append((two_x, self.dimensions(doc, two_x)[0] / width))
 
         def candidates(ext: str) -> list[tuple[str, float]]:
-            check_variant(one_x, ext)
+            if one_x.is_original:  # o is the file itself, at its own extension
+                ext = ext if ext != "jpeg" else self.original_ext(imageid, doc)
+                check_variant(one_x, ext, self.original_ext(imageid, doc))
+            else:
+                check_variant(one_x, ext)
             return [
                 (self.url_for(imageid, variant, ext, title, base_url), density)
                 for variant, density in sizes

@@ -7,9 +7,11 @@ from the original, with the engine (engine.py). ``o`` is the original's
 bytes, checked to still be an image.
 
 Only an original that does not decode is evidence against the image: it is
-marked broken in the catalog. A preview that fails is a lost shortcut (the
-original is used), and a failure to write the cache is the server's fault
-(``WriteFailed``, a 503): neither ever marks the image.
+marked broken in the catalog (never deleted; broken.py). An original over a
+limit of this configuration is a 422 that leaves the image alone. A preview
+that fails is a lost shortcut (the original is used), and a failure to write
+the cache is the server's fault (``WriteFailed``, a 503): neither ever marks
+the image.
 """
 
 from __future__ import annotations
@@ -17,11 +19,20 @@ from __future__ import annotations
 import logging
 from typing import BinaryIO
 
+from .broken import broken_mark
 from .cache import Cache, CachedFile
 from .engine import ImageEngine
-from .errors import ImageNotFound, ImageTooLarge, InvalidImage, WriteFailed
-from .formats import check_variant
+from .errors import (
+    ImageBroken,
+    ImageNotFound,
+    ImageTooLarge,
+    InvalidImage,
+    LimitExceeded,
+    WriteFailed,
+)
+from .formats import check_variant, wrong_original_ext
 from .ids import validate_id
+from .originals import original_ext
 from .previews import choose_preview, recorded_previews
 from .sizes import Size
 from .storage import BlobNotFound, BlobStore, Catalog, Doc, is_live, timestamp
@@ -45,6 +56,12 @@ class Renderer:
         doc = self.catalog.get(imageid)
         if not is_live(doc):
             raise ImageNotFound(f"no image {imageid}")
+        mark = broken_mark(doc)
+        if mark is not None:
+            raise ImageBroken(
+                f"image {imageid} is marked broken ({mark['reason']}); "
+                f"'huimages check {imageid}' tests it again"
+            )
         try:
             return self.cache.produce(
                 size.name, imageid, ext, lambda out: self.write(imageid, size, ext, out, doc)
@@ -55,9 +72,12 @@ class Renderer:
     def write(
         self, imageid: str, size: Size, ext: str, out: BinaryIO, doc: Doc | None = None
     ) -> None:
-        """Only an original that does not decode is marked broken: a failure to
-        write ``out`` (WriteFailed from the engine, an OSError from the copy of
-        ``o``, which ``variant`` turns into WriteFailed) passes through."""
+        """Only an original that does not decode is marked broken (never deleted):
+        a limit of this configuration is a 422 that leaves the image alone, and
+        a failure to write ``out`` (WriteFailed from the engine, an OSError
+        from the copy of ``o``, which ``variant`` turns into WriteFailed)
+        passes through. ``o`` is served at the extension of what the bytes
+        are; any other is a 404 naming the right URL."""
         if doc is not None and self.write_from_preview(imageid, size, ext, out, doc):
             return
         with self.blobs.open(imageid) as handle:
@@ -65,13 +85,19 @@ class Renderer:
             try:
                 if size.is_original:
                     data = source.read()
-                    self.engine.check_stored(data)
+                    actual = original_ext(self.engine.check_stored(data))
+                    if actual != ext:
+                        raise wrong_original_ext(imageid, ext, actual)
                     out.write(data)
                 else:
                     self.engine.render(source, size, out, ext)
-            except (InvalidImage, ImageTooLarge) as exc:
+            except ImageTooLarge as exc:
+                raise LimitExceeded(
+                    f"image {imageid} is over a limit of this server, left as it is: {exc}"
+                ) from exc
+            except InvalidImage as exc:
                 self.mark_broken(imageid, str(exc))
-                raise ImageNotFound(f"image {imageid} cannot be decoded") from exc
+                raise ImageBroken(f"image {imageid} cannot be decoded") from exc
 
     def write_from_preview(
         self, imageid: str, size: Size, ext: str, out: BinaryIO, doc: Doc
@@ -99,10 +125,17 @@ class Renderer:
             return False
 
     def mark_broken(self, imageid: str, reason: str) -> None:
-        """Like the original: a broken original is flagged deleted, then answered 404."""
+        """Mark an original that does not decode: ``broken: {reason, time}``.
+
+        Never ``deleted`` (huImages did that, and a limit then hid healthy
+        images for good): the image stays in the catalog, its variants answer
+        404 without decoding again, and ``huimages check`` re-tests it
+        (broken.py). A re-upload of the same bytes clears the mark too.
+        """
         log.error("marking image %s broken: %s", imageid, reason)
 
         def change(doc: Doc) -> None:
-            doc.update(deleted=True, broken=reason[:200], mtime=timestamp())
+            if doc:  # never create a document for an ID the catalog does not know
+                doc["broken"] = {"reason": reason[:200], "time": timestamp()}
 
         self.catalog.update(imageid, change)

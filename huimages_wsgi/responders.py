@@ -30,10 +30,16 @@ from webob.etag import ETagMatcher
 from .cache import CachedFile
 from .config import XSENDFILE_HEADERS, Config
 from .environ_keys import SENDFILE_BYTES_KEY
-from .formats import CONTENT_TYPES
+from .formats import SERVED_TYPES
 
 #: Variants never change under their URL: a new image is a new ID.
 CACHE_CONTROL = "public, max-age=31536000, immutable"
+#: Every image answer is inert: an original is the user's bytes (a JPEG may carry HTML
+#: after its image), so a browser must neither sniff it nor run anything it holds.
+INERT_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Content-Security-Policy", "sandbox; default-src 'none'"),
+)
 CHUNK = 1 << 16
 
 
@@ -92,12 +98,8 @@ class FileResponder:
         self.sendfile_header = XSENDFILE_HEADERS.get(sendfile or "")
         self.xaccel_prefix = xaccel_prefix.rstrip("/")
         self._fixed = {
-            ext: (
-                ("Content-Type", content_type),
-                ("X-Content-Type-Options", "nosniff"),
-                ("Cache-Control", CACHE_CONTROL),
-            )
-            for ext, content_type in CONTENT_TYPES.items()
+            ext: (("Content-Type", content_type), *INERT_HEADERS, ("Cache-Control", CACHE_CONTROL))
+            for ext, content_type in SERVED_TYPES.items()
         }
 
     @classmethod

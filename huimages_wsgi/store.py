@@ -167,6 +167,10 @@ class BaseImageStore:
     def imageurl(self, imageid: str, size: str = "o") -> str:
         return self.links.imageurl(imageid, size)
 
+    def original_ext(self, imageid: str, doc: Doc | None = None) -> str:
+        """The extension of the original's URL: its type's (``heic`` for a HEIC)."""
+        return self.links.original_ext(imageid, doc)
+
     def scaled_imageurl(self, imageid: str, size: str = "150x150", ext: str = "jpeg") -> str:
         return self.links.scaled_imageurl(imageid, size, ext)
 
@@ -212,7 +216,9 @@ class ImageStore(BaseImageStore):
         config = config or Config.from_env()
         super().__init__(config, catalog or open_catalog(config))
         self.blobs = blobs or open_blob_store(config, self.catalog)
-        self.engine = engine or ImageEngine(config.jpeg_quality, config.max_pixels)
+        self.engine = engine or ImageEngine(
+            config.jpeg_quality, config.max_pixels, background=config.background
+        )
 
     @property
     def renderer(self) -> Renderer:
@@ -260,6 +266,10 @@ class ImageStore(BaseImageStore):
             )
             doc.setdefault("filename", filename)
             doc.pop("broken", None)
+            if info.trailer:  # what follows a JPEG's image: kept, and said here
+                doc["trailer"] = info.trailer
+            else:
+                doc.pop("trailer", None)
             record_previews(doc, previews)
 
         self.catalog.update(imageid, change)
@@ -314,6 +324,10 @@ class ImageStore(BaseImageStore):
     def variant(self, imageid: str, size: Size, ext: str = "jpeg") -> Path:
         """The path of one variant's cached file, made once if missing (render.py)."""
         return Path(self.renderer.variant(imageid, size, ext).path)
+
+    def mark_broken(self, imageid: str, reason: str) -> None:
+        """Mark an original that does not decode (never deleted; see render.py, broken.py)."""
+        self.renderer.mark_broken(imageid, reason)
 
     # -- operations ----------------------------------------------------------
 

@@ -12,7 +12,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote_to_bytes
 
 from .errors import InvalidPath
-from .formats import CONTENT_TYPES
+from .formats import CONTENT_TYPES as VARIANT_TYPES
+from .formats import SERVED_TYPES
 from .ids import validate_id
 
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
@@ -36,8 +37,10 @@ class ImageRequest:
         if len(parts) not in (3, 4) or parts[0] != "":
             raise InvalidPath("not an image URL: use /<size>/<ID>.jpeg")
         stem, dot, ext = parts[-1].rpartition(".")
-        if not dot or ext not in CONTENT_TYPES:
-            raise InvalidPath(f"unsupported extension: use one of {sorted(CONTENT_TYPES)}")
+        if not dot or ext not in SERVED_TYPES:
+            raise InvalidPath(f"unsupported extension: use one of {sorted(SERVED_TYPES)}")
+        if ext not in VARIANT_TYPES and parts[1] != "o":  # .heic, .gif: originals only
+            raise InvalidPath(f"unsupported extension: use one of {sorted(VARIANT_TYPES)}")
         if len(parts) == 3:
             imageid = stem
         else:

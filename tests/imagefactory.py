@@ -154,6 +154,11 @@ def progressive_jpeg(width: int = 640, height: int = 480) -> bytes:
     return encode(photo(width, height, seed=3), quality=85, progressive=True)
 
 
+def bmp_image(width: int = 60, height: int = 40) -> bytes:
+    """An image Pillow reads but uploads do not take."""
+    return encode(Image.new("RGB", (width, height), (0, 0, 255)), "BMP")
+
+
 def palette_png(width: int = 60, height: int = 40) -> bytes:
     img = Image.new("P", (width, height))
     img.putpalette([0, 0, 255] + [0] * 765)

@@ -37,6 +37,9 @@ class GuardedReader:
     def read(self, size: int = -1) -> bytes:
         return self._guarded(self._handle.read, size)
 
+    def readline(self, size: int = -1) -> bytes:
+        return self._guarded(self._handle.readline, size)
+
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._guarded(self._handle.seek, offset, whence)
 

@@ -1,8 +1,12 @@
 """Originals as plain files under the data directory.
 
 Sharded by the first two ID characters so no directory grows past a few
-thousand entries even with millions of images. Writes are atomic and fsynced:
-the original is the one copy we cannot regenerate.
+thousand entries even with millions of images. Writes are atomic and durable:
+the original is the one copy we cannot regenerate, and an upload is
+acknowledged only after the catalog commit that follows ``put``. So ``put``
+returns only once the bytes are on disk (the temporary file fsynced) and so
+is their name (the directory fsynced after the rename, and the root too when
+the shard directory is new): a power cut after a 201 loses nothing.
 
 Previews sit beside their original as ``<ID>.<name>`` (``<ID>.p512``). They
 are written atomically but not fsynced: they can be made again, and one that
@@ -23,8 +27,23 @@ from ..previews import PREVIEW_NAMES, check_preview_name
 from .base import BlobNotFound, BlobStore
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make the entries of ``directory`` (a rename into it, a new subdirectory) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """Write to a hidden temporary file beside ``path``, then rename over it."""
+    """Write to a hidden temporary file beside ``path``, then rename over it.
+
+    ``durable``: the file is fsynced before the rename and its directory
+    after it (and the directory above, when this created the directory), in
+    that order, so once this returns the file survives a power cut whole.
+    """
+    new_dir = not path.parent.is_dir()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -38,6 +57,10 @@ def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
+    if durable:
+        fsync_dir(path.parent)
+        if new_dir:
+            fsync_dir(path.parent.parent)
 
 
 def check_writable(root: Path) -> None:
@@ -69,6 +92,7 @@ class DiskBlobStore(BlobStore):
     def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
         path = self.path(imageid)
         if path.exists() and path.stat().st_size == len(data):
+            fsync_dir(path.parent)  # an earlier put may have failed before its directory sync
             return
         write_atomic(path, data)
 

@@ -171,7 +171,7 @@ class S3BlobStore(BlobStore):
             "put_object",
             Key=self.derived_key(imageid, name),
             Body=data,
-            ContentType="image/jpeg",
+            ContentType="image/webp" if data[8:12] == b"WEBP" else "image/jpeg",  # alpha: WebP
             ContentMD5=base64.b64encode(digest).decode("ascii"),
         )
         return True

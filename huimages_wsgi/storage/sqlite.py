@@ -4,6 +4,10 @@ The whole document is kept as JSON (same shape as in CouchDB) with a few
 columns pulled out for the queries browsing needs. WAL mode lets the
 readers in several gunicorn workers run while one writes; ``BEGIN
 IMMEDIATE`` makes read-modify-write atomic across processes.
+
+``synchronous=FULL``: in WAL mode, NORMAL syncs the log only at checkpoints,
+so a power cut may roll back the last commits, i.e. acknowledged uploads.
+FULL syncs the log at every commit; bench/durability.py measures the cost.
 """
 
 from __future__ import annotations
@@ -32,10 +36,16 @@ CREATE INDEX IF NOT EXISTS images_recent ON images (deleted, ctime);
 """
 
 
+SYNCHRONOUS_LEVELS = ("FULL", "NORMAL", "EXTRA")
+
+
 class SQLiteCatalog(Catalog):
-    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, timeout: float = 10.0, synchronous: str = "FULL") -> None:
+        if synchronous not in SYNCHRONOUS_LEVELS:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_LEVELS}")
         self.path = Path(path)
         self.timeout = timeout
+        self.synchronous = synchronous
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as conn:
@@ -47,7 +57,7 @@ class SQLiteCatalog(Catalog):
         if conn is None or self._local.pid != os.getpid():
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")  # one of SYNCHRONOUS_LEVELS
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 

@@ -116,11 +116,12 @@ def test_profiles_are_converted_to_srgb_in_every_format(store):
 
 @BOTH
 @pytest.mark.parametrize("ext", ["webp", "avif", "png"])
-def test_the_original_is_only_a_jpeg(app, any_store, ext):
+def test_a_jpeg_original_is_only_a_jpeg(app, any_store, ext):
     imageid = any_store.save_image(f.photo_jpeg(300, 200))
     response = get(app, f"/o/{imageid}.{ext}")
     assert response.status_int == 404
-    assert "only available as .jpeg" in response.text
+    assert f"served at /o/{imageid}.jpeg" in response.text
+    assert f"4096x4096.{ext}" in response.text
     assert not any_store.cache.path("o", imageid, ext).exists()
     with pytest.raises(InvalidPath):
         any_store.scaled_imageurl(imageid, "o", ext)

@@ -108,8 +108,8 @@ def _stored(data_dir):
         ("bomb", f.declared_size_jpeg(60_000, 60_000), "too many pixels"),
         ("warning band", f.declared_size_jpeg(10_000, 10_000), "pixels; the limit is 89478485"),
         ("truncated", f.photo_jpeg(400, 300)[:3000], "truncated JPEG"),
-        ("png", f.palette_png(), "only JPEG originals are accepted"),
-        ("empty", b"", "only JPEG originals are accepted"),
+        ("bmp", f.bmp_image(20, 20), "only JPEG, PNG, WebP, AVIF, HEIC/HEIF or GIF originals"),
+        ("empty", b"", "originals are accepted"),
     ],
 )
 def test_put_refuses_with_one_clear_line_and_stores_nothing(

@@ -181,14 +181,12 @@ def test_inspect_accepts_jpeg_and_reports_upright_size():
 @pytest.mark.parametrize(
     "name, data, message",
     [
-        ("png", f.palette_png(), "JPEG"),
-        ("gif", f.encode(Image.new("P", (4, 4)), "GIF"), "JPEG"),
+        ("bmp", f.encode(Image.new("RGB", (4, 4)), "BMP"), "JPEG, PNG, WebP, AVIF, HEIC"),
+        ("tiff", f.encode(Image.new("RGB", (4, 4)), "TIFF"), "not an image"),
         ("zero bytes", b"", "JPEG"),
         ("text", b"hello world, I am not an image", "JPEG"),
         ("truncated", f.photo_jpeg(400, 300)[:5000], "truncated"),
         ("header only", f.photo_jpeg(400, 300)[:600], "truncated"),
-        ("zip polyglot", f.solid_jpeg() + b"PK\x03\x04" + b"\x00" * 100, "polyglot"),
-        ("html polyglot", f.solid_jpeg() + b"<html><script>alert(1)</script></html>", "polyglot"),
     ],
 )
 def test_inspect_rejects_bad_uploads_with_a_clear_message(name, data, message):

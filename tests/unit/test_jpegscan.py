@@ -1,7 +1,7 @@
 import pytest
 
 from huimages_wsgi.errors import InvalidImage
-from huimages_wsgi.jpegscan import check_upload_structure, scan_jpeg
+from huimages_wsgi.jpegscan import jpeg_trailer, scan_jpeg
 
 from .. import imagefactory as f
 
@@ -13,9 +13,11 @@ def test_structure_of_a_baseline_and_a_progressive_jpeg():
         assert (structure.width, structure.height) in ((64, 48), (320, 200))
 
 
-def test_padding_after_the_end_marker_is_tolerated():
+def test_padding_after_the_end_marker_is_described_as_padding():
     data = f.solid_jpeg() + b"\x00" * 64
-    assert check_upload_structure(data).end == len(data) - 64
+    structure, trailer = jpeg_trailer(data)
+    assert structure.end == len(data) - 64
+    assert trailer == {"bytes": 64, "kind": "padding"}
 
 
 def test_mpf_frames_after_the_primary_image_are_tolerated():
@@ -23,8 +25,9 @@ def test_mpf_frames_after_the_primary_image_are_tolerated():
 
     frames = [Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")]
     data = f.encode(frames[0], "MPO", save_all=True, append_images=frames[1:])
-    structure = check_upload_structure(data)
+    structure, trailer = jpeg_trailer(data)
     assert structure.is_mpf and structure.end < len(data)
+    assert trailer == {"bytes": len(data) - structure.end, "kind": "mpf"}
 
 
 @pytest.mark.parametrize("data", [b"", b"\xff\xd8", b"\xff\xd8\xff\xe0\x00", b"GIF89a....."])
@@ -33,6 +36,8 @@ def test_garbage_is_rejected(data):
         scan_jpeg(data)
 
 
-def test_trailing_payload_is_rejected():
-    with pytest.raises(InvalidImage, match="polyglot"):
-        check_upload_structure(f.solid_jpeg() + b"#!/bin/sh\necho pwned\n")
+def test_a_trailing_payload_is_kept_and_called_unknown():
+    """Refused once as a polyglot; now kept (o is served inert) and described."""
+    payload = b"#!/bin/sh\necho pwned\n"
+    structure, trailer = jpeg_trailer(f.solid_jpeg() + payload)
+    assert trailer == {"bytes": len(payload), "kind": "unknown"}

@@ -1,0 +1,77 @@
+"""Originals through lighttpd and Apache in front of ``huimages fcgi``: a JPEG/HTML
+polyglot and a HEIC, uploaded with ``huimages put``, reach the browser byte for byte
+with their own type and the inert headers the app sets, passed through untouched.
+
+Only the first request (a miss, answered by the app through FastCGI) is this
+module's concern: the headers of the web servers' own static answers for ``o/``
+come from their configuration templates (tests/test_deployment.py renders them).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from .. import realfiles
+from ..webservers import HUIMAGES, make_base_dir, remove_base_dir
+from .test_deployment import Originals, Stack, start_stack, stop_stack
+
+pytestmark = pytest.mark.webserver
+
+CSP = "sandbox; default-src 'none'"
+STACKS = [
+    pytest.param(("lighttpd", "socket", False), id="lighttpd-unix-threaded"),
+    pytest.param(("apache", "tcp", False), id="apache-tcp-threaded"),
+]
+
+
+@pytest.fixture(scope="module")
+def uploaded() -> Iterator[tuple[Originals, dict[str, tuple[str, bytes]]]]:
+    base = make_base_dir()
+    try:
+        data_dir = base / "data"
+        files = {"polyglot.jpg": realfiles.polyglot_jpeg(), "iphone.heic": realfiles.heic(800, 600)}
+        ids = {}
+        for name, data in files.items():
+            (base / name).write_bytes(data)
+            result = subprocess.run(
+                [str(HUIMAGES), "--data-dir", str(data_dir), "put", str(base / name)],
+                capture_output=True, text=True, timeout=60,
+            )
+            assert result.returncode == 0, result.stderr
+            ids[name] = (result.stdout.strip(), data)
+        yield Originals(base, data_dir, ids["polyglot.jpg"][0]), ids
+    finally:
+        remove_base_dir(base)
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack(request, uploaded) -> Iterator[Stack]:
+    originals, _ = uploaded
+    kind, transport, forking = request.param
+    s = start_stack(originals, f"originals-{kind}-{transport}", kind, transport, forking,
+                    secret=None)
+    yield s
+    stop_stack(s)
+
+
+@pytest.mark.parametrize("name, content_type, ext", [
+    ("polyglot.jpg", "image/jpeg", "jpeg"),
+    ("iphone.heic", "image/heic", "heic"),
+])
+def test_an_original_is_served_inert_through_the_webserver(stack, uploaded, name,
+                                                            content_type, ext):
+    imageid, data = uploaded[1][name]
+    status, headers, body = stack.get(f"/o/{imageid}.{ext}")
+    assert status == 200, (status, body[:200], stack.logs())
+    assert body == data
+    if name == "polyglot.jpg":
+        assert realfiles.HTML_PAYLOAD in body
+    assert headers["content-type"] == content_type
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"] == CSP
+    assert (stack.cache_dir / "o" / f"{imageid}.{ext}").read_bytes() == data
+    status, headers, body = stack.get(f"/o/{imageid}.png")  # the wrong extension
+    assert status == 404 and f"/o/{imageid}.{ext}".encode() in body, (status, body)
