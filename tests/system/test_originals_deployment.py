@@ -24,6 +24,8 @@ CSP = "sandbox; default-src 'none'"
 STACKS = [
     pytest.param(("lighttpd", "socket", False), id="lighttpd-unix-threaded"),
     pytest.param(("apache", "tcp", False), id="apache-tcp-threaded"),
+    pytest.param(("nginx", "socket", False), id="nginx-unix-threaded"),
+    pytest.param(("nginx", "proxy", False), id="nginx-proxy-gunicorn"),
 ]
 
 
@@ -57,21 +59,32 @@ def stack(request, uploaded) -> Iterator[Stack]:
     stop_stack(s)
 
 
-@pytest.mark.parametrize("name, content_type, ext", [
-    ("polyglot.jpg", "image/jpeg", "jpeg"),
-    ("iphone.heic", "image/heic", "heic"),
-])
-def test_an_original_is_served_inert_through_the_webserver(stack, uploaded, name,
-                                                            content_type, ext):
-    imageid, data = uploaded[1][name]
-    status, headers, body = stack.get(f"/o/{imageid}.{ext}")
-    assert status == 200, (status, body[:200], stack.logs())
-    assert body == data
-    if name == "polyglot.jpg":
-        assert realfiles.HTML_PAYLOAD in body
-    assert headers["content-type"] == content_type
-    assert headers["x-content-type-options"] == "nosniff"
-    assert headers["content-security-policy"] == CSP
-    assert (stack.cache_dir / "o" / f"{imageid}.{ext}").read_bytes() == data
-    status, headers, body = stack.get(f"/o/{imageid}.png")  # the wrong extension
-    assert status == 404 and f"/o/{imageid}.{ext}".encode() in body, (status, body)
+ORIGINALS = (("polyglot.jpg", "image/jpeg", "jpeg"), ("iphone.heic", "image/heic", "heic"))
+
+
+def test_an_original_is_served_inert_by_the_app_then_by_the_webserver(stack, uploaded):
+    """The first request reaches the app, which caches o/; with the backend stopped,
+    the webserver alone serves the same bytes, with the same type and the same guards."""
+    for name, content_type, ext in ORIGINALS:
+        imageid, data = uploaded[1][name]
+        status, headers, body = stack.get(f"/o/{imageid}.{ext}")
+        assert status == 200, (status, body[:200], stack.logs())
+        assert body == data
+        if name == "polyglot.jpg":
+            assert realfiles.HTML_PAYLOAD in body
+        assert headers["content-type"] == content_type
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["content-security-policy"] == CSP
+        assert (stack.cache_dir / "o" / f"{imageid}.{ext}").read_bytes() == data
+        status, headers, body = stack.get(f"/o/{imageid}.png")  # the wrong extension
+        assert status == 404 and f"/o/{imageid}.{ext}".encode() in body, (status, body)
+    stack.backend.stop()
+    for name, content_type, ext in ORIGINALS:
+        imageid, data = uploaded[1][name]
+        for path in (f"/o/{imageid}.{ext}", f"/o/{imageid}/holiday.{ext}"):
+            status, headers, body = stack.get(path)
+            assert (status, body == data) == (200, True), (path, status, stack.logs())
+            assert headers["content-type"] == content_type, path
+            assert headers["x-content-type-options"] == "nosniff", path
+            assert headers["content-security-policy"] == CSP, path
+            assert headers["cache-control"] == "public, max-age=31536000, immutable", path
