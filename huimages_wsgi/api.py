@@ -42,6 +42,7 @@ from .errors import (
     HuImagesError,
     ImageTooLarge,
 )
+from .follower import deletion_answer
 from .ids import compute_id, validate_id
 from .responses import json_response
 from .storage import Doc, is_live
@@ -113,9 +114,9 @@ class ApiApp:
             imageid = validate_id(parts[1])
             if request.method == "PATCH":
                 return self.patch(request, imageid)
-            if request.method == "DELETE":
-                self.store.delete_image(imageid)
-                return Response(status=204)
+            if request.method == "DELETE":  # what is gone where, and when elsewhere
+                removed = self.store.delete_image(imageid)
+                return json_response(200, deletion_answer(imageid, removed, self.config))
             return json_response(200, self.store.get_imagedoc(imageid))
         if parts == ["random"] or (len(parts) == 3 and parts[0] == "images" and parts[2] in WALK):
             self.allow(request, ("GET", "HEAD"))

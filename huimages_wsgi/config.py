@@ -82,6 +82,8 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "metrics": (("HUIMAGES_METRICS",), _parse_bool),
     "access_log": (("HUIMAGES_ACCESS_LOG",), _parse_bool),
     "log_format": (("HUIMAGES_LOG_FORMAT",), str.lower),
+    "follow": (("HUIMAGES_FOLLOW",), _parse_bool),
+    "follow_heartbeat": (("HUIMAGES_FOLLOW_HEARTBEAT",), float),
 }
 
 
@@ -121,6 +123,12 @@ class Config:
     access_log: bool = False  # one structured line per request
     log_format: str = "text"  # "text" (logfmt) or "json"
 
+    # The change-feed follower (follower.py), one per node. None (not set) means: `huimages
+    # serve` and `huimages fcgi` start one and /_health, /_metrics show it; a bare make_app
+    # neither starts nor shows one. False: none (run `huimages follow` beside, or not at all).
+    follow: bool | None = None
+    follow_heartbeat: float = 5.0  # seconds; silent for 3 of them: /_health says stuck
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
         cache = Path(self.cache_dir) if self.cache_dir else self.data_dir / "cache"
@@ -134,6 +142,8 @@ class Config:
             raise ValueError(f"xsendfile must be one of {sorted(XSENDFILE_HEADERS)}")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {sorted(LOG_FORMATS)}")
+        if not self.follow_heartbeat > 0:
+            raise ValueError("follow_heartbeat must be a positive number of seconds")
         if self.allowed_sizes is not None:
             object.__setattr__(self, "allowed_sizes", frozenset(self.allowed_sizes))
 

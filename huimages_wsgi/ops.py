@@ -27,6 +27,7 @@ from typing import Any
 from webob import Request, Response
 
 from .config import Config
+from .follower import follower_check, follower_metrics
 from .logs import ACCESS_LOGGER
 from .responses import json_response, only_read_methods
 from .storage.disk import check_writable
@@ -84,6 +85,7 @@ class Metrics:
         self._map: mmap.mmap | None = None
         self._view: memoryview | None = None
         self._broken = False
+        self.follower_config: Config | None = None  # set: also show the node's follower
         _live.add(self)
 
     # -- writing: one process, one slot ------------------------------------------------
@@ -202,6 +204,8 @@ class Metrics:
             f"huimages_generation_seconds_sum {_number(t[_GEN_SUM])}",
             f"huimages_generation_seconds_count {_number(t[_GEN_COUNT])}",
         ]
+        if self.follower_config is not None:
+            lines += follower_metrics(self.follower_config)
         return "\n".join(lines) + "\n"
 
 
@@ -276,6 +280,8 @@ class HealthApp:
             "catalog": _check(store.catalog.check, store.catalog.describe()),
             "cache": _check(lambda: check_writable(root), str(root)),
         }
+        if store.config.follow:
+            checks["follower"] = follower_check(store.config)
         healthy = all(check["ok"] for check in checks.values())
         return {"status": "ok" if healthy else "degraded", "checks": checks}
 

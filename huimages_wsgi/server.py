@@ -1,7 +1,10 @@
 """Running the standalone app under gunicorn from Python.
 
 gunicorn's ``BaseApplication`` lets us hand each worker the already-built
-configuration instead of re-reading the environment in the worker.
+configuration instead of re-reading the environment in the worker. The
+master (arbiter) starts the node's one change-feed follower (follower.py) as
+a child process once it is ready, and stops it on exit: one per node, not
+one per worker.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
 from .config import Config
+from .follower import start_follower_process, stop_follower_process
 from .logs import make_formatter
 from .wsgi import make_app
 
@@ -71,4 +75,7 @@ def run_gunicorn(
         "control_socket_disable": True,
         "logger_class": GUNICORN_LOGGERS[config.log_format],
     }
+    followers: list[Any] = []
+    options["when_ready"] = lambda server: followers.append(start_follower_process(config))
+    options["on_exit"] = lambda server: [stop_follower_process(f) for f in followers]
     _Gunicorn(config, options).run()

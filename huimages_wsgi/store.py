@@ -226,8 +226,11 @@ class ImageStore:
     def set_title(self, imageid: str, newtitle: str) -> Doc:
         return self.update_metadata(imageid, title=newtitle)
 
-    def delete_image(self, imageid: str) -> None:
+    def delete_image(self, imageid: str) -> int:
         """Drop the original, then mark the image deleted, then this node's variants.
+
+        Returns the number of this node's cached files removed; every other
+        node's follower (follower.py) purges its own when it sees the mark.
 
         The bytes go first: should that fail, the image is still live and
         deleting again does it all. Once the mark is set, the blob store is
@@ -243,7 +246,7 @@ class ImageStore:
             raise ImageNotFound(f"no image {imageid}")
         self.blobs.delete(imageid)
         self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=timestamp()))
-        self.purge(imageid)
+        return self.purge(imageid)
 
     def purge(self, imageid: str) -> int:
         return self.cache.purge(validate_id(imageid))
