@@ -271,10 +271,10 @@ class Follower:
                 self.due_repurges()
                 self.save(identity, since, force=True)
             else:
-                self.handle(change)
+                removed = self.handle(change)
                 since = change.seq
                 self.alive()
-                self.save(identity, since)
+                self.save(identity, since, force=removed > 0)
             if stop():
                 break
         self.save(identity, since, force=True)
