@@ -32,6 +32,7 @@ from webob import Request, Response
 from .auth import bearer_token, token_ok, uploads_enabled
 from .config import Config
 from .errors import HuImagesError, RequestRefused
+from .follower import deletion_answer
 from .ids import validate_id
 from .responses import guarded, json_response
 from .store import ImageStore
@@ -92,9 +93,9 @@ class ApiApp:
             imageid = validate_id(parts[1])
             if request.method == "PATCH":
                 return self.patch(request, imageid)
-            if request.method == "DELETE":
-                self.store.delete_image(imageid)
-                return Response(status=204)
+            if request.method == "DELETE":  # what is gone where, and when elsewhere
+                removed = self.store.delete_image(imageid)
+                return json_response(200, deletion_answer(imageid, removed, self.config))
             return json_response(200, self.store.get_imagedoc(imageid))
         if parts == ["random"] or (len(parts) == 3 and parts[0] == "images" and parts[2] in WALK):
             self.allow(request, ("GET", "HEAD"))

@@ -90,6 +90,8 @@ def make_app(config: Config | None = None) -> WSGIApp:
     config = store.config
     ensure_logging(config.log_format, config.access_log)
     metrics = Metrics(config.data_dir / "metrics") if config.metrics else None
+    if metrics is not None and config.follow:
+        metrics.follower_config = config  # the node's follower (follower.py) on /_metrics
     routes: dict[str, WSGIApp | None] = {
         "_api": ApiApp(store),  # answers 404 "disabled" until HUIMAGES_UPLOAD_TOKEN is set
         "_health": HealthApp(store) if config.health else None,

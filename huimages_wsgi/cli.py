@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,6 +20,7 @@ from .config import Config, parse_bytes
 from .errors import HuImagesError, ImageNotFound
 from .functions import open_store
 from .logs import configure_logging
+from .parallel import default_jobs, parse_shard
 from .store import ImageStore
 from .webconfig import add_config_parser
 
@@ -31,6 +34,7 @@ class Progress:
         self.total, self.label, self.stream = total, label, stream
         self.enabled = total > 1 and (force or stream.isatty())
         self.done = 0
+        self.started = time.monotonic()
 
     def step(self, note: str = "") -> None:
         self.done += 1
@@ -39,7 +43,11 @@ class Progress:
         width = 30
         filled = width * self.done // self.total
         bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {note[:30]:<30}")
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate else 0.0
+        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {rate:.1f}/s"
+                          f" ETA {eta:4.0f}s {note[:30]:<30}")
         if self.done == self.total:
             self.stream.write("\n")
         self.stream.flush()
@@ -60,6 +68,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         config = config.with_changes(browse=not (config.s3_bucket or config.couch_server))
     if args.access_log:
         config = config.with_changes(access_log=True)
+    if config.follow is None:  # HUIMAGES_FOLLOW unset: the node's follower runs in the master
+        config = config.with_changes(follow=True)
     run_gunicorn(
         config,
         host=args.host,
@@ -77,6 +87,8 @@ def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
     from .webconfig import parse_hostport
 
     bind = parse_hostport(args.bind) if args.bind else None
+    if config.follow is None:  # HUIMAGES_FOLLOW unset: the node's follower runs beside
+        config = config.with_changes(follow=True)
     options: dict[str, Any] = {}
     if args.umask is not None:
         options["umask"] = args.umask
@@ -89,8 +101,34 @@ def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
     where = args.socket or args.bind
     mode = "forking" if args.forking else "threaded"
     print(f"huimages fcgi: serving {config.cache_root} on {where} ({mode})", file=sys.stderr)
-    serve_fcgi(app, socket_path=args.socket, bind=bind, threaded=not args.forking, **options)
+    from .follower import start_follower_process, stop_follower_process
+
+    follower = start_follower_process(config)  # one per node, beside flup's threads or forks
+    try:
+        serve_fcgi(app, socket_path=args.socket, bind=bind, threaded=not args.forking, **options)
+    finally:
+        stop_follower_process(follower)
     return 0
+
+
+def cmd_follow(args: argparse.Namespace, config: Config) -> int:
+    from .follower import follower_status, run_follower
+
+    if not args.status:
+        run_follower(config, parent=args.parent)
+        return 0
+    status = follower_status(config)
+    if status is None:
+        print(f"no follower ever ran for {config.cache_root}", file=sys.stderr)
+        return 1
+    catalog_seq = local_store(config, "follow --status").catalog.update_seq()
+    from .storage.base import seq_number
+
+    status["catalog_seq"] = catalog_seq
+    status["caught_up"] = status["last_seq_number"] >= seq_number(catalog_seq)
+    json.dump(status, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+    return 0 if status["caught_up"] and not status["stuck"] else 1
 
 
 def _octal(text: str) -> int:
@@ -124,27 +162,25 @@ def _parse_references(items: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_put(args: argparse.Namespace, config: Config) -> int:
-    store = open_store(config)
-    references = _parse_references(args.reference)
+    from .parallel import put_step, run_jobs
+
+    options = {"title": args.title or "", "references": _parse_references(args.reference),
+               "typ": args.type or ""}
     progress = Progress(len(args.files), "uploading", force=args.progress)
     failures = 0
-    for name in args.files:
-        path = Path(name)
-        try:
-            data = path.read_bytes()
-            imageid = store.save_image(
-                data,
-                title=args.title or "",
-                references=references,
-                filename=path.name,
-                typ=args.type or "",
-            )
-        except (OSError, HuImagesError) as exc:
-            failures += 1
-            print(f"huimages: {name}: {exc}", file=sys.stderr)
-        else:
-            print(imageid, flush=True)
-        progress.step(path.name)
+    items = [(name, options) for name in args.files]
+    try:
+        for (name, _), (ok, text) in run_jobs(config, open_store, put_step, items, args.jobs):
+            if ok:
+                print(text, flush=True)
+            else:
+                failures += 1
+                print(f"huimages: {name}: {text}", file=sys.stderr)
+            progress.step(Path(name).name)
+    except KeyboardInterrupt:
+        print(f"\nhuimages: interrupted after {progress.done} of {len(items)} file(s);"
+              " run it again to upload the rest (uploads are idempotent)", file=sys.stderr)
+        return 130
     return 1 if failures else 0
 
 
@@ -171,7 +207,10 @@ def cmd_url(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, config: Config) -> int:
-    open_store(config).delete_image(args.id)
+    from .follower import deletion_notice
+
+    answer = open_store(config).delete_image(args.id)
+    print(deletion_notice(args.id, answer, config))
     return 0
 
 
@@ -183,26 +222,51 @@ def cmd_purge(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
+    from .parallel import in_shard, migrate_step
+
     store = local_store(config, "migrate")
-    ids = list(store.ids())
+    if not store.has_legacy_attachments:
+        raise SystemExit("huimages: migrate needs HUIMAGESCOUCHSERVER (the legacy attachments)")
+    ids = in_shard(store.ids(), args.shard)
     progress = Progress(len(ids), "migrating", force=args.progress)
-    summary = store.migrate(ids, lambda imageid, outcome: progress.step())
+    summary: Counter[str] = Counter()
+    interrupted = _bulk(config, migrate_step, ids, args.jobs, summary, progress)
     print(", ".join(f"{summary[key]} {key}" for key in ("moved", "already there", FAILED))
           + f" ({summary['nothing to move']} without any original)")
-    return 1 if summary[FAILED] else 0
+    return 130 if interrupted else 1 if summary[FAILED] else 0
+
+
+def _bulk(config: Config, step: Any, ids: list[str], jobs: int, summary: Counter[str],
+          progress: Progress) -> bool:
+    """Tally ``step`` over ``ids`` in ``jobs`` processes; True when Ctrl-C stopped it."""
+    from .parallel import run_jobs
+
+    try:
+        for imageid, outcome in run_jobs(config, ImageStore, step, ids, jobs):
+            summary[outcome] += 1
+            progress.step(imageid)
+    except KeyboardInterrupt:
+        print(f"\nhuimages: interrupted after {progress.done} of {len(ids)};"
+              " run it again to finish (done ones are skipped)", file=sys.stderr)
+        return True
+    return False
 
 
 def cmd_previews(args: argparse.Namespace, config: Config) -> int:
-    from .backfill import PREVIEW_OUTCOMES, backfill_previews
+    from .backfill import PREVIEW_OUTCOMES
+    from .parallel import in_shard, previews_step
 
     if bool(args.all) == bool(args.ids):
         raise SystemExit("huimages: previews wants either --all or image IDs")
+    if args.shard and not args.all:
+        raise SystemExit("huimages: --shard splits --all between nodes")
     store = local_store(config, "previews")
-    ids = list(store.ids()) if args.all else args.ids
+    ids = in_shard(store.ids(), args.shard) if args.all else args.ids
     progress = Progress(len(ids), "previews", force=args.progress)
-    summary = backfill_previews(store, ids, lambda imageid, outcome: progress.step(imageid))
+    summary: Counter[str] = Counter()
+    interrupted = _bulk(config, previews_step, ids, args.jobs, summary, progress)
     print(", ".join(f"{summary[outcome]} {outcome}" for outcome in PREVIEW_OUTCOMES))
-    return 1 if summary[FAILED] else 0
+    return 130 if interrupted else 1 if summary[FAILED] else 0
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
@@ -236,6 +300,15 @@ def cmd_prune_cache(args: argparse.Namespace, config: Config) -> int:
             print(path)
     print(report.summary())
     return 0
+
+
+def _add_jobs(parser: argparse.ArgumentParser, shard: bool = False) -> None:
+    parser.add_argument("--jobs", "-j", type=_positive, default=default_jobs(), metavar="N",
+                        help="worker processes (default: the number of cores, here %(default)s)")
+    if shard:
+        parser.add_argument("--shard", type=parse_shard, metavar="K/N",
+                            help="only the images of shard K of N (0 <= K < N): N nodes"
+                            " split one run with no other coordination")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("--reference", action="append", default=[], metavar="KEY=VALUE")
     put.add_argument("--type", help="image type, e.g. product_image")
     put.add_argument("--progress", action="store_true", help="show progress even if not a tty")
+    _add_jobs(put)
     put.set_defaults(handler=cmd_put)
 
     info = commands.add_parser("info", help="print an image's metadata as JSON")
@@ -302,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     url.add_argument("--size", default="o")
     url.set_defaults(handler=cmd_url)
 
-    delete = commands.add_parser("delete", help="delete an image (and this node's cache of it)")
+    delete = commands.add_parser(
+        "delete", help="delete an image: from the store and this node's cache at once,"
+        " from other nodes' caches by their followers")
     delete.add_argument("id")
     delete.set_defaults(handler=cmd_delete)
 
@@ -314,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate", help="copy attachment-only originals from CouchDB to the blob store"
     )
     migrate.add_argument("--progress", action="store_true", help="show progress even if not a tty")
+    _add_jobs(migrate, shard=True)
     migrate.set_defaults(handler=cmd_migrate)
 
     previews = commands.add_parser(
@@ -327,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     previews.add_argument("--all", action="store_true", help="every image in the catalog")
     previews.add_argument("--progress", action="store_true",
                           help="show progress even if not a tty")
+    _add_jobs(previews, shard=True)
     previews.set_defaults(handler=cmd_previews)
 
     check = commands.add_parser(
@@ -341,6 +419,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("ids", nargs="*", metavar="ID")
     check.add_argument("--all", action="store_true", help="every image marked broken")
     check.set_defaults(handler=cmd_check)
+    follow = commands.add_parser(
+        "follow",
+        help="purge this node's cache of images deleted anywhere (the catalog's change feed)",
+        description="Follow the catalog's changes and purge this node's cached variants of"
+        " images deleted or changed through any node. 'huimages serve' and 'huimages fcgi'"
+        " run one already; run this alone where only a webserver serves the cache."
+        " See docs/cluster.md.",
+    )
+    follow.add_argument("--status", action="store_true",
+                        help="print this node's follower state against the catalog; exit 0"
+                        " when caught up and not stuck")
+    follow.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # leave with this pid
+    follow.set_defaults(handler=cmd_follow)
 
     prune = commands.add_parser(
         "prune-cache",

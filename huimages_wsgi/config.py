@@ -87,6 +87,8 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "render_slots": (("HUIMAGES_RENDER_SLOTS",), int),
     "render_wait": (("HUIMAGES_RENDER_WAIT",), float),
     "background": (("HUIMAGES_BACKGROUND",), str.strip),
+    "follow": (("HUIMAGES_FOLLOW",), _parse_bool),
+    "follow_heartbeat": (("HUIMAGES_FOLLOW_HEARTBEAT",), float),
 }
 
 
@@ -131,6 +133,10 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "render_slots": ("one per core", "renders at once per node (admission control; `0`: no"
                      " limit); a miss that gets no slot in time is a 503"),
     "render_wait": ("1.5", "seconds a miss may wait for a render slot before its 503"),
+    "follow": ("on in `huimages serve` and `huimages fcgi`", "the node's change-feed follower"
+               " that purges variants of images deleted anywhere (`0`: none; docs/cluster.md)"),
+    "follow_heartbeat": ("5", "seconds between the follower's heartbeats; silent for 3 of"
+                         " them: `/_health` says stuck"),
     "background": ("`#ffffff`", "what transparent pixels become in `.jpeg` variants (any CSS"
                    " colour Pillow reads); other formats keep alpha"),
 }
@@ -189,6 +195,11 @@ class Config:
     # What transparent pixels of an original become in a .jpeg variant (any CSS-like colour
     # Pillow's ImageColor reads: "#ffffff", "white", "rgb(0,0,0)"); other formats keep alpha.
     background: str = "#ffffff"
+    # The change-feed follower (follower.py), one per node. None (not set) means: `huimages
+    # serve` and `huimages fcgi` start one and /_health, /_metrics show it; a bare make_app
+    # neither starts nor shows one. False: none (run `huimages follow` beside, or not at all).
+    follow: bool | None = None
+    follow_heartbeat: float = 5.0  # seconds; silent for 3 of them: /_health says stuck
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
@@ -209,6 +220,8 @@ class Config:
             raise ValueError(
                 f"background must be a colour such as #ffffff, not {self.background!r}"
             ) from None
+        if not self.follow_heartbeat > 0:
+            raise ValueError("follow_heartbeat must be a positive number of seconds")
         if self.allowed_sizes is not None:
             object.__setattr__(self, "allowed_sizes", frozenset(self.allowed_sizes))
         if self.render_slots is not None and self.render_slots < 0:

@@ -21,6 +21,7 @@ from typing import Any
 
 from webob import Request
 
+from .follower import follower_check
 from .responses import json_response, only_read_methods
 from .store import ImageStore
 
@@ -42,5 +43,7 @@ class HealthApp:
 
     def report(self) -> dict[str, Any]:
         checks = self.store.check()
+        if self.store.config.follow:  # the node's change-feed follower (follower.py)
+            checks["follower"] = follower_check(self.store.config)
         healthy = all(check["ok"] for check in checks.values())
         return {"status": "ok" if healthy else "degraded", "checks": checks}

@@ -233,9 +233,11 @@ class HttpImageStore(BaseImageStore):
         self.catalog.remember(imageid, doc)
         return doc
 
-    def delete_image(self, imageid: str) -> None:
-        self.api.call("DELETE", f"/images/{validate_id(imageid)}")
+    def delete_image(self, imageid: str) -> Any:
+        """The server's answer: what it removed, and when the other nodes follow."""
+        answer = self.api.json("DELETE", f"/images/{validate_id(imageid)}")
         self.catalog.forget(imageid)
+        return answer
 
     def scaled_imagedata(self, imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
         """The variant as the server renders it (its cache, its engine)."""

@@ -27,6 +27,7 @@ from webob import Request, Response
 
 from .config import Config
 from .environ_keys import CACHE_KEY, ROUTE_KEY, SENDFILE_BYTES_KEY
+from .follower import follower_metrics
 from .logs import ACCESS_LOGGER
 from .responses import only_read_methods
 from .store import ImageStore
@@ -82,6 +83,7 @@ class Metrics:
         self._map: mmap.mmap | None = None
         self._view: memoryview | None = None
         self._broken = False
+        self.follower_config: Config | None = None  # set: also show the node's follower
         _live.add(self)
 
     # -- writing: one process, one slot ------------------------------------------------
@@ -225,6 +227,8 @@ class Metrics:
                 f"# TYPE huimages_{name} {kind_text}",
                 f"huimages_{name} {_number(t[_ADMISSION[kind]])}",
             ]
+        if self.follower_config is not None:
+            lines += follower_metrics(self.follower_config)
         return "\n".join(lines) + "\n"
 
 

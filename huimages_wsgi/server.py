@@ -1,7 +1,10 @@
 """Running the standalone app under gunicorn from Python.
 
 gunicorn's ``BaseApplication`` lets us hand each worker the already-built
-configuration instead of re-reading the environment in the worker.
+configuration instead of re-reading the environment in the worker. The
+master (arbiter) starts the node's one change-feed follower (follower.py) as
+a child process once it is ready, and stops it on exit: one per node, not
+one per worker.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from gunicorn.glogging import Logger
 
 from .app import make_app
 from .config import Config
+from .follower import start_follower_process, stop_follower_process
 from .gunicorn_conf import settings as gunicorn_settings
 from .logs import make_formatter
 
@@ -74,4 +78,7 @@ def run_gunicorn(
     }
     if timeout:
         options["timeout"] = timeout
+    followers: list[Any] = []
+    options["when_ready"] = lambda server: followers.append(start_follower_process(config))
+    options["on_exit"] = lambda server: [stop_follower_process(f) for f in followers]
     _Gunicorn(config, options).run()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .batch import tally
 from .cache import Cache
 from .config import Config
 from .engine import ImageEngine, Preview
@@ -297,8 +298,11 @@ class ImageStore(BaseImageStore):
             lambda doc: _merge(doc, when=timestamp(), title=title, references=references, typ=typ),
         )
 
-    def delete_image(self, imageid: str) -> None:
+    def delete_image(self, imageid: str) -> int:
         """Drop the original, then mark the image deleted, then this node's variants.
+
+        Returns the number of this node's cached files removed; every other
+        node's follower (follower.py) purges its own when it sees the mark.
 
         The bytes go first: should that fail, the image is still live and
         deleting again does it all. Once the mark is set, the blob store is
@@ -314,7 +318,7 @@ class ImageStore(BaseImageStore):
             raise ImageNotFound(f"no image {imageid}")
         self.blobs.delete(imageid)
         self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=timestamp()))
-        self.purge(imageid)
+        return self.purge(imageid)
 
     # -- rendering (render.py) -----------------------------------------------
 
@@ -343,15 +347,26 @@ class ImageStore(BaseImageStore):
             "cache": _probe(lambda: check_writable(root), str(root)),
         }
 
+    @property
+    def has_legacy_attachments(self) -> bool:
+        """Whether originals may still be CouchDB attachments (``huimages migrate``)."""
+        from .storage.migrating import MigratingBlobStore  # only with CouchDB
+
+        return isinstance(self.blobs, MigratingBlobStore)
+
+    def migrate_one(self, imageid: str) -> str:
+        """Move one legacy attachment original to the blob store; what happened."""
+        from .storage.migrating import migrate_one  # only with CouchDB
+
+        if not self.has_legacy_attachments:
+            raise NotConfigured("migrate needs HUIMAGESCOUCHSERVER (the legacy attachments)")
+        return migrate_one(self.blobs, imageid)  # type: ignore[arg-type]
+
     def migrate(
         self, imageids: Iterable[str], on_step: Callable[[str, str], None] = lambda i, o: None
     ) -> Counter[str]:
-        """Move legacy CouchDB attachment originals to the blob store (``huimages migrate``)."""
-        from .storage.migrating import MigratingBlobStore, migrate_all  # only with CouchDB
-
-        if not isinstance(self.blobs, MigratingBlobStore):
-            raise NotConfigured("migrate needs HUIMAGESCOUCHSERVER (the legacy attachments)")
-        return migrate_all(imageids, self.blobs, on_step)
+        """``migrate_one`` for many images; safe to interrupt and run again."""
+        return tally(imageids, self.migrate_one, on_step, "migrating")
 
 
 class NotConfigured(HuImagesError):

@@ -9,14 +9,41 @@ from __future__ import annotations
 
 import datetime
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from ..errors import BackendUnavailable, ImageNotFound
+from ..errors import BackendUnavailable, HuImagesError, ImageNotFound
 from ..previews import check_preview_name
 
 Doc = dict[str, Any]
 Mutation = Callable[[Doc], None]
+#: A position in a catalog's change feed: an int (SQLite, CouchDB 1.x, PouchDB) or
+#: CouchDB 2+'s opaque string ("12-g1AAAA..."); stored and sent back as it came.
+Seq = Any
+
+
+@dataclass(frozen=True)
+class Change:
+    """One document that changed: its newest state (None when CouchDB removed it)."""
+
+    seq: Seq
+    imageid: str
+    doc: Doc | None
+
+
+class ChangesGone(HuImagesError):
+    """The feed cannot continue from this checkpoint (trimmed, or a new catalog)."""
+
+    status = 503
+
+
+def seq_number(seq: Seq) -> int:
+    """The counting part of a sequence (``12`` of ``"12-g1AA..."``); 0 if it has none."""
+    try:
+        return int(str(seq).split("-", 1)[0])
+    except ValueError:
+        return 0
 
 
 class BlobNotFound(ImageNotFound):
@@ -137,6 +164,29 @@ class Catalog(ABC):
 
     def describe(self) -> str:
         return type(self).__name__
+
+    # -- the change feed (follower.py keeps each node's cache coherent with it) ------
+
+    def identity(self) -> str:
+        """Names this catalog's change history; a checkpoint from another one is void."""
+        return self.describe()
+
+    def update_seq(self) -> Seq:
+        """The sequence of the newest change: following from here sees only later ones."""
+        raise NotImplementedError(f"{self.describe()} has no change feed")
+
+    def changes(self, since: Seq, timeout: float, heartbeat: float) -> Iterator[Change | None]:
+        """The changes after ``since``, in order, as they happen, for about ``timeout`` s.
+
+        Yields None at least every ``heartbeat`` seconds while nothing changes
+        (proof that the feed is alive). Raises ChangesGone when it cannot serve
+        ``since`` any more, BackendUnavailable when the catalog is unreachable.
+        """
+        raise NotImplementedError(f"{self.describe()} has no change feed")
+
+    def live_ids(self, imageids: Iterable[str]) -> set[str]:
+        """Which of ``imageids`` are live images (for a full reconcile of a cache)."""
+        return {imageid for imageid in imageids if is_live(self.get(imageid))}
 
 
 def timestamp(now: datetime.datetime | None = None) -> str:

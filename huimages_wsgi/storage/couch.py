@@ -7,17 +7,30 @@ Documents keep the original shape (``ctime``, ``mtime``, ``title`` list,
 Writes use CouchDB's optimistic concurrency: on a conflict the mutation is
 re-applied to the fresh document, so two servers never lose each other's
 changes.
+
+The change feed (``changes``) is CouchDB's ``_changes?feed=continuous`` with
+a heartbeat, read line by line over its own connection so that a heartbeat
+(an empty line) proves the feed alive; sequences are kept opaque (numbers in
+CouchDB 1.x and PouchDB, strings in 2.x and later). A ``_local`` document
+names the database, so a follower notices one that was dropped and made
+again (its checkpoint then means nothing); PouchDB answers any ``since``
+without complaint, so one ahead of ``update_seq`` is refused here too.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
+import json
 import random
 import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 import couchdb
@@ -25,7 +38,19 @@ import couchdb.http
 
 from ..errors import BackendUnavailable
 from ..ids import validate_id
-from .base import BlobNotFound, BlobStore, Catalog, Doc, Mutation, recorded_size
+from .base import (
+    BlobNotFound,
+    BlobStore,
+    Catalog,
+    Change,
+    ChangesGone,
+    Doc,
+    Mutation,
+    Seq,
+    is_live,
+    recorded_size,
+    seq_number,
+)
 
 DESIGN_ID = "_design/huimages"
 DESIGN_VERSION = 1
@@ -43,6 +68,7 @@ _REFUSED = (couchdb.http.Unauthorized, couchdb.http.Forbidden)
 #: Everything that means "CouchDB cannot serve us now", answered as a 503, not a 500.
 _BACKEND_ERRORS = (*_NETWORK_ERRORS, *_REFUSED, couchdb.http.ResourceNotFound)
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+IDENTITY_ID = "_local/huimages-catalog"
 
 
 class CouchCatalog(Catalog):
@@ -165,6 +191,91 @@ class CouchCatalog(Catalog):
 
     def check(self) -> None:
         self._guard(self.db.info)
+
+    # -- the change feed ---------------------------------------------------------
+
+    def identity(self) -> str:
+        """A random name kept in a ``_local`` document (never replicated, never in _changes)."""
+        for _ in range(_CONFLICT_RETRIES):
+            doc = self._guard(self.db.get, IDENTITY_ID)
+            if doc is not None and doc.get("uuid"):
+                return str(doc["uuid"])
+            try:
+                self._guard(self.db.save, {"_id": IDENTITY_ID, "uuid": uuid.uuid4().hex})
+            except couchdb.http.ResourceConflict:
+                continue
+        raise BackendUnavailable("cannot name the CouchDB catalog; try again")
+
+    def update_seq(self) -> Seq:
+        return self._guard(self.db.info)["update_seq"]
+
+    def changes(self, since: Seq, timeout: float, heartbeat: float) -> Iterator[Change | None]:
+        if seq_number(since) > seq_number(self.update_seq()):
+            raise ChangesGone("the checkpoint is ahead of the database (was it made again?)")
+        query = urllib.parse.urlencode({
+            "feed": "continuous",
+            "heartbeat": max(100, int(heartbeat * 1000)),
+            "include_docs": "true",
+            "since": since if isinstance(since, str) else json.dumps(since),
+        })
+        parts = urllib.parse.urlsplit(self.url)
+        connection_class = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        # a silent socket for three heartbeats means a dead feed: reconnect
+        conn = connection_class(parts.hostname or "127.0.0.1", parts.port,
+                                timeout=3 * heartbeat + 5)
+        headers = {"Accept": "application/json"}
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        path = f"{parts.path.rstrip('/')}/{urllib.parse.quote(self.dbname, safe='')}/_changes"
+        deadline = time.monotonic() + timeout
+        try:
+            try:
+                conn.request("GET", f"{path}?{query}", headers=headers)
+                response = conn.getresponse()
+            except _NETWORK_ERRORS as exc:
+                raise self._unavailable(exc) from exc
+            if response.status == 400:
+                raise ChangesGone(f"CouchDB cannot continue from {since!r}: "
+                                  f"{response.read(300).decode(errors='replace')}")
+            if response.status != 200:
+                raise BackendUnavailable(f"CouchDB change feed answered HTTP {response.status}")
+            while time.monotonic() < deadline:
+                try:
+                    line = response.readline()
+                except _NETWORK_ERRORS as exc:
+                    raise self._unavailable(exc) from exc
+                if not line:
+                    return  # the server ended the feed: the caller reconnects
+                if not line.strip():
+                    yield None  # heartbeat
+                    continue
+                row = json.loads(line)
+                if "last_seq" in row and "id" not in row:
+                    return
+                if "error" in row:
+                    raise BackendUnavailable(f"CouchDB change feed: {row.get('reason', row)}")
+                doc = row.get("doc")
+                if row.get("deleted") or (doc or {}).get("_deleted"):
+                    doc = None
+                yield Change(row["seq"], str(row["id"]), doc)
+        finally:
+            conn.close()
+
+    def live_ids(self, imageids: Iterable[str]) -> set[str]:
+        wanted = list(imageids)
+        live: set[str] = set()
+        for start in range(0, len(wanted), 200):
+            chunk = wanted[start:start + 200]
+            rows = self._guard(
+                lambda chunk=chunk: list(self.db.view("_all_docs", keys=chunk, include_docs=True))
+            )
+            live.update(row.id for row in rows if row.id and is_live(row.doc))
+        return live
 
     def attachments(self) -> CouchAttachmentStore:
         return CouchAttachmentStore(self)

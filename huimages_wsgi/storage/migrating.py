@@ -9,11 +9,8 @@ untouched, so an interrupted migration can never lose an original.
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
-from ..batch import tally
 from .base import BlobNotFound, BlobStore, GuardedReader
 from .couch import CouchAttachmentStore
 
@@ -79,17 +76,9 @@ class MigratingBlobStore(BlobStore):
         return f"{self.primary.describe()} (migrating from {self.legacy.describe()})"
 
 
-def migrate_all(
-    catalog_ids: Iterable[str],
-    store: MigratingBlobStore,
-    on_step: Callable[[str, str], None] = lambda imageid, outcome: None,
-) -> Counter[str]:
-    """Move every attachment-only original; safe to interrupt and run again."""
-
-    def step(imageid: str) -> str:
-        try:
-            return store.migrate(imageid)
-        except BlobNotFound:
-            return NOTHING_TO_MOVE
-
-    return tally(catalog_ids, step, on_step, "migrating")
+def migrate_one(store: MigratingBlobStore, imageid: str) -> str:
+    """Move one attachment-only original; ``NOTHING_TO_MOVE`` when there is none at all."""
+    try:
+        return store.migrate(imageid)
+    except BlobNotFound:
+        return NOTHING_TO_MOVE

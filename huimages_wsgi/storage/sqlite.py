@@ -8,6 +8,12 @@ IMMEDIATE`` makes read-modify-write atomic across processes.
 ``synchronous=FULL``: in WAL mode, NORMAL syncs the log only at checkpoints,
 so a power cut may roll back the last commits, i.e. acknowledged uploads.
 FULL syncs the log at every commit; bench/durability.py measures the cost.
+
+Every write also appends to ``changes`` in the same transaction: the local
+equivalent of CouchDB's ``_changes`` feed, which each node's follower reads
+(follower.py). Only the newest ``CHANGES_KEPT`` rows are kept; ``meta``
+remembers how far they were trimmed and names this catalog (``uuid``), so a
+follower whose checkpoint is older, or from another catalog, reconciles.
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ import os
 import random
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import BackendUnavailable
 from ..ids import validate_id
-from .base import Catalog, Doc, Mutation, is_live
+from .base import Catalog, Change, ChangesGone, Doc, Mutation, Seq, is_live, seq_number
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -33,7 +41,18 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_live ON images (deleted, id);
 CREATE INDEX IF NOT EXISTS images_recent ON images (deleted, ctime);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+#: Rows of ``changes`` kept; a follower further behind than this reconciles.
+CHANGES_KEPT = 100_000
+_POLL_SECONDS = 0.2
 
 
 SYNCHRONOUS_LEVELS = ("FULL", "NORMAL", "EXTRA")
@@ -48,8 +67,12 @@ class SQLiteCatalog(Catalog):
         self.synchronous = synchronous
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.changes_kept = CHANGES_KEPT
         with self._connection() as conn:
             conn.executescript(_SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('uuid', ?)", (uuid.uuid4().hex,)
+            )
 
     def _connection(self) -> sqlite3.Connection:
         """One connection per thread and process: sqlite3 objects are not shareable."""
@@ -89,6 +112,7 @@ class SQLiteCatalog(Catalog):
                     "INSERT OR REPLACE INTO images (id, doc, deleted, ctime) VALUES (?, ?, ?, ?)",
                     (imageid, json.dumps(doc), int(not is_live(doc)), str(doc.get("ctime", ""))),
                 )
+                self._record_change(conn, imageid)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -134,3 +158,70 @@ class SQLiteCatalog(Catalog):
 
     def describe(self) -> str:
         return f"sqlite:{self.path}"
+
+    # -- the change feed ---------------------------------------------------------
+
+    def _record_change(self, conn: sqlite3.Connection, imageid: str) -> None:
+        """Inside the writing transaction: append, and now and then trim the oldest."""
+        seq = conn.execute("INSERT INTO changes (id) VALUES (?)", (imageid,)).lastrowid or 0
+        if seq % 1000 == 0 and seq > self.changes_kept:
+            cut = seq - self.changes_kept
+            conn.execute("DELETE FROM changes WHERE seq <= ?", (cut,))
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('trimmed', ?)", (str(cut),)
+            )
+
+    def identity(self) -> str:
+        """This catalog file's own name, made once: a new file is a new catalog."""
+        rows = self._query("SELECT value FROM meta WHERE key = 'uuid'")
+        return rows[0][0] if rows else ""
+
+    def update_seq(self) -> Seq:
+        rows = self._query("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
+        return f"{rows[0][0] if rows else 0}-{self.identity()}"
+
+    def _check_since(self, since: Seq) -> int:
+        """The number in ``since`` if this catalog can continue from it, else ChangesGone."""
+        number = seq_number(since)
+        tail = str(since).split("-", 1)[1] if "-" in str(since) else ""
+        if tail != self.identity():
+            raise ChangesGone("the checkpoint is from another catalog")
+        rows = self._query("SELECT value FROM meta WHERE key = 'trimmed'")
+        if rows and number < int(rows[0][0]):
+            raise ChangesGone(f"changes up to {rows[0][0]} were trimmed; checkpoint: {number}")
+        if number > seq_number(self.update_seq()):
+            raise ChangesGone("the checkpoint is ahead of the catalog (a new database?)")
+        return number
+
+    def changes(self, since: Seq, timeout: float, heartbeat: float) -> Iterator[Change | None]:
+        """Polls the ``changes`` table (a local file: cheap) every 0.2 s."""
+        number = self._check_since(since)
+        tag = self.identity()
+        deadline = time.monotonic() + timeout
+        beat = time.monotonic() + heartbeat
+        while time.monotonic() < deadline:
+            rows = self._query(
+                "SELECT c.seq, c.id, i.doc FROM changes c LEFT JOIN images i ON i.id = c.id"
+                " WHERE c.seq > ? ORDER BY c.seq LIMIT 500",
+                (number,),
+            )
+            for seq, imageid, doc in rows:
+                number = seq
+                yield Change(f"{seq}-{tag}", imageid, json.loads(doc) if doc else None)
+            if rows:
+                beat = time.monotonic() + heartbeat
+                continue
+            if time.monotonic() >= beat:
+                yield None
+                beat = time.monotonic() + heartbeat
+            time.sleep(_POLL_SECONDS)
+
+    def live_ids(self, imageids: Iterable[str]) -> set[str]:
+        wanted = list(imageids)
+        live: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id FROM images WHERE deleted = 0 AND id IN ({marks})"  # noqa: S608
+            live.update(row[0] for row in self._query(sql, tuple(chunk)))
+        return live

@@ -111,7 +111,8 @@ def test_get_patch_delete(api):
 
     assert Request.blank(f"/50x50/{imageid}.jpeg").get_response(api).status_int == 200
     deleted = call(api, f"/_api/images/{imageid}", "DELETE")
-    assert deleted.status_int == 204 and deleted.body == b""
+    assert deleted.status_int == 200 and deleted.json["deleted"] is True
+    assert deleted.json["this_node_cache"]["files_removed"] == 1  # the 50x50 above
     assert call(api, f"/_api/images/{imageid}").status_int == 404
     assert call(api, f"/_api/images/{imageid}", "DELETE").status_int == 404
     assert Request.blank(f"/50x50/{imageid}.jpeg").get_response(api).status_int == 404
@@ -386,7 +387,7 @@ def test_curl_style_session_against_huimages_serve(api_server):
     assert status == 200 and json.loads(body)["title"] == ["Sunset", "Sunset over the sea"]
     status, _, body = fetch(f"{base}/_api/images/{second}", headers=AUTH)
     assert status == 200 and json.loads(body)["filename"] == "dawn.jpg"
-    assert fetch(f"{base}/_api/images/{second}", "DELETE", headers=AUTH)[0] == 204
+    assert fetch(f"{base}/_api/images/{second}", "DELETE", headers=AUTH)[0] == 200
     assert fetch(f"{base}/o/{second}.jpeg")[0] == 404
 
     status, headers, _ = fetch(f"{base}/_api/images", "POST", data, {"Content-Type": "image/jpeg"})
