@@ -6,7 +6,7 @@ URLs, which start with a size)::
     POST   /_api/images         raw image/jpeg body, or multipart/form-data field "file"
     GET    /_api/images/<ID>    the metadata document (as ``huimages info`` prints it)
     PATCH  /_api/images/<ID>    JSON {"title": ..., "references": {...}, "type": ...}
-    DELETE /_api/images/<ID>    204
+    DELETE /_api/images/<ID>    200 {"deleted": ...}: what is gone where (docs/cluster.md)
 
 Every route needs ``Authorization: Bearer <HUIMAGES_UPLOAD_TOKEN>``: reading
 too, because the document carries references, file names and types that the
