@@ -278,16 +278,26 @@ class ImageEngine:
     def _make_previews(
         self, img: Image.Image, orientation: int, planned: list[tuple[str, int, int]]
     ) -> tuple[Preview, ...]:
-        """Decode once at the coarsest DCT scale that covers the largest preview
-        (a 12 MP photo fully, 4096 pixels a side or more at 1/2 or less), make
-        that preview, then each smaller one from the one before: upright, sRGB,
-        no metadata."""
+        """Decode once at the coarsest DCT scale that covers the largest preview,
+        make that preview, then each smaller one from the one before: upright,
+        sRGB, no metadata.
+
+        # -- issue 15 (upload cost) --
+        ``planned_previews`` sizes a level at a DCT scale of the original where
+        one is near it (a 12 MP photo's ``p2048`` is its 1/2 decode, 2016x1512):
+        then the decode *is* the largest preview and nothing is resampled; the
+        smaller levels come from it (Pillow's ``reducing_gap`` box-reduces most
+        of the way first).
+        """
         _, largest_w, largest_h = planned[0]
         stored_size = (largest_h, largest_w) if orientation >= 5 else (largest_w, largest_h)
         img.draft(img.mode if img.mode in ("RGB", "L", "CMYK") else None, stored_size)
         img.load()  # decodes every scan: truncation and corruption surface here
         profile = img.info.get("icc_profile")
-        pixels = img.resize(stored_size, self.resample, reducing_gap=self.reducing_gap)
+        pixels = img
+        if img.size != stored_size:
+            pixels = img.resize(stored_size, self.resample, reducing_gap=self.reducing_gap)
+        # -- end issue 15 --
         if orientation != 1:
             pixels = pixels.transpose(_TRANSPOSE[orientation])
         pixels = _to_srgb(pixels, profile)
