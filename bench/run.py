@@ -9,8 +9,9 @@ Usage (from the repository root; ``make bench`` runs the full mode)::
 What it does, in one run (every server binds to 127.0.0.1 on a free port and
 is stopped again on exit, Ctrl-C or error):
 
-* uses ``--photo`` or generates a deterministic 4000x3000 photo-like JPEG
-  (quality 90) as ``bench/results/photo-4000x3000.jpg``;
+* uses ``--photo`` or generates a deterministic phone-like photo, 4032x3024
+  JPEG q90 stored upside down with EXIF orientation 3, as
+  ``bench/results/phone-4032x3024-o3.jpg``;
 * installs thumbor 7.x into ``bench/.thumbor-venv`` if it is missing and runs
   it with 2 processes, file loader, no storage, no result storage, PIL
   engine, QUALITY 85, baseline JPEG, no WebP;
@@ -20,6 +21,8 @@ is stopped again on exit, Ctrl-C or error):
 * cold rows: N requests per system and size, split into rounds interleaved
   huimages/thumbor/floor (ABBA order), huimages' cache dir for the size
   cleared before each of its rounds, thumbor reading the same N copies;
+* cold rows over grids of sizes never asked before (``GRIDS``): every request
+  a different box of its size class and a different copy, against thumbor;
 * decode floor: the photo opened with the ``draft`` huimages chooses for the
   size and ``load()``-ed, nothing else, in 2 processes at once (the server
   has 2 workers on this 2-core machine, so server req/s is compared with the
@@ -29,8 +32,9 @@ is stopped again on exit, Ctrl-C or error):
   a bare WSGI app (gunicorn, 2 workers) returning the same file via
   ``wsgi.file_wrapper``; interleaved ABBA;
 * peak RSS (VmHWM) of every gunicorn worker after the cold rounds;
-* what previews cost at upload (information rows): ``save_image`` per photo
-  with and without them, and the bytes they add per photo.
+* what an upload costs: ``save_image`` per photo against ``Image.open().load()``
+  of the same bytes (target at most 2.5x), and (information rows) without
+  previews, and the bytes they add per photo.
 
 Prints one table and writes it, with all raw numbers, to
 ``bench/results/bench-<timestamp>.json``. ``--quick`` is a smoke test
