@@ -9,8 +9,9 @@ Usage (from the repository root; ``make bench`` runs the full mode)::
 What it does, in one run (every server binds to 127.0.0.1 on a free port and
 is stopped again on exit, Ctrl-C or error):
 
-* uses ``--photo`` or generates a deterministic 4000x3000 photo-like JPEG
-  (quality 90) as ``bench/results/photo-4000x3000.jpg``;
+* uses ``--photo`` or generates a deterministic phone-like photo, 4032x3024
+  JPEG q90 stored upside down with EXIF orientation 3, as
+  ``bench/results/phone-4032x3024-o3.jpg``;
 * installs thumbor 7.x into ``bench/.thumbor-venv`` if it is missing and runs
   it with 2 processes, file loader, no storage, no result storage, PIL
   engine, QUALITY 85, baseline JPEG, no WebP;
@@ -20,6 +21,8 @@ is stopped again on exit, Ctrl-C or error):
 * cold rows: N requests per system and size, split into rounds interleaved
   huimages/thumbor/floor (ABBA order), huimages' cache dir for the size
   cleared before each of its rounds, thumbor reading the same N copies;
+* cold rows over grids of sizes never asked before (``GRIDS``): every request
+  a different box of its size class and a different copy, against thumbor;
 * decode floor: the photo opened with the ``draft`` huimages chooses for the
   size and ``load()``-ed, nothing else, in 2 processes at once (the server
   has 2 workers on this 2-core machine, so server req/s is compared with the
@@ -29,8 +32,9 @@ is stopped again on exit, Ctrl-C or error):
   a bare WSGI app (gunicorn, 2 workers) returning the same file via
   ``wsgi.file_wrapper``; interleaved ABBA;
 * peak RSS (VmHWM) of every gunicorn worker after the cold rounds;
-* what previews cost at upload (information rows): ``save_image`` per photo
-  with and without them, and the bytes they add per photo.
+* what an upload costs: ``save_image`` per photo against ``Image.open().load()``
+  of the same bytes (target at most 2.5x), and (information rows) without
+  previews, and the bytes they add per photo.
 
 Prints one table and writes it, with all raw numbers, to
 ``bench/results/bench-<timestamp>.json``. ``--quick`` is a smoke test
@@ -77,8 +81,34 @@ THUMBOR_PATHS = {
 }
 # huimages / thumbor, at least (cold rows)
 COLD_TARGETS = {"240x160": 2.5, "75x75!": 8.0, "1024x768": 1.8}
+
+# "Sizes never asked before" (issue 15): per size class a grid of distinct boxes, so no
+# request of a round is a cache hit for either side. name -> (widths, heights, crop?,
+# thumbor path, target ratio against thumbor).
+GRIDS: dict[str, tuple[range, range, bool, str, float]] = {
+    "fit 1000-1099x700-799": (range(1000, 1100), range(700, 800), False,
+                              "/unsafe/fit-in/{w}x{h}/{name}", 3.0),
+    "fit 230-259x150-179": (range(230, 260), range(150, 180), False,
+                            "/unsafe/fit-in/{w}x{h}/{name}", 4.0),
+    "crop 90-119x90-119!": (range(90, 120), range(90, 120), True,
+                            "/unsafe/{w}x{h}/{name}", 20.0),
+}
+GRID_SEED = 15
+
+
+def grid_boxes(grid: str, count: int) -> list[tuple[int, int]]:
+    """``count`` distinct (width, height) boxes of one grid, in a fixed pseudo-random order."""
+    widths, heights, _, _, _ = GRIDS[grid]
+    pairs = [(w, h) for w in widths for h in heights]
+    return random.Random(GRID_SEED).sample(pairs, min(count, len(pairs)))
+
+
+def grid_size(grid: str, box: tuple[int, int]) -> str:
+    """The huimages size spelling of one box of a grid (``WxH`` or ``WxH!``)."""
+    return f"{box[0]}x{box[1]}" + ("!" if GRIDS[grid][2] else "")
 FLOOR_TARGET = 0.70  # huimages cold req/s / aggregate decode-floor img/s
-WARM_TARGET = 0.80  # middleware hit req/s / bare file_wrapper app req/s
+WARM_TARGET = 0.90  # middleware hit req/s / bare file_wrapper app req/s
+UPLOAD_TARGET = 2.5  # save_image ms / Image.open().load() ms of the same bytes, at most
 RSS_TARGET_MB = 200.0
 # A box too big for any preview and for DCT scaling: every render decodes the whole
 # photo, so the memory row covers a full-size decode, not only preview renders.
@@ -145,6 +175,34 @@ def make_photo(path: Path, width: int = 4000, height: int = 3000) -> None:
     tmp = path.with_suffix(".tmp")
     base.save(tmp, "JPEG", quality=90)
     os.replace(tmp, path)
+
+
+PHONE_SIZE = (4032, 3024)  # a 12.2 MP phone sensor, stored landscape
+PHONE_ORIENTATION = 3  # the phone held the other way up: viewers turn it 180 degrees
+
+
+def default_photo() -> Path:
+    """The bench's phone-like photo (made once): 4032x3024 JPEG q90, 4:2:0, stored upside
+    down with EXIF orientation 3 and a camera's tags, like a phone's landscape shot."""
+    path = RESULTS / f"phone-{PHONE_SIZE[0]}x{PHONE_SIZE[1]}-o{PHONE_ORIENTATION}.jpg"
+    if not path.exists():
+        log(f"generating {path}")
+        upright = RESULTS / "upright.tmp.jpg"
+        make_photo(upright, *PHONE_SIZE)
+        with Image.open(upright) as img:
+            img.load()
+            exif = Image.Exif()
+            exif[0x0112] = PHONE_ORIENTATION
+            exif[0x010F] = "huimages bench"  # Make
+            exif[0x0110] = "phone-like 12 MP"  # Model
+            exif[0x0132] = "2026:12:01 12:00:00"  # DateTime
+            tmp = path.with_suffix(".tmp")
+            img.transpose(Image.Transpose.ROTATE_180).save(
+                tmp, "JPEG", quality=90, subsampling="4:2:0", exif=exif.tobytes()
+            )
+        os.replace(tmp, path)
+        upright.unlink()
+    return path
 
 
 def with_comment(data: bytes, text: str) -> bytes:
@@ -606,12 +664,17 @@ def upload_cost(data: bytes, work: Path, count: int) -> dict[str, Any]:
         "with": ImageStore(Config(data_dir=work / "upload-with"), engine=ImageEngine()),
         "without": ImageStore(Config(data_dir=work / "upload-without"), engine=WithoutPreviews()),
     }
-    times: dict[str, list[float]] = {"with": [], "without": []}
+    times: dict[str, list[float]] = {"with": [], "without": [], "decode": []}
     for i in range(count + 1):
-        for label in (("with", "without") if i % 2 == 0 else ("without", "with")):
+        labels = ("with", "without", "decode") if i % 2 == 0 else ("decode", "without", "with")
+        for label in labels:
             copy = with_comment(data, f"huimages upload cost {label} {i}")
             started = time.perf_counter()
-            stores[label].save_image(copy)
+            if label == "decode":  # the floor of any upload that validates the pixels
+                with Image.open(io.BytesIO(copy)) as img:
+                    img.load()
+            else:
+                stores[label].save_image(copy)
             if i:  # the first of each is a warm-up (imports, lazy tables)
                 times[label].append(time.perf_counter() - started)
     stored: dict[str, int] = {}
@@ -654,10 +717,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.photo:
         photo = Path(args.photo).resolve()
     else:
-        photo = RESULTS / "photo-4000x3000.jpg"
-        if not photo.exists():
-            log(f"generating {photo}")
-            make_photo(photo)
+        photo = default_photo()
     with Image.open(photo) as img:
         photo_info = {
             "path": str(photo),
@@ -805,6 +865,39 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
 
+        # cold rows, sizes never asked before (issue 15) ------------------------------
+        for grid, (_, _, _, t_pattern, target) in GRIDS.items():
+            boxes = grid_boxes(grid, n_cold)
+            if len(boxes) < n_cold:
+                raise RuntimeError(f"grid {grid} has fewer than {n_cold} boxes")
+            h_rounds, t_rounds, h_split, t_split = [], [], [], []
+            for r in range(rounds):
+                chunk = slice(r * per_round, (r + 1) * per_round)
+                pairs = list(zip(boxes[chunk], ids[chunk], names[chunk], strict=True))
+                h_paths = [f"/{grid_size(grid, box)}/{i}.jpeg" for box, i, _ in pairs]
+                t_paths = [t_pattern.format(w=box[0], h=box[1], name=n) for box, _, n in pairs]
+                for who in (("h", "t") if r % 2 == 0 else ("t", "h")):
+                    if who == "h":
+                        for box in boxes[chunk]:
+                            clear_cache(data_dir, grid_size(grid, box))
+                        before = {p: cpu_seconds(p) for p in h_workers}
+                        h_rounds.append(
+                            run_load(hport, h_paths, concurrency, round_limit, args.keepalive)
+                        )
+                        h_split.append(cpu_split(h_workers, before))
+                    else:
+                        before = {p: cpu_seconds(p) for p in t_workers}
+                        t_rounds.append(
+                            run_load(tport, t_paths, concurrency, round_limit, args.keepalive)
+                        )
+                        t_split.append(cpu_split(t_workers, before))
+            h, t = merge_rounds(h_rounds), merge_rounds(t_rounds)
+            h["cpu_split"], t["cpu_split"] = h_split, t_split
+            raw[f"cold {grid}"] = {"huimages": h, "thumbor": t, "boxes": boxes}
+            log(f"cold {grid}: huimages {h['rps']:.1f}/s thumbor {t['rps']:.1f}/s")
+            rows.append(row(f"cold {grid}", "huimages", h, "thumbor", t, target,
+                            note=f"{len(boxes)} distinct boxes and copies"))
+
         # memory ---------------------------------------------------------------------
         probe = run_load(
             hport, [f"/{RSS_PROBE_SIZE}/{i}.jpeg" for i in ids[:RSS_PROBE_COUNT]],
@@ -837,6 +930,21 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         # what the cold rows cost at upload (information, no target) ---------------------
         stored = upload["stored_bytes_per_photo"]
         previews_kb = sum(v for k, v in stored.items() if k != "original") / 1024
+        ms = upload["save_image_ms"]
+        rows.append(
+            {
+                "row": "upload save_image vs decode",
+                "a_name": "save_image",
+                "a": {"value": ms["with"], "unit": "ms"},
+                "b_name": "open+load",
+                "b": {"value": ms["decode"], "unit": "ms"},
+                "ratio": ms["with"] / ms["decode"],
+                "target": f"<= {UPLOAD_TARGET:g}x",
+                "result": "PASS" if ms["with"] / ms["decode"] <= UPLOAD_TARGET else "FAIL",
+                "note": f"median per {photo_size} photo, in-process, embedded backend, "
+                "vs Image.open().load() of the same bytes",
+            }
+        )
         rows.append(
             {
                 "row": "upload save_image (info)",
@@ -847,7 +955,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "ratio": upload["save_image_ms"]["with"] / upload["save_image_ms"]["without"],
                 "target": "-",
                 "result": "INFO",
-                "note": "median per 4000x3000 photo, in-process, embedded backend",
+                "note": f"median per {photo_size} photo, in-process, embedded backend",
             }
         )
         rows.append(

@@ -362,17 +362,27 @@ class ImageEngine:
     def _make_previews(
         self, img: Image.Image, orientation: int, planned: list[tuple[str, int, int]]
     ) -> tuple[Preview, ...]:
-        """Decode once at the coarsest DCT scale that covers the largest preview
-        (a 12 MP photo fully, 4096 pixels a side or more at 1/2 or less), make
-        that preview, then each smaller one from the one before: upright, sRGB,
-        no metadata."""
+        """Decode once at the coarsest DCT scale that covers the largest preview,
+        make that preview, then each smaller one from the one before: upright,
+        sRGB, no metadata.
+
+        # -- issue 15 (upload cost) --
+        ``planned_previews`` sizes a level at a DCT scale of the original where
+        one is near it (a 12 MP photo's ``p2048`` is its 1/2 decode, 2016x1512):
+        then the decode *is* the largest preview and nothing is resampled; the
+        smaller levels come from it (Pillow's ``reducing_gap`` box-reduces most
+        of the way first).
+        """
         _, largest_w, largest_h = planned[0]
         stored_size = (largest_h, largest_w) if orientation >= 5 else (largest_w, largest_h)
         if img.format in ("JPEG", "MPO"):
             img.draft(img.mode if img.mode in _PLAIN_MODES else None, stored_size)
         img.load()  # decodes every scan: truncation and corruption surface here
         profile = img.info.get("icc_profile")
-        pixels = _normalised(img).resize(stored_size, self.resample, reducing_gap=self.reducing_gap)
+        pixels = _normalised(img)
+        if pixels.size != stored_size:
+            pixels = pixels.resize(stored_size, self.resample, reducing_gap=self.reducing_gap)
+        # -- end issue 15 --
         if orientation != 1:
             pixels = pixels.transpose(_TRANSPOSE[orientation])
         pixels = _to_srgb(pixels, profile)

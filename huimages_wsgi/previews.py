@@ -38,15 +38,37 @@ PREVIEW_NAMES = frozenset(PREVIEW_LEVELS)
 #: storage and upload time and save almost nothing when rendering.
 MIN_GAIN = 1.5
 
-#: How many times the output size a preview's region must be, at the DCT scale
-#: it is decoded at. A preview has been resampled and JPEG-compressed once
+#: The largest level an upload makes, if it is at least ``ALIGNED_LEVEL``, is made
+#: at the size libjpeg's DCT scaling (1/2, 1/4, 1/8) decodes the original to, when
+#: that is between ``DCT_FIT`` times the level and the level: a 4032x3024 photo
+#: gets a 2016x1512 ``p2048``. The upload then decodes at 1/2 instead of in full
+#: and resamples nothing for it (a 12 MP upload: about 100 ms less, bench/README.md).
+#: The catalog records every preview's actual size, which is all rendering uses.
+#: Smaller levels are resampled from it to their exact size (``p512`` stays 512
+#: pixels long, which the small presets need at ``PREVIEW_GAP``). Not lower: an
+#: 8 MP original's 1/2 scale (1632 pixels) would be too small for the 1024x768
+#: boxes that a 2048-pixel ``p2048`` serves from its own 1/2 scale, so such
+#: originals keep the full-scale decode and resize at upload.
+DCT_FIT = 0.9
+ALIGNED_LEVEL = 1024
+
+#: How many times the output size a preview's region must be when the preview
+#: is decoded at full scale. A preview has been resampled and JPEG-compressed once
 #: already; resampling it again by less than 2x softens the result measurably
 #: (3200x2400 photo, q95 output: -1.2 to -2.8 dB against the exact pipeline at
-#: ratios 1.02-1.7; -0.02 to -0.8 dB at 2x and more, see tests/test_previews.py), where
-#: the original, decoded at libjpeg's nearest DCT scale, stays within 1 dB at
-#: any ratio. The one exception is a DCT scale that lands on the output size
-#: itself (``p2048`` at 1/2 for a 1024-wide fit): then nothing is resampled.
+#: ratios 1.02-1.7; -0.02 to -0.8 dB at 2x and more, see tests/unit/test_previews.py).
 PREVIEW_GAP = 2.0
+
+#: Decoded at 1/2, 1/4 or 1/8, a preview is a different source: libjpeg's scaled
+#: IDCT keeps only the low frequencies of every block, which drops most of the
+#: preview's own JPEG noise, so the decoded region needs only to be about the
+#: output size: at least ``SCALED_GAP`` times it, i.e. it may be stretched by up
+#: to 1/0.94 = 6 %. Measured on a 12 MP photo, q85 output, against the exact
+#: pipeline (full decode, LANCZOS): fits of 933-1065 pixels from ``p2048`` at
+#: 1/2 lose 0.2 dB against a render from the original, where the fixed 2x rule
+#: (a 1/1 decode of the preview and a 2x resample) took three times as long
+#: (bench/README.md, "Quality").
+SCALED_GAP = 0.94
 DCT_SCALES = (8, 4, 2, 1)
 
 #: Floating point slack when a preview region is compared with the output size.
@@ -64,15 +86,29 @@ def check_preview_name(name: str) -> str:
     return name
 
 
+def _aligned_size(width: int, height: int, level: int) -> tuple[int, int] | None:
+    """A DCT-scaled size of the original between ``DCT_FIT`` times ``level`` and it."""
+    longest = max(width, height)
+    for scale in (2, 4, 8):
+        if DCT_FIT * level <= math.ceil(longest / scale) <= level:
+            return math.ceil(width / scale), math.ceil(height / scale)
+    return None
+
+
 def planned_previews(width: int, height: int) -> list[tuple[str, int, int]]:
     """(name, width, height) of the previews an upright original gets, largest first."""
     longest = max(width, height)
-    planned = [
-        (name, *fit_dimensions(width, height, level, level))
-        for name, level in PREVIEW_LEVELS.items()
-        if longest > MIN_GAIN * level
-    ]
-    return sorted(planned, key=lambda item: item[1] * item[2], reverse=True)
+    levels = sorted(
+        ((name, level) for name, level in PREVIEW_LEVELS.items() if longest > MIN_GAIN * level),
+        key=lambda item: item[1], reverse=True,
+    )
+    planned = []
+    for index, (name, level) in enumerate(levels):
+        aligned = _aligned_size(width, height, level) if index == 0 else None
+        if level < ALIGNED_LEVEL:
+            aligned = None
+        planned.append((name, *(aligned or fit_dimensions(width, height, level, level))))
+    return planned
 
 
 def recorded_previews(doc: Mapping[str, Any] | None) -> dict[str, tuple[int, int]]:
@@ -108,17 +144,19 @@ def preview_reduction(
 
     ``region`` is the size, in preview pixels, of what maps onto the output;
     ``whole`` says it is the entire preview (a fit, not a crop), the only case
-    where an exact landing on the output size is possible. (At scale 1 that
-    would be the preview re-encoded as it is: a second JPEG generation that
-    costs 1-2 dB at high quality, so the original serves such a size.)
+    where an exact landing on the output size is possible. At a DCT scale the
+    decoded region must be at least ``SCALED_GAP`` times the output, at full
+    scale ``PREVIEW_GAP`` times. (At scale 1 and ratio 1 it would be the preview
+    re-encoded as it is: a second JPEG generation that costs 1-2 dB at high
+    quality, so the original serves such a size.)
     """
     (region_w, region_h), (out_w, out_h) = region, output
     for scale in DCT_SCALES:
         width, height = region_w / scale, region_h / scale
         if scale > 1 and whole and _ceil(width) == out_w and _ceil(height) == out_h:
             return scale  # libjpeg decodes exactly the output size: nothing to resample
-        if (width + _EPSILON >= PREVIEW_GAP * out_w
-                and height + _EPSILON >= PREVIEW_GAP * out_h):
+        gap = SCALED_GAP if scale > 1 else PREVIEW_GAP
+        if width + _EPSILON >= gap * out_w and height + _EPSILON >= gap * out_h:
             return scale
     return None
 
@@ -129,11 +167,10 @@ def choose_preview(
     """The smallest preview that can render ``size`` as well as the original, or None.
 
     The region of the preview that maps onto the output must be at least
-    ``PREVIEW_GAP`` times the output size in both dimensions (or land on it
-    exactly at a DCT scale, see ``preview_reduction``), so a preview is only
-    ever scaled down, and by enough to keep the quality of a render from the
-    original. ``width`` and ``height`` are the original's upright size, from
-    the catalog. ``o`` always comes from the original.
+    ``PREVIEW_GAP`` times the output size in both dimensions, or, decoded at a
+    DCT scale, ``SCALED_GAP`` times it (see ``preview_reduction``): enough to
+    keep the quality of a render from the original. ``width`` and ``height``
+    are the original's upright size, from the catalog. ``o`` always comes from the original.
     """
     if size.is_original or width < 1 or height < 1:
         return None

@@ -54,20 +54,28 @@ def test_levels_are_made_only_when_meaningfully_smaller():
     assert planned_previews(700, 500) == []
     assert planned_previews(769, 500) == [("p512", 512, 333)]
     assert planned_previews(3072, 2304) == [("p512", 512, 384)]
-    assert planned_previews(4000, 3000) == [("p2048", 2048, 1536), ("p512", 512, 384)]
-    assert planned_previews(3000, 4000) == [("p2048", 1536, 2048), ("p512", 384, 512)]
+    # the largest level at a DCT scale of the original when one is near it: no resampling
+    assert planned_previews(4000, 3000) == [("p2048", 2000, 1500), ("p512", 512, 384)]
+    assert planned_previews(3000, 4000) == [("p2048", 1500, 2000), ("p512", 384, 512)]
+    assert planned_previews(4032, 3024) == [("p2048", 2016, 1512), ("p512", 512, 384)]
+    assert planned_previews(4031, 3023) == [("p2048", 2016, 1512), ("p512", 512, 384)]
+    # no DCT scale near the level: the exact fit, from the nearest scale above it
+    assert planned_previews(3264, 2448) == [("p2048", 2048, 1536), ("p512", 512, 384)]
+    assert planned_previews(6000, 4000) == [("p2048", 2048, 1365), ("p512", 512, 341)]
 
 
 @pytest.mark.parametrize(("size", "expected"), [
     ("240x160", "p512"),
     ("75x75!", "p512"),
     ("256x192", "p512"),  # the preview is exactly twice the output
-    ("257x193", "p2048"),
+    ("257x193", "p512"),  # p512 at 1/2 is 256x192: within SCALED_GAP of the output
+    ("273x205", "p2048"),  # p512 at 1/2 stretched by more than 1/SCALED_GAP: p2048 at 1/4
     ("480x320", "p2048"),
     ("1000x750", "p2048"),  # 2.048x the output: resampled from the whole preview
     ("1024x768", "p2048"),  # p2048 at the 1/2 DCT scale *is* the output: no resampling
     ("1000x300!", "p2048"),  # the crop's region of p512 is only 153 pixels tall
-    ("1025x769", None),  # neither twice the output nor an exact DCT landing: the original
+    ("1025x769", "p2048"),  # p2048 at 1/2 (1024x768), stretched by 0.1 %
+    ("1095x821", None),  # p2048 at 1/2 stretched by more than 1/SCALED_GAP: the original
     ("2048x1536", None),  # the preview itself, re-encoded: a second JPEG generation
     ("o", None),
 ])
