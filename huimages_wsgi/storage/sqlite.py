@@ -79,10 +79,31 @@ class SQLiteCatalog(Catalog):
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._use_wal(conn)
             conn.execute(f"PRAGMA synchronous={self.synchronous}")  # one of SYNCHRONOUS_LEVELS
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch a new database to WAL (it stays so); retried while another process does.
+
+        Two processes opening a new catalog at once (``huimages put --jobs``)
+        both ask for WAL; SQLite answers the loser "database is locked" at
+        once, without waiting for its busy timeout, so wait here instead.
+        """
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                    return
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise BackendUnavailable(f"catalog database: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         try:

@@ -1,6 +1,7 @@
 """The embedded backends: originals on disk, catalog in SQLite."""
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,34 @@ def test_browsing_skips_deleted_images(catalog):
 
 def test_random_on_empty_catalog(catalog):
     assert catalog.random_id() is None
+
+
+def test_processes_opening_a_new_catalog_at_once_all_get_it(tmp_path):
+    """`huimages put --jobs N` opens a fresh catalog in N processes at the same moment:
+    each switches it to WAL, and none may fail with 'database is locked'."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_ in range(10):
+        path = tmp_path / f"catalog-{round_}.sqlite3"
+        start = context.Barrier(6)
+        failures = context.Queue()
+        workers = [context.Process(target=_open_catalog, args=(path, start, failures))
+                   for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert [worker.exitcode for worker in workers] == [0] * 6
+        assert failures.empty(), failures.get()
+
+
+def _open_catalog(path: Path, start, failures) -> None:
+    from huimages_wsgi.storage.sqlite import SQLiteCatalog
+
+    start.wait()
+    try:
+        catalog = SQLiteCatalog(path)
+        catalog.update(ID_A, lambda doc: doc.update(width=1))
+    except Exception as exc:  # reported to the test, which fails with it
+        failures.put(repr(exc))
