@@ -348,7 +348,7 @@ def check_cache(library: Library, root: Path, outcomes: list[Outcome]) -> int:
     """Every finished file is complete and correct; return the number of temporary files."""
     temporary = 0
     for directory, subdirs, files in os.walk(root):
-        subdirs[:] = [d for d in subdirs if d != ".locks"]
+        subdirs[:] = [d for d in subdirs if d not in (".locks", ".follower")]  # node state
         for name in files:
             path = Path(directory, name)
             if name.startswith("."):
