@@ -73,18 +73,23 @@ class RenderSlots:
     """At most ``slots`` renders at once on this node; ``slots == 0`` switches it off."""
 
     def __init__(
-        self, lock_dir: Path, slots: int, wait: float, observer: Observer | None = None
+        self, lock_dir: Path, slots: int, wait: float, observer: Observer | None = None,
+        per_process: int | None = None,
     ) -> None:
         self.lock_dir = Path(lock_dir)
         self.slots = max(0, slots)
         self.wait = max(0.0, wait)
+        #: at most this many of the node's slots held by one process (None: any number),
+        #: so that one worker's memory is bounded: each render holds a decoded photo
+        self.per_process = per_process
         self.observer = observer
         self._reset()
 
     @classmethod
     def from_config(cls, config: Config) -> RenderSlots:
         slots = cpu_count() if config.render_slots is None else config.render_slots
-        return cls(config.cache_root / ".locks", slots, config.render_wait)
+        return cls(config.cache_root / ".locks", slots, config.render_wait,
+                   per_process=config.render_slots_per_process)
 
     def _reset(self) -> None:
         """Per-process state: descriptors are never shared with a forked child."""
@@ -164,6 +169,8 @@ class RenderSlots:
         """Under ``_lock``: a slot index now held, -1 if all are taken, None if broken."""
         if self._broken:
             return None
+        if self.per_process is not None and sum(self._held) >= self.per_process:
+            return -1  # this process's share is in use: wait as for a busy node
         for index in range(self.slots):
             if self._held[index]:
                 continue

@@ -86,6 +86,7 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "log_format": (("HUIMAGES_LOG_FORMAT",), str.lower),
     "render_slots": (("HUIMAGES_RENDER_SLOTS",), int),
     "render_wait": (("HUIMAGES_RENDER_WAIT",), float),
+    "render_slots_per_process": (("HUIMAGES_RENDER_SLOTS_PER_PROCESS",), int),
     "background": (("HUIMAGES_BACKGROUND",), str.strip),
     "follow": (("HUIMAGES_FOLLOW",), _parse_bool),
     "follow_heartbeat": (("HUIMAGES_FOLLOW_HEARTBEAT",), float),
@@ -133,6 +134,9 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "render_slots": ("one per core", "renders at once per node (admission control; `0`: no"
                      " limit); a miss that gets no slot in time is a 503"),
     "render_wait": ("1.5", "seconds a miss may wait for a render slot before its 503"),
+    "render_slots_per_process": ("slots / workers in `huimages serve`, else any",
+                                 "of those slots, at most this many in one worker process"
+                                 " (bounds a worker's memory)"),
     "follow": ("on in `huimages serve` and `huimages fcgi`", "the node's change-feed follower"
                " that purges variants of images deleted anywhere (`0`: none; docs/cluster.md)"),
     "follow_heartbeat": ("5", "seconds between the follower's heartbeats; silent for 3 of"
@@ -192,6 +196,9 @@ class Config:
     # 0: no limit) and the seconds a miss may wait for a slot before its 503
     render_slots: int | None = None
     render_wait: float = 1.5
+    # of those, at most this many in one worker process (None: any; `huimages serve` sets
+    # slots / workers, so one worker's memory holds at most its share of decoded photos)
+    render_slots_per_process: int | None = None
     # What transparent pixels of an original become in a .jpeg variant (any CSS-like colour
     # Pillow's ImageColor reads: "#ffffff", "white", "rgb(0,0,0)"); other formats keep alpha.
     background: str = "#ffffff"
@@ -226,6 +233,8 @@ class Config:
             object.__setattr__(self, "allowed_sizes", frozenset(self.allowed_sizes))
         if self.render_slots is not None and self.render_slots < 0:
             raise ValueError("render_slots must be 0 (no limit) or more")
+        if self.render_slots_per_process is not None and self.render_slots_per_process < 1:
+            raise ValueError("render_slots_per_process must be 1 or more")
         if not 0 <= self.render_wait <= 600:
             raise ValueError("render_wait must be between 0 and 600 seconds")
 

@@ -14,6 +14,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
+from .admission import cpu_count
 from .app import make_app
 from .config import Config
 from .follower import start_follower_process, stop_follower_process
@@ -76,6 +77,10 @@ def run_gunicorn(
         "bind": f"{host}:{port}",
         "logger_class": GUNICORN_LOGGERS[config.log_format],
     }
+    if config.render_slots_per_process is None:  # each worker its share of the node's slots
+        slots = cpu_count() if config.render_slots is None else config.render_slots
+        share = max(1, -(-slots // options["workers"]))
+        config = config.with_changes(render_slots_per_process=share)
     if timeout:
         options["timeout"] = timeout
     followers: list[Any] = []

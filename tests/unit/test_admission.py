@@ -1,0 +1,83 @@
+"""Render admission (admission.py): slots per node across processes, a share per process."""
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+
+from huimages_wsgi.admission import RenderBusy, RenderSlots
+from huimages_wsgi.config import Config
+
+
+def hold(slots: RenderSlots, holding: threading.Event, release: threading.Event) -> None:
+    with slots.slot():
+        holding.set()
+        release.wait(10)
+
+
+def test_a_process_takes_at_most_its_share_of_the_node_s_slots(tmp_path):
+    """Two node slots, one per process: a second render of the same process waits for the
+    first and is refused after the wait, though the node has a slot free."""
+    slots = RenderSlots(tmp_path, slots=2, wait=0.3, per_process=1)
+    holding, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold, args=(slots, holding, release))
+    holder.start()
+    try:
+        assert holding.wait(10)
+        started = time.monotonic()
+        with pytest.raises(RenderBusy):
+            with slots.slot():
+                pass
+        assert time.monotonic() - started >= 0.3
+    finally:
+        release.set()
+        holder.join()
+    with slots.slot():  # the share is free again
+        pass
+
+
+def test_without_a_share_one_process_may_use_every_slot(tmp_path):
+    slots = RenderSlots(tmp_path, slots=2, wait=0.3)
+    holding, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold, args=(slots, holding, release))
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with slots.slot():  # the second slot, at once
+            pass
+    finally:
+        release.set()
+        holder.join()
+
+
+def _hold_in_child(lock_dir, holding, release) -> None:
+    slots = RenderSlots(lock_dir, slots=1, wait=5)
+    with slots.slot():
+        holding.set()
+        release.wait(10)
+
+
+def test_slots_are_per_node_across_processes(tmp_path):
+    context = multiprocessing.get_context("fork")
+    holding, release = context.Event(), context.Event()
+    child = context.Process(target=_hold_in_child, args=(tmp_path, holding, release))
+    child.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(RenderBusy):
+            with RenderSlots(tmp_path, slots=1, wait=0.2).slot():
+                pass
+    finally:
+        release.set()
+        child.join(10)
+    with RenderSlots(tmp_path, slots=1, wait=0.2).slot():  # freed when the child let go
+        pass
+
+
+def test_the_share_comes_from_the_configuration(tmp_path):
+    config = Config(data_dir=tmp_path, render_slots=4, render_slots_per_process=2)
+    slots = RenderSlots.from_config(config)
+    assert (slots.slots, slots.per_process) == (4, 2)
+    with pytest.raises(ValueError):
+        Config(data_dir=tmp_path, render_slots_per_process=0)
