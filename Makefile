@@ -29,7 +29,7 @@ lint: install
 # Every tier: unit, app (every backend combination), system (real servers, browser).
 test: services
 	$(BIN)/ruff check huimages_wsgi tests bench
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 # The edit loop: tests/unit and tests/app without servers or a browser (about 30 s).
 test-fast: install
