@@ -328,12 +328,25 @@ def hold_lock(config: Config, stop: Callable[[], bool]) -> int | None:
     return None
 
 
+class _Stopped(BaseException):
+    """Raised by the first SIGTERM/SIGINT/SIGHUP, so a blocking feed read ends at once.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the
+    way swallows it. Stopping anywhere is safe: the checkpoint is written
+    atomically and purging is idempotent, so the next start goes on from the
+    last checkpoint.
+    """
+
+
 def run_follower(config: Config, parent: int | None = None) -> None:
     """``huimages follow``: follow until SIGTERM/SIGINT (or until ``parent`` is gone)."""
     stopping: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
+        first = not stopping
         stopping.append(signum)
+        if first:
+            raise _Stopped
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
@@ -341,17 +354,20 @@ def run_follower(config: Config, parent: int | None = None) -> None:
     def stop() -> bool:
         return bool(stopping) or (parent is not None and os.getppid() != parent)
 
-    fd = hold_lock(config, stop)
-    if fd is None:
-        return
-    follower = Follower(config)
-    log.info("follower for %s on %s (heartbeat %.1f s)", config.cache_root,
-             follower.catalog.describe(), follower.heartbeat)
     try:
-        follower.run(stop)
-    finally:
-        follower.close()
-        os.close(fd)
+        fd = hold_lock(config, stop)
+        if fd is None:
+            return
+        follower = Follower(config)
+        log.info("follower for %s on %s (heartbeat %.1f s)", config.cache_root,
+                 follower.catalog.describe(), follower.heartbeat)
+        try:
+            follower.run(stop)
+        finally:
+            follower.close()
+            os.close(fd)
+    except _Stopped:
+        log.info("follower for %s stopped", config.cache_root)
 
 
 def start_follower_process(config: Config) -> subprocess.Popen | None:
