@@ -245,8 +245,9 @@ class Server:
         raise RuntimeError(f"{self.name} did not answer within {timeout}s: see {self.logfile}")
 
     def children(self) -> list[int]:
-        """Direct children (gunicorn workers, thumbor's forked processes)."""
-        return children_of(self.proc.pid)
+        """Direct children serving requests (gunicorn workers, thumbor's forked processes);
+        not huimages' change-feed follower, which the master also starts."""
+        return [pid for pid in children_of(self.proc.pid) if not _is_follower(pid)]
 
     def stop(self) -> None:
         if self in Server.running:
@@ -285,6 +286,14 @@ def _proc_stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return text[text.rindex(")") + 2 :].split()  # fields from 'state' on
+
+
+def _is_follower(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"\0follow\0" in handle.read()
+    except OSError:
+        return False
 
 
 def children_of(pid: int) -> list[int]:

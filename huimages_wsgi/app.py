@@ -21,6 +21,7 @@ from .config import Config
 from .environ_keys import ROUTE_KEY
 from .health import HealthApp
 from .logs import ensure_logging
+from .memory import return_large_buffers
 from .metrics import Instrumented, Metrics, MetricsApp
 from .middleware import ImageMiddleware, WSGIApp, not_found_app
 from .rootpage import RootPage
@@ -89,6 +90,7 @@ def make_app(config: Config | None = None) -> WSGIApp:
     store = ImageStore(config)
     config = store.config
     ensure_logging(config.log_format, config.access_log)
+    return_large_buffers()  # threaded workers keep no photo per arena (memory.py)
     metrics = Metrics(config.data_dir / "metrics") if config.metrics else None
     if metrics is not None and config.follow:
         metrics.follower_config = config  # the node's follower (follower.py) on /_metrics
