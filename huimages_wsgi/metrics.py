@@ -329,8 +329,8 @@ class Instrumented:
         status = int(status_line[:3])
         nbytes = 0
         if environ.get("REQUEST_METHOD") != "HEAD" and status not in (204, 304):
-            for name, value in headers:
-                if name.lower() == "content-length":
+            for name, value in reversed(headers):  # the responders put it last
+                if name == "Content-Length" or name.lower() == "content-length":
                     nbytes = int(value) if value.isdigit() else 0
                     break
             else:

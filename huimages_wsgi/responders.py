@@ -97,6 +97,7 @@ class FileResponder:
         #: "X-Sendfile" or "X-Accel-Redirect": the webserver sends the file itself.
         self.sendfile_header = XSENDFILE_HEADERS.get(sendfile or "")
         self.xaccel_prefix = xaccel_prefix.rstrip("/")
+        self._dates: dict[int, str] = {}  # Last-Modified by mtime: most hits share a few
         self._fixed = {
             ext: (("Content-Type", content_type), *INERT_HEADERS, ("Cache-Control", CACHE_CONTROL))
             for ext, content_type in SERVED_TYPES.items()
@@ -106,12 +107,18 @@ class FileResponder:
     def from_config(cls, config: Config) -> FileResponder:
         return cls(config.cache_root, config.xsendfile, config.xaccel_prefix)
 
-    def headers(self, cached: CachedFile) -> list[tuple[str, str]]:
+    def headers(self, cached: CachedFile, etag: str) -> list[tuple[str, str]]:
         """What every answer about ``cached`` says (200, 206 and, less Content-Type, 304)."""
+        mtime = int(cached.stat.st_mtime)
+        date = self._dates.get(mtime)
+        if date is None:
+            if len(self._dates) >= 4096:
+                self._dates.clear()
+            date = self._dates[mtime] = format_date_time(mtime)
         headers = [
             *self._fixed[cached.ext],
-            ("Last-Modified", format_date_time(int(cached.stat.st_mtime))),
-            ("ETag", f'"{etag_of(cached)}"'),
+            ("Last-Modified", date),
+            ("ETag", f'"{etag}"'),
         ]
         if self.sendfile_header:
             headers.append((self.sendfile_header, self.sendfile_target(cached)))
@@ -131,8 +138,9 @@ class FileResponder:
         if "HTTP_RANGE" in environ:
             return self._ranged(environ, start_response, cached)
         stat = cached.stat
-        headers = self.headers(cached)
-        if not_modified(environ, etag_of(cached), int(stat.st_mtime)):
+        etag = etag_of(cached)
+        headers = self.headers(cached, etag)
+        if not_modified(environ, etag, int(stat.st_mtime)):
             start_response("304 Not Modified", headers[1:])  # no Content-Type, no body
             return []
         if self.sendfile_header:
@@ -155,7 +163,7 @@ class FileResponder:
         """Range and If-Range through WebOb's conditional response (206, 416, or the whole)."""
         drop_unusable_validators(environ)
         response = Response(conditional_response=True)
-        response.headerlist = self.headers(cached)
+        response.headerlist = self.headers(cached, etag_of(cached))
         if self.sendfile_header:
             environ[SENDFILE_BYTES_KEY] = cached.stat.st_size
             response.app_iter = []  # the webserver sends the file (and its length)
