@@ -31,7 +31,7 @@ test: services
 	$(BIN)/ruff check huimages_wsgi tests bench
 	$(BIN)/pytest -q --durations=30
 
-# The edit loop: tests/unit and tests/app without servers or a browser (about 30 s).
+# The edit loop: tests/unit and tests/app without servers, a browser or slow measurements (about 45 s).
 test-fast: install
 	$(BIN)/pytest -q -m fast
 

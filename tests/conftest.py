@@ -9,11 +9,12 @@ collection, from the fixtures and parameters it uses:
 - ``services``: SeaweedFS or pouchdb-server (a backend combination other than
   ``embedded``, or one of the server fixtures);
 - ``webserver``: a real lighttpd, Apache or nginx;
-- ``browser``: headless Chromium.
+- ``browser``: headless Chromium;
+- ``slow``, set by hand: a quality or memory measurement that takes seconds.
 
 ``make test-fast`` (``-m fast``) runs the tests of ``unit/`` and ``app/``
 with none of these marks: no server, no browser, no subprocess fleet, the
-edit loop (about 30 s). ``make test`` runs every test. A test of
+edit loop (about 45 s). ``make test`` runs every test. A test of
 the quick tier that starts a server anyway fails (``services.refuse_in_fast_tier``),
 so a missing mark cannot hide.
 """
@@ -40,7 +41,7 @@ from .services import FAST_TIER_ENV, ManagedServer, PouchDBServer, SeaweedS3
 
 REPO = Path(__file__).resolve().parent.parent
 TIER_FOLDERS = ("unit", "app", "system")
-NEEDS = ("services", "webserver", "browser")
+NEEDS = ("services", "webserver", "browser", "slow")
 _SERVICE_FIXTURES = frozenset({"s3_server", "couch_server", "own_s3", "own_couch", "s3_env"})
 _SERVICE_PARAMS = S3_BACKENDS | COUCH_BACKENDS | _SERVICE_FIXTURES
 
@@ -51,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "services: needs SeaweedFS and/or pouchdb-server")
     config.addinivalue_line("markers", "webserver: needs a real lighttpd, Apache or nginx")
     config.addinivalue_line("markers", "browser: needs headless Chromium")
+    config.addinivalue_line("markers", "slow: a measurement of several seconds (make test only)")
     config.addinivalue_line("markers", "fast: unit/ or app/, needing none of those (test-fast)")
     if (config.option.markexpr or "").strip() == "fast":  # make test-fast, exactly
         os.environ[FAST_TIER_ENV] = "1"

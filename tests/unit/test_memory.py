@@ -4,7 +4,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from .. import imagefactory as f
+
+pytestmark = pytest.mark.slow  # 12 MP renders on eight threads, in a subprocess: 7 s
 
 PROBE = textwrap.dedent("""
     import io, sys, threading

@@ -25,6 +25,7 @@ MID_SIZES = ["1000x750", "1020x765", "1065x799", "933x700", "1099x700", "1000x74
 SMALL_SIZES = ["240x160", "257x193", "231x178", "100x100!", "119x90!"]
 
 
+@pytest.mark.slow  # 12 MP photos rendered both ways: about 4 s
 @pytest.mark.parametrize("orientation", [1, 3])
 def test_dct_aligned_previews_render_as_well_as_an_exact_resize(
     phone_12mp, orientation, tmp_path

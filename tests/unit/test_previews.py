@@ -140,6 +140,7 @@ def _check_through_previews(tmp_path: Path, data: bytes, reference: Image.Image,
     assert served_by_previews >= min(3, len(sizes))
 
 
+@pytest.mark.slow  # four 12 MP photos rendered both ways: about 10 s
 @pytest.mark.parametrize("orientation", [1, 3, 6, 7])
 def test_renders_through_previews_are_as_good_as_an_exact_resize(
     smooth_big, orientation, tmp_path
