@@ -101,9 +101,10 @@ class Server:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1)
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1).close()
+                return  # / answers (the browse page or what the server is)
             except urllib.error.HTTPError:
-                return
+                return  # any HTTP answer means it is serving
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"{name} did not start")
