@@ -125,7 +125,44 @@ def _terminate(proc: subprocess.Popen | None, timeout: float = STOP_TIMEOUT) -> 
 HUIMAGES = Path(sys.executable).parent / "huimages"
 
 
-class FcgiBackend:
+class _Backend:
+    """What both app backends share: the process, its start-up check, stop and restart."""
+
+    proc: subprocess.Popen | None
+    log_path: Path
+    startup_seconds: float | None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> _Backend:
+        raise NotImplementedError
+
+    def _came_up(self, ok: bool, t0: float) -> _Backend:
+        """``self`` when the backend answered; else stopped and a RuntimeError with its log."""
+        if not ok:
+            self.stop()
+            raise RuntimeError(
+                f"{' '.join(self.command())} did not come up within "
+                f"{START_TIMEOUT:.0f}s\n{log_tail(self.log_path)}"
+            )
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+        self.proc = None
+
+    def restart(self) -> _Backend:
+        self.stop()
+        return self.start()
+
+
+class FcgiBackend(_Backend):
     """``huimages fcgi`` (the real app under flup) in a restartable subprocess.
 
     Its configuration comes from ``env`` (``HUIMAGES_DATA_DIR``,
@@ -178,7 +215,7 @@ class FcgiBackend:
         where = ["--socket", self.socket_path] if self.socket_path else ["--bind", self.fcgi_bind]
         return [str(HUIMAGES), "fcgi", *where] + (["--forking"] if self.forking else [])
 
-    def start(self) -> FcgiBackend:
+    def start(self) -> _Backend:
         if self.running:
             return self
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
@@ -198,29 +235,10 @@ class FcgiBackend:
             ok = _wait_for_unix(self.socket_path, deadline, self.proc)
         else:
             ok = _wait_for_tcp(self.bind[0], self.bind[1], deadline, self.proc)
-        if not ok:
-            self.stop()
-            raise RuntimeError(
-                f"{' '.join(self.command())} did not come up within "
-                f"{START_TIMEOUT:.0f}s\n{log_tail(self.log_path)}"
-            )
-        self.startup_seconds = time.monotonic() - t0
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        _terminate(self.proc)
-        self.proc = None
-
-    def restart(self) -> FcgiBackend:
-        self.stop()
-        return self.start()
+        return self._came_up(ok, t0)
 
 
-class HttpBackend:
+class HttpBackend(_Backend):
     """``huimages serve`` (the real app under gunicorn) in a restartable subprocess.
 
     The same interface as :class:`FcgiBackend`, for nginx's ``--proxy``
@@ -253,7 +271,7 @@ class HttpBackend:
         return [str(HUIMAGES), "serve", "--host", self.host, "--port", str(self.port),
                 "--workers", str(self.workers)]
 
-    def start(self) -> HttpBackend:
+    def start(self) -> _Backend:
         if self.running:
             return self
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
@@ -268,26 +286,7 @@ class HttpBackend:
                 cwd=str(REPO_ROOT),
                 umask=0o022,
             )
-        if not _wait_for_tcp(self.host, self.port, t0 + START_TIMEOUT, self.proc):
-            self.stop()
-            raise RuntimeError(
-                f"{' '.join(self.command())} did not come up within "
-                f"{START_TIMEOUT:.0f}s\n{log_tail(self.log_path)}"
-            )
-        self.startup_seconds = time.monotonic() - t0
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        _terminate(self.proc)
-        self.proc = None
-
-    def restart(self) -> HttpBackend:
-        self.stop()
-        return self.start()
+        return self._came_up(_wait_for_tcp(self.host, self.port, t0 + START_TIMEOUT, self.proc), t0)
 
 
 # ------------------------------------------------------------- web servers
