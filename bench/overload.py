@@ -107,6 +107,7 @@ class Server:
                 return  # any HTTP answer means it is serving
             except OSError:
                 time.sleep(0.1)
+        self.stop()  # never leave a server behind that did not come up
         raise RuntimeError(f"{name} did not start")
 
     def stop(self) -> None:
