@@ -24,6 +24,14 @@ there are threads stall the worker (gunicorn has no header timeout setting).
 * **A worker whose threads are all busy stops accepting**, so new connections
   wait in the listen backlog for a worker with a free thread instead of in a
   busy worker's private queue.
+* **A kept-alive connection lingers in its thread for a moment**
+  (``keepalive_linger``, 2 ms): if the client's next request head arrives
+  whole within it, the same thread answers it at once. gthread would hand
+  the connection to the event loop and back to a thread (a pipe write, three
+  selector changes, a queue, a future) for every request; for cache hits
+  that hand-over cost more than the answer. A head that is not complete when
+  first read goes to the event loop with the bytes already read, so a slow
+  client still never holds a thread longer than the linger.
 
 Rendering is bounded separately, per node, by :mod:`huimages_wsgi.admission`;
 threads therefore only wait (on sockets, backends, render slots) and can be
@@ -33,6 +41,7 @@ plentiful. The settings live in :mod:`huimages_wsgi.gunicorn_conf`.
 from __future__ import annotations
 
 import errno
+import select
 import selectors
 import socket
 import time
@@ -47,9 +56,17 @@ HEADER_TIMEOUT = 10.0
 IO_TIMEOUT = 30.0
 #: seconds from a complete head until the rest of the request (the body) is read
 BODY_TIMEOUT = 120.0
+#: seconds a thread waits on its kept-alive connection for the next request head
+KEEPALIVE_LINGER = 0.002
 #: a head longer than this is handed to gunicorn's parser as is (which refuses it)
 MAX_HEAD_BYTES = 64 * 1024
 _END_OF_HEAD = b"\r\n\r\n"
+
+
+def head_complete(head: bytes) -> bool:
+    """Whether ``head`` is ready for gunicorn's parser: the whole request head, too
+    long a head (the parser refuses it), or an HTTP/2 preface (the parser takes it)."""
+    return _END_OF_HEAD in head or len(head) >= MAX_HEAD_BYTES or head.startswith(b"PRI ")
 
 
 class ClientSocket(socket.socket):
@@ -132,6 +149,7 @@ class GuardedThreadWorker(ThreadWorker):
     header_timeout = HEADER_TIMEOUT
     io_timeout = IO_TIMEOUT
     body_timeout = BODY_TIMEOUT
+    keepalive_linger = KEEPALIVE_LINGER
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,8 +179,8 @@ class GuardedThreadWorker(ThreadWorker):
 
     # -- reading heads in the event loop --------------------------------------------------
 
-    def _read_head(self, conn: TConn) -> None:
-        conn.huimages_head = b""
+    def _read_head(self, conn: TConn, head: bytes = b"") -> None:
+        conn.huimages_head = head  # bytes of the head a thread read already, if any
         conn.sock.setblocking(False)
         self.reading_heads[conn] = time.monotonic() + self.header_timeout
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_data, conn))
@@ -179,7 +197,7 @@ class GuardedThreadWorker(ThreadWorker):
             return
         head = conn.huimages_head + data
         conn.huimages_head = head
-        if _END_OF_HEAD in head or len(head) >= MAX_HEAD_BYTES or head.startswith(b"PRI "):
+        if head_complete(head):
             self.poller.unregister(conn.sock)
             del self.reading_heads[conn]
             conn.data_ready = True  # gthread must not wait for data again
@@ -218,15 +236,46 @@ class GuardedThreadWorker(ThreadWorker):
     def finish_request(self, conn: TConn, fs: Any) -> None:
         self.busy_threads -= 1
         conn.sock.read_deadline = None
-        super().finish_request(conn, fs)
+        partial_head = getattr(conn, "huimages_head", b"")
+        if partial_head and self.alive and fs.done() and not fs.cancelled() \
+                and fs.exception() is None and fs.result() is True:
+            self._read_head(conn, partial_head)  # the thread read part of the next head
+        else:
+            super().finish_request(conn, fs)
         self._recheck_accepting()
 
     def handle(self, conn: TConn) -> Any:
-        """In a thread: give the head read by the event loop to gunicorn's parser."""
-        head = getattr(conn, "huimages_head", b"")
-        conn.huimages_head = b""
-        if head:
-            conn.init()
-            conn.parser.unreader.unread(head)
-        conn.sock.read_deadline = time.monotonic() + self.body_timeout
-        return super().handle(conn)
+        """In a thread: answer the request whose head the event loop read, then every
+        next one on the connection whose head arrives whole within the linger."""
+        while True:
+            head = getattr(conn, "huimages_head", b"")
+            conn.huimages_head = b""
+            if head:
+                conn.init()
+                conn.parser.unreader.unread(head)
+            conn.sock.read_deadline = time.monotonic() + self.body_timeout
+            keep = super().handle(conn)
+            if keep is not True or not self.alive or conn.is_http2 or self.cfg.is_ssl:
+                return keep
+            if conn.parser.unreader.buf.getvalue():
+                return keep  # read ahead into the next request: gthread hands it on
+            head = self._next_head(conn)
+            if head is None:
+                return keep  # idle: the event loop keeps it alive
+            if not head:
+                return False  # the client closed
+            conn.huimages_head = head
+            if not head_complete(head):
+                return keep  # finish_request lets the event loop read the rest
+
+    def _next_head(self, conn: TConn) -> bytes | None:
+        """The bytes of the next request head if any arrive within the linger
+        (``b""``: the client closed), else None."""
+        waiting = select.poll()
+        waiting.register(conn.sock.fileno(), select.POLLIN)
+        if not waiting.poll(self.keepalive_linger * 1000):
+            return None
+        try:
+            return conn.sock.recv(MAX_HEAD_BYTES)  # readable: returns at once
+        except OSError:
+            return b""

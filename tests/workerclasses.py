@@ -1,0 +1,15 @@
+"""gunicorn worker classes for tests: huimages' worker with test-sized timeouts.
+
+Named on gunicorn's command line (``-k tests.workerclasses.LingeringWorker``),
+so this module imports nothing from the test suite.
+"""
+
+from huimages_wsgi.worker import GuardedThreadWorker
+
+
+class LingeringWorker(GuardedThreadWorker):
+    """A linger long enough to send the next head in pieces within it, and a short
+    header timeout, so both paths of a kept-alive connection can be driven by hand."""
+
+    keepalive_linger = 1.0
+    header_timeout = 1.5
