@@ -237,9 +237,11 @@ class GuardedThreadWorker(ThreadWorker):
         self.busy_threads -= 1
         conn.sock.read_deadline = None
         partial_head = getattr(conn, "huimages_head", b"")
-        if partial_head and self.alive and fs.done() and not fs.cancelled() \
-                and fs.exception() is None and fs.result() is True:
-            self._read_head(conn, partial_head)  # the thread read part of the next head
+        if partial_head and not fs.cancelled() and fs.exception() is None \
+                and fs.result() is True:
+            # the thread read part of the next head: the event loop reads the rest
+            # (a stopping worker closes it, as any head still being read)
+            self._read_head(conn, partial_head)
         else:
             super().finish_request(conn, fs)
         self._recheck_accepting()
