@@ -342,8 +342,18 @@ def free_port() -> int:
 # -- thumbor ---------------------------------------------------------------------------
 
 
+def _script_runs_here(script: Path) -> bool:
+    """Whether the interpreter named on ``script``'s ``#!`` line exists (a venv that was
+    moved keeps scripts pointing at its old place)."""
+    first = script.read_bytes().split(b"\n", 1)[0]
+    return first.startswith(b"#!") and Path(first[2:].decode().split()[0]).exists()
+
+
 def ensure_thumbor() -> tuple[Path, str]:
     thumbor = THUMBOR_VENV / "bin" / "thumbor"
+    if thumbor.exists() and not _script_runs_here(thumbor):
+        log(f"{THUMBOR_VENV} was made in another place (a moved checkout): making it again")
+        shutil.rmtree(THUMBOR_VENV)
     if not thumbor.exists():
         log(f"installing thumbor 7.x into {THUMBOR_VENV} (once)")
         subprocess.run([sys.executable, "-m", "venv", str(THUMBOR_VENV)], check=True)
