@@ -10,6 +10,14 @@ holds a server thread, and threads must stay free for cache hits). That tells
 a load balancer or CDN early that this node is full. Cache hits, 304s and
 every other endpoint never take a slot.
 
+A process holds at most ``HUIMAGES_RENDER_SLOTS_PER_PROCESS`` of the node's
+slots for renders that decode the whole original (``huimages serve`` sets its
+share, slots / workers), because each holds a decoded photo: that bounds a
+worker's memory. Renders from an upload-time preview (most sizes) decode a
+few megapixels at most and may take any free slot of the node, so a worker
+that happens to get more of the misses than the others still uses the whole
+node's cores for them.
+
 The slots are per node, across all worker processes (gunicorn workers,
 flup's forked children): slot *i* is an ``flock`` on the file
 ``<cache>/.locks/render-slot-<i>``, which the kernel releases when its holder
@@ -79,8 +87,9 @@ class RenderSlots:
         self.lock_dir = Path(lock_dir)
         self.slots = max(0, slots)
         self.wait = max(0.0, wait)
-        #: at most this many of the node's slots held by one process (None: any number),
-        #: so that one worker's memory is bounded: each render holds a decoded photo
+        #: at most this many of the node's slots held by one process for renders that
+        #: decode the whole original (None: any number), so that one worker's memory is
+        #: bounded: each holds a decoded photo. Renders from previews are not counted.
         self.per_process = per_process
         self.observer = observer
         self._reset()
@@ -97,18 +106,22 @@ class RenderSlots:
         self._lock = threading.Lock()
         self._fds: list[int | None] = [None] * self.slots
         self._held = [False] * self.slots
+        self._full_decodes = 0  # slots of this process held by renders of whole originals
         self._waiters: deque[threading.Event] = deque()
         self._broken = False
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold a render slot for the ``with`` block; RenderBusy if none came in time."""
+    def slot(self, full_decode: bool = True) -> Iterator[None]:
+        """Hold a render slot for the ``with`` block; RenderBusy if none came in time.
+
+        ``full_decode``: the render decodes the whole original (it counts towards
+        this process's share); False for a render from a preview."""
         if not self.slots:
             yield
             return
         if self._pid != os.getpid():
             self._reset()
-        index = self._acquire()
+        index = self._acquire(full_decode)
         if index is None:  # the slot files cannot be used: render without a limit
             yield
             return
@@ -117,17 +130,17 @@ class RenderSlots:
             yield
         finally:
             self._note("running", -1)
-            self._release(index)
+            self._release(index, full_decode)
 
     # -- taking and giving back -------------------------------------------------------------
 
-    def _acquire(self) -> int | None:
+    def _acquire(self, full_decode: bool) -> int | None:
         started = time.monotonic()
         deadline = started + self.wait
         me = threading.Event()
         with self._lock:
             if not self._waiters:
-                index = self._take()
+                index = self._take(full_decode)
                 if index != -1:
                     return index
             if len(self._waiters) >= max(MIN_QUEUE, QUEUE_PER_SLOT * self.slots):
@@ -141,7 +154,7 @@ class RenderSlots:
                 with self._lock:
                     first = self._waiters[0] is me
                     if first:
-                        index = self._take()
+                        index = self._take(full_decode)
                         if index != -1:
                             self._waiters.popleft()
                             if self._waiters:
@@ -165,11 +178,12 @@ class RenderSlots:
                         self._waiters[0].set()
             self._note("queued", -1)
 
-    def _take(self) -> int | None:
+    def _take(self, full_decode: bool) -> int | None:
         """Under ``_lock``: a slot index now held, -1 if all are taken, None if broken."""
         if self._broken:
             return None
-        if self.per_process is not None and sum(self._held) >= self.per_process:
+        if full_decode and self.per_process is not None \
+                and self._full_decodes >= self.per_process:
             return -1  # this process's share is in use: wait as for a busy node
         for index in range(self.slots):
             if self._held[index]:
@@ -188,15 +202,17 @@ class RenderSlots:
                 log.error("render admission disabled: cannot use %s: %s", self.lock_dir, exc)
                 return None
             self._held[index] = True
+            self._full_decodes += full_decode
             return index
         return -1
 
-    def _release(self, index: int) -> None:
+    def _release(self, index: int, full_decode: bool) -> None:
         with self._lock:
             fd = self._fds[index]
             if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             self._held[index] = False
+            self._full_decodes -= full_decode
             if self._waiters:
                 self._waiters[0].set()
 

@@ -136,7 +136,8 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "render_wait": ("1.5", "seconds a miss may wait for a render slot before its 503"),
     "render_slots_per_process": ("slots / workers in `huimages serve`, else any",
                                  "of those slots, at most this many in one worker process"
-                                 " (bounds a worker's memory)"),
+                                 " for renders that decode the whole original (bounds a"
+                                 " worker's memory; renders from previews take any)"),
     "follow": ("on in `huimages serve` and `huimages fcgi`", "the node's change-feed follower"
                " that purges variants of images deleted anywhere (`0`: none; docs/cluster.md)"),
     "follow_heartbeat": ("5", "seconds between the follower's heartbeats; silent for 3 of"

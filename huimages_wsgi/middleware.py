@@ -116,12 +116,11 @@ class ImageMiddleware:
         return wanted, self.sizes.parse(wanted.size_text).name
 
     def make(self, environ: dict[str, Any], wanted: ImageRequest) -> CachedFile:
-        """The expensive path: check the signature, wait for a render slot (admission.py:
-        a 503 after HUIMAGES_RENDER_WAIT), then render (once) into the cache."""
+        """The expensive path: check the signature, then render (once) into the cache,
+        holding a render slot (admission.py: a 503 after HUIMAGES_RENDER_WAIT)."""
         environ[CACHE_KEY] = "miss"  # for the instrumentation: metrics and access log
         size = self.sizes.parse(wanted.size_text)
         secret = self.config.secret
         if secret and not verify(secret, size.name, wanted.imageid, query_param(environ, "sig")):
             raise SignatureError("missing or invalid signature for a variant not yet cached")
-        with self.admission.slot():
-            return self.store.renderer.variant(wanted.imageid, size, wanted.ext)
+        return self.store.renderer.variant(wanted.imageid, size, wanted.ext, self.admission)

@@ -17,8 +17,10 @@ the image.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import BinaryIO
 
+from .admission import RenderSlots
 from .broken import broken_mark
 from .cache import Cache, CachedFile
 from .engine import ImageEngine
@@ -47,8 +49,15 @@ class Renderer:
     def __init__(self, catalog: Catalog, blobs: BlobStore, engine: ImageEngine, cache: Cache):
         self.catalog, self.blobs, self.engine, self.cache = catalog, blobs, engine, cache
 
-    def variant(self, imageid: str, size: Size, ext: str = "jpeg") -> CachedFile:
-        """The cached file for one variant, generated once if missing."""
+    def variant(
+        self, imageid: str, size: Size, ext: str = "jpeg", admission: RenderSlots | None = None
+    ) -> CachedFile:
+        """The cached file for one variant, generated once if missing.
+
+        With ``admission``, a render slot is held while it is made (before the
+        single-flight lock, so a wait for a slot never holds that lock); a render
+        that will decode the whole original counts towards this process's share.
+        """
         check_variant(size, ext)
         cached = self.cache.lookup(size.name, validate_id(imageid), ext)
         if cached is not None:
@@ -62,10 +71,14 @@ class Renderer:
                 f"image {imageid} is marked broken ({mark['reason']}); "
                 f"'huimages check {imageid}' tests it again"
             )
+        slot = nullcontext() if admission is None else admission.slot(
+            full_decode=self.decodes_original(doc, size)
+        )
         try:
-            return self.cache.produce(
-                size.name, imageid, ext, lambda out: self.write(imageid, size, ext, out, doc)
-            )
+            with slot:
+                return self.cache.produce(
+                    size.name, imageid, ext, lambda out: self.write(imageid, size, ext, out, doc)
+                )
         except OSError as exc:  # a full or failing cache disk: the image is fine
             raise WriteFailed(f"cannot write {size.name}/{imageid}.{ext}: {exc}") from exc
 
@@ -98,6 +111,16 @@ class Renderer:
             except InvalidImage as exc:
                 self.mark_broken(imageid, str(exc))
                 raise ImageBroken(f"image {imageid} cannot be decoded") from exc
+
+    @staticmethod
+    def decodes_original(doc: Doc, size: Size) -> bool:
+        """Whether making ``size`` decodes the whole original: no preview serves it
+        (``o`` only copies the original's bytes). A preview that turns out to be
+        unusable (logged by ``write_from_preview``) makes it do so after all."""
+        if size.is_original:
+            return False
+        source = source_dimensions(doc)
+        return source is None or choose_preview(recorded_previews(doc), *source, size) is None
 
     def write_from_preview(
         self, imageid: str, size: Size, ext: str, out: BinaryIO, doc: Doc

@@ -325,6 +325,39 @@ def test_a_generation_held_too_long_elsewhere_is_503_with_retry_after(tmp_path):
         holder.join()
 
 
+def test_a_render_from_a_preview_is_not_held_back_by_the_process_share(tmp_path):
+    """With the process's share of whole-original decodes in use, a size a preview
+    serves still renders in the node's free slot; one that needs the original waits
+    and is refused with 503 and Retry-After (admission.py)."""
+    config = Config(data_dir=tmp_path / "data", render_slots=2, render_slots_per_process=1,
+                    render_wait=0.3)
+    app = ImageMiddleware(prefix="", store=ImageStore(config))
+    imageid = app.store.save_image(f.photo_jpeg(1600, 1200))  # previews: p512
+    doc = app.store.catalog.get(imageid)
+    renderer, sizes = app.store.renderer, app.store.sizes
+    assert not renderer.decodes_original(doc, sizes.parse("200x150"))
+    assert renderer.decodes_original(doc, sizes.parse("1500x1100"))
+    assert not renderer.decodes_original(doc, sizes.parse("o"))
+    holding, release = threading.Event(), threading.Event()
+
+    def decode_an_original_elsewhere():
+        with app.admission.slot(full_decode=True):
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=decode_an_original_elsewhere)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        assert get(app, f"/200x150/{imageid}.jpeg").status_int == 200
+        response = get(app, f"/1500x1100/{imageid}.jpeg")
+        assert response.status_int == 503 and response.headers["Retry-After"], response.body
+    finally:
+        release.set()
+        holder.join()
+    assert get(app, f"/1500x1100/{imageid}.jpeg").status_int == 200
+
+
 DAMAGED = {
     "empty": b"",
     "truncated": f.photo_jpeg(300, 200)[:400],

@@ -10,8 +10,11 @@ from huimages_wsgi.admission import RenderBusy, RenderSlots
 from huimages_wsgi.config import Config
 
 
-def hold(slots: RenderSlots, holding: threading.Event, release: threading.Event) -> None:
-    with slots.slot():
+def hold(
+    slots: RenderSlots, holding: threading.Event, release: threading.Event,
+    full_decode: bool = True,
+) -> None:
+    with slots.slot(full_decode):
         holding.set()
         release.wait(10)
 
@@ -35,6 +38,26 @@ def test_a_process_takes_at_most_its_share_of_the_node_s_slots(tmp_path):
         holder.join()
     with slots.slot():  # the share is free again
         pass
+
+
+def test_renders_from_previews_are_not_counted_in_the_share(tmp_path):
+    """The share bounds the decoded originals a process holds; a render from a preview
+    takes any free slot of the node, and does not use up the share either."""
+    slots = RenderSlots(tmp_path, slots=3, wait=0.3, per_process=1)
+    holding, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold, args=(slots, holding, release, True))
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with slots.slot(full_decode=False):  # the node's second slot, at once
+            with pytest.raises(RenderBusy):  # a second whole original: over the share
+                with slots.slot(full_decode=True):
+                    pass
+    finally:
+        release.set()
+        holder.join()
+    with slots.slot(full_decode=False), slots.slot(full_decode=True):
+        pass  # a preview render held: the share is still free
 
 
 def test_without_a_share_one_process_may_use_every_slot(tmp_path):
