@@ -5,7 +5,7 @@ as its first byte arrives, and that thread then reads the rest of the request
 head with a blocking ``recv`` that has no timeout: a client that sends half a
 request line and waits holds the thread for good, and as many such clients as
 there are threads stall the worker (gunicorn has no header timeout setting).
-:class:`GuardedThreadWorker` changes three things and nothing else:
+:class:`GuardedThreadWorker` changes four things and nothing else:
 
 * **Request heads are read by the event loop.** A new (or kept-alive)
   connection stays in the worker's selector until its whole head (up to the
@@ -31,7 +31,9 @@ there are threads stall the worker (gunicorn has no header timeout setting).
   selector changes, a queue, a future) for every request; for cache hits
   that hand-over cost more than the answer. A head that is not complete when
   first read goes to the event loop with the bytes already read, so a slow
-  client still never holds a thread longer than the linger.
+  client still never holds a thread longer than the linger. A thread does
+  not linger while every thread of the worker is busy (connections wait for
+  one), so a busy connection cannot keep its thread from them.
 
 Rendering is bounded separately, per node, by :mod:`huimages_wsgi.admission`;
 threads therefore only wait (on sockets, backends, render slots) and can be
@@ -261,6 +263,9 @@ class GuardedThreadWorker(ThreadWorker):
                 return keep
             if conn.parser.unreader.buf.getvalue():
                 return keep  # read ahead into the next request: gthread hands it on
+            if self.busy_threads >= self.cfg.threads:
+                return keep  # others wait for a thread (a racy read of an int: harmless)
+            conn.sock.read_deadline = None  # that deadline was the answered request's
             head = self._next_head(conn)
             if head is None:
                 return keep  # idle: the event loop keeps it alive

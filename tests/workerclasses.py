@@ -8,8 +8,17 @@ from huimages_wsgi.worker import GuardedThreadWorker
 
 
 class LingeringWorker(GuardedThreadWorker):
-    """A linger long enough to send the next head in pieces within it, and a short
-    header timeout, so both paths of a kept-alive connection can be driven by hand."""
+    """A linger long enough to send the next head in pieces within it, and short
+    header and body timeouts, so every path of a kept-alive connection can be
+    driven by hand."""
 
     keepalive_linger = 1.0
     header_timeout = 1.5
+    body_timeout = 1.0
+
+
+class LongLingeringWorker(LingeringWorker):
+    """A linger far longer than any answer takes: a thread that wrongly waited it out
+    would be seen."""
+
+    keepalive_linger = 5.0

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from huimages_wsgi import Config, ImageStore
+from huimages_wsgi.admission import RenderSlots
 from huimages_wsgi.ids import compute_id
 
 from .. import imagefactory as f
@@ -31,6 +32,8 @@ from ..conftest import BIN, free_port
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = "huimages_wsgi.worker.GuardedThreadWorker"
 LINGERING = "tests.workerclasses.LingeringWorker"
+LONG_LINGERING = "tests.workerclasses.LongLingeringWorker"
+RENDER_SLOTS = 2  # the server's (HUIMAGES_RENDER_SLOTS), so a test can hold them all
 
 
 class Gunicorn:
@@ -45,7 +48,8 @@ class Gunicorn:
                  "-k", worker, "-w", "1", "--threads", str(threads),
                  "-b", f"127.0.0.1:{self.port}", "--chdir", str(ROOT),
                  "huimages_wsgi:make_app()"],
-                env={"HUIMAGES_DATA_DIR": str(data_dir), "PATH": str(BIN)},
+                env={"HUIMAGES_DATA_DIR": str(data_dir), "PATH": str(BIN),
+                     "HUIMAGES_RENDER_SLOTS": str(RENDER_SLOTS), "HUIMAGES_RENDER_WAIT": "10"},
                 stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 30
@@ -81,7 +85,11 @@ def library(tmp_path_factory) -> tuple[Path, str, bytes]:
 
 @pytest.fixture(scope="module", params=[DEFAULT, LINGERING])
 def server(request, library) -> Iterator[Gunicorn]:
-    running = Gunicorn(library[0], request.param, threads=2)
+    yield from _serve(library, request.param)
+
+
+def _serve(library: tuple[Path, str, bytes], worker: str) -> Iterator[Gunicorn]:
+    running = Gunicorn(library[0], worker, threads=2)
     yield running
     running.stop()
     log = running.log.read_text()
@@ -90,16 +98,17 @@ def server(request, library) -> Iterator[Gunicorn]:
 
 @pytest.fixture(scope="module")
 def lingering(library) -> Iterator[Gunicorn]:
-    running = Gunicorn(library[0], LINGERING, threads=2)
-    yield running
-    running.stop()
-    log = running.log.read_text()
-    assert "Traceback" not in log and "[ERROR]" not in log, log
+    yield from _serve(library, LINGERING)
 
 
-def get(imageid: str, close: bool = False) -> bytes:
+@pytest.fixture(scope="module")
+def long_lingering(library) -> Iterator[Gunicorn]:
+    yield from _serve(library, LONG_LINGERING)
+
+
+def get(imageid: str, close: bool = False, size: str = "o") -> bytes:
     extra = "Connection: close\r\n" if close else ""
-    return f"GET /o/{imageid}.jpeg HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode()
+    return f"GET /{size}/{imageid}.jpeg HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode()
 
 
 class Client:
@@ -197,7 +206,7 @@ def test_a_half_sent_next_head_holds_no_thread_and_is_closed_after_the_header_ti
         sock.send(get(imageid)[:20])
         stalled.append(sock)
     with lingering.connect() as fresh:  # answered at once: no thread is held
-        fresh.sock.settimeout(1.0)
+        fresh.sock.settimeout(3.0)  # a held thread would be held for the 30 s I/O timeout
         fresh.send(get(imageid, close=True))
         assert fresh.answer()[:2] == (200, data)
     for sock in stalled:
@@ -217,14 +226,29 @@ def test_an_idle_connection_goes_back_to_the_event_loop_and_still_answers(linger
         assert sock.answer() == (200, data, True)
 
 
-def test_a_client_that_closes_within_the_linger_frees_its_thread(lingering, library):
+def test_a_client_that_closes_within_the_linger_frees_its_thread(long_lingering, library):
     _, imageid, data = library
     for _ in range(4):  # twice as many as the worker has threads
-        sock = lingering.connect()
+        sock = long_lingering.connect()
         sock.send(get(imageid))
         assert sock.answer()[:2] == (200, data)
         sock.close()
-    with lingering.connect() as fresh:
-        fresh.sock.settimeout(1.0)  # each thread saw its client close, well within the linger
+    with long_lingering.connect() as fresh:
+        fresh.sock.settimeout(2.5)  # each thread saw its client close, well within the 5 s
         fresh.send(get(imageid, close=True))
         assert fresh.answer()[:2] == (200, data)
+
+
+def test_a_slow_answer_does_not_end_the_connection_s_next_request(lingering, library):
+    """The body deadline of a request ends with it: a next head that arrives after an
+    answer that took longer than the body timeout (a render waiting for a slot, here)
+    is read, not taken for the client's end of the connection."""
+    data_dir, imageid, data = library
+    slots = RenderSlots(data_dir / "cache" / ".locks", slots=RENDER_SLOTS, wait=5)
+    with lingering.connect() as sock:
+        with slots.slot(), slots.slot():  # the whole node is rendering
+            sock.send(get(imageid, size="120x90"))
+            time.sleep(1.5)  # LingeringWorker.body_timeout is 1 s
+        assert sock.answer()[0] == 200
+        sock.send(get(imageid))  # at once: within the linger
+        assert sock.answer() == (200, data, True)
