@@ -22,9 +22,12 @@ The slots are per node, across all worker processes (gunicorn workers,
 flup's forked children): slot *i* is an ``flock`` on the file
 ``<cache>/.locks/render-slot-<i>``, which the kernel releases when its holder
 exits, even by SIGKILL, so a crashed worker never leaks a slot. Within one
-process the threads waiting for a slot queue in arrival order, and only the
-first of them polls the slot files (every few milliseconds; a slot freed in
-the same process wakes it at once), so a crowd of waiters costs no CPU.
+process the threads waiting for a slot queue in arrival order, one queue for
+whole-original decodes and one for renders from previews (so a decode held
+back by the share never holds back a render a free slot could take), and only
+the first of each queue polls the slot files (every few milliseconds; a slot
+freed in the same process wakes them at once), so a crowd of waiters costs no
+CPU.
 """
 
 from __future__ import annotations
@@ -107,7 +110,10 @@ class RenderSlots:
         self._fds: list[int | None] = [None] * self.slots
         self._held = [False] * self.slots
         self._full_decodes = 0  # slots of this process held by renders of whole originals
-        self._waiters: deque[threading.Event] = deque()
+        # waiters in arrival order, one queue per kind (True: whole-original decodes), so
+        # a decode that waits for this process's share never holds up renders from
+        # previews that a free slot of the node could take
+        self._queues: dict[bool, deque[threading.Event]] = {True: deque(), False: deque()}
         self._broken = False
 
     @contextmanager
@@ -138,27 +144,30 @@ class RenderSlots:
         started = time.monotonic()
         deadline = started + self.wait
         me = threading.Event()
+        queue, others = self._queues[full_decode], self._queues[not full_decode]
         with self._lock:
-            if not self._waiters:
+            # first come, first served, except that waiting whole-original decodes held
+            # back only by this process's share do not hold back renders from previews
+            if not queue and (not others or (not full_decode and self._share_used())):
                 index = self._take(full_decode)
                 if index != -1:
                     return index
-            if len(self._waiters) >= max(MIN_QUEUE, QUEUE_PER_SLOT * self.slots):
+            if len(queue) + len(others) >= max(MIN_QUEUE, QUEUE_PER_SLOT * self.slots):
                 self._note("refused", 1)
                 raise RenderBusy(f"this node is rendering at capacity ({self.slots} at once)"
                                  " with a full queue; retry shortly")
-            self._waiters.append(me)
+            queue.append(me)
         self._note("queued", 1)
         try:
             while True:
                 with self._lock:
-                    first = self._waiters[0] is me
+                    first = queue[0] is me  # the first of each queue polls
                     if first:
                         index = self._take(full_decode)
                         if index != -1:
-                            self._waiters.popleft()
-                            if self._waiters:
-                                self._waiters[0].set()  # the next one polls now
+                            queue.popleft()
+                            if queue:
+                                queue[0].set()  # the next one polls now
                             self._note("waited", time.monotonic() - started)
                             return index
                 left = deadline - time.monotonic()
@@ -171,19 +180,22 @@ class RenderSlots:
                 me.clear()
         finally:
             with self._lock:
-                if me in self._waiters:  # gave up: let the next one take over the polling
-                    was_first = self._waiters[0] is me
-                    self._waiters.remove(me)
-                    if was_first and self._waiters:
-                        self._waiters[0].set()
+                if me in queue:  # gave up: let the next one take over the polling
+                    was_first = queue[0] is me
+                    queue.remove(me)
+                    if was_first and queue:
+                        queue[0].set()
             self._note("queued", -1)
+
+    def _share_used(self) -> bool:
+        """Under ``_lock``: this process holds its share of whole-original decodes."""
+        return self.per_process is not None and self._full_decodes >= self.per_process
 
     def _take(self, full_decode: bool) -> int | None:
         """Under ``_lock``: a slot index now held, -1 if all are taken, None if broken."""
         if self._broken:
             return None
-        if full_decode and self.per_process is not None \
-                and self._full_decodes >= self.per_process:
+        if full_decode and self._share_used():
             return -1  # this process's share is in use: wait as for a busy node
         for index in range(self.slots):
             if self._held[index]:
@@ -213,8 +225,9 @@ class RenderSlots:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             self._held[index] = False
             self._full_decodes -= full_decode
-            if self._waiters:
-                self._waiters[0].set()
+            for queue in self._queues.values():
+                if queue:
+                    queue[0].set()  # its first polls now
 
     def _note(self, kind: str, value: float) -> None:
         if self.observer is not None:

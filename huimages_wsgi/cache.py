@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,6 +51,9 @@ class Cache:
         self.lock_timeout = lock_timeout
         self.lock_dir = self.root / ".locks"
         self._root = str(self.root)
+        self._making: dict[tuple[str, str, str], threading.Event] = {}  # this process's
+        self._making_lock = threading.Lock()
+        self._making_pid = os.getpid()
 
     def path(self, size_name: str, imageid: str, ext: str = "jpeg") -> Path:
         """Callers pass only validated size names and IDs: no traversal possible."""
@@ -101,6 +105,41 @@ class Cache:
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the lock
+
+    @contextmanager
+    def first_in_process(
+        self, size_name: str, imageid: str, ext: str
+    ) -> Iterator[CachedFile | None]:
+        """Single-flight within this process, before anything is held: one request at
+        a time goes on to make a given variant (``yield None``); the others wait here
+        and get the finished file, or their turn if the first one failed. Held no
+        render slot while waiting (a burst of requests for one new image would
+        otherwise hold every slot of the node while all but one sleep in the
+        cross-process lock of ``produce``). The wait is bounded like that lock's:
+        then GenerationBusy (503)."""
+        key = (size_name, imageid, ext)
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            with self._making_lock:
+                if self._making_pid != os.getpid():  # a forked child: not its parent's renders
+                    self._making, self._making_pid = {}, os.getpid()
+                making = self._making.get(key)
+                if making is None:
+                    mine = self._making[key] = threading.Event()
+                    break
+            if not making.wait(max(0.0, deadline - time.monotonic())):
+                raise GenerationBusy("this image is being generated; try again shortly")
+            cached = self.lookup(size_name, imageid, ext)
+            if cached is not None:
+                yield cached
+                return
+        try:
+            yield None
+        finally:
+            with self._making_lock:
+                if self._making.get(key) is mine:
+                    del self._making[key]
+            mine.set()
 
     def produce(
         self, size_name: str, imageid: str, ext: str, write: Callable[[BinaryIO], object]

@@ -17,7 +17,6 @@ the image.
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from typing import BinaryIO
 
 from .admission import RenderSlots
@@ -71,14 +70,20 @@ class Renderer:
                 f"image {imageid} is marked broken ({mark['reason']}); "
                 f"'huimages check {imageid}' tests it again"
             )
-        slot = nullcontext() if admission is None else admission.slot(
-            full_decode=self.decodes_original(doc, size)
-        )
+        if admission is None:
+            return self.produce(imageid, size, ext, doc)
+        with self.cache.first_in_process(size.name, imageid, ext) as cached:
+            if cached is not None:
+                return cached  # made meanwhile by another thread of this process
+            with admission.slot(full_decode=self.decodes_original(doc, size)):
+                return self.produce(imageid, size, ext, doc)
+
+    def produce(self, imageid: str, size: Size, ext: str, doc: Doc) -> CachedFile:
+        """Make the variant in the cache's single-flight lock (no admission)."""
         try:
-            with slot:
-                return self.cache.produce(
-                    size.name, imageid, ext, lambda out: self.write(imageid, size, ext, out, doc)
-                )
+            return self.cache.produce(
+                size.name, imageid, ext, lambda out: self.write(imageid, size, ext, out, doc)
+            )
         except OSError as exc:  # a full or failing cache disk: the image is fine
             raise WriteFailed(f"cannot write {size.name}/{imageid}.{ext}: {exc}") from exc
 
@@ -114,11 +119,12 @@ class Renderer:
 
     @staticmethod
     def decodes_original(doc: Doc, size: Size) -> bool:
-        """Whether making ``size`` decodes the whole original: no preview serves it
-        (``o`` only copies the original's bytes). A preview that turns out to be
-        unusable (logged by ``write_from_preview``) makes it do so after all."""
-        if size.is_original:
-            return False
+        """Whether making ``size`` may decode the whole original: no preview serves it,
+        or it is ``o`` (the check before the copy decodes any original but a JPEG).
+        A preview that turns out to be unusable (logged by ``write_from_preview``)
+        makes a render decode the original after all, under the slot it took."""
+        if size.is_original:  # a copy, after a check that decodes all but most JPEGs
+            return True
         source = source_dimensions(doc)
         return source is None or choose_preview(recorded_previews(doc), *source, size) is None
 

@@ -3,6 +3,7 @@
 import io
 import os
 import threading
+import time
 from wsgiref.util import FileWrapper
 
 import pytest
@@ -337,7 +338,7 @@ def test_a_render_from_a_preview_is_not_held_back_by_the_process_share(tmp_path)
     renderer, sizes = app.store.renderer, app.store.sizes
     assert not renderer.decodes_original(doc, sizes.parse("200x150"))
     assert renderer.decodes_original(doc, sizes.parse("1500x1100"))
-    assert not renderer.decodes_original(doc, sizes.parse("o"))
+    assert renderer.decodes_original(doc, sizes.parse("o"))  # its check may decode
     holding, release = threading.Event(), threading.Event()
 
     def decode_an_original_elsewhere():
@@ -356,6 +357,44 @@ def test_a_render_from_a_preview_is_not_held_back_by_the_process_share(tmp_path)
         release.set()
         holder.join()
     assert get(app, f"/1500x1100/{imageid}.jpeg").status_int == 200
+
+
+def test_a_burst_for_one_new_variant_takes_one_render_slot(tmp_path):
+    """Requests of one process for the same missing variant wait for the first one
+    without a render slot, so the other slots of the node stay free for other misses."""
+    config = Config(data_dir=tmp_path / "data", render_slots=4, render_wait=10)
+    app = ImageMiddleware(prefix="", store=ImageStore(config))
+    imageid = app.store.save_image(f.photo_jpeg(800, 600))
+    running, most = [0], [0]
+
+    def observe(kind: str, value: float) -> None:
+        if kind == "running":
+            running[0] += int(value)
+            most[0] = max(most[0], running[0])
+
+    app.admission.observer = observe
+    rendering, go_on = threading.Event(), threading.Event()
+    render = app.store.engine.render
+
+    def slow_render(*args, **kwargs):
+        rendering.set()
+        assert go_on.wait(10)
+        return render(*args, **kwargs)
+
+    app.store.engine.render = slow_render
+    answers = []
+    burst = [threading.Thread(target=lambda: answers.append(get(app, f"/300x200/{imageid}.jpeg")))
+             for _ in range(6)]
+    for thread in burst:
+        thread.start()
+    assert rendering.wait(10)
+    time.sleep(0.3)  # the other five reach the variant meanwhile
+    assert running[0] == 1, f"{running[0]} render slots held for one variant"
+    go_on.set()
+    for thread in burst:
+        thread.join(20)
+    assert [a.status_int for a in answers] == [200] * 6
+    assert len({a.body for a in answers}) == 1 and most[0] == 1
 
 
 DAMAGED = {

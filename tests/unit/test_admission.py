@@ -60,6 +60,36 @@ def test_renders_from_previews_are_not_counted_in_the_share(tmp_path):
         pass  # a preview render held: the share is still free
 
 
+def test_a_decode_waiting_for_the_share_does_not_hold_back_renders_from_previews(tmp_path):
+    """The waiter queue is first come, first served per kind: a whole-original decode
+    queued behind this process's share must not keep a preview render from a free slot."""
+    slots = RenderSlots(tmp_path, slots=2, wait=3.0, per_process=1)
+    holding, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold, args=(slots, holding, release, True))
+    waiter_done = threading.Event()
+
+    def second_decode() -> None:
+        with slots.slot(full_decode=True):  # waits for the holder's share
+            waiter_done.set()
+
+    waiter = threading.Thread(target=second_decode)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        waiter.start()
+        time.sleep(0.1)  # the second decode is queued now
+        assert not waiter_done.is_set()
+        started = time.monotonic()
+        with slots.slot(full_decode=False):  # the node's free slot
+            took = time.monotonic() - started
+        assert took < 1.5, f"a preview render waited {took:.2f} s behind a share-bound decode"
+    finally:
+        release.set()
+        holder.join()
+        waiter.join()
+    assert waiter_done.is_set()  # and the queued decode got its turn
+
+
 def test_without_a_share_one_process_may_use_every_slot(tmp_path):
     slots = RenderSlots(tmp_path, slots=2, wait=0.3)
     holding, release = threading.Event(), threading.Event()
