@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import threading
@@ -80,6 +81,16 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+class _Waiter:
+    """A request waiting for a slot: its place in the arrival order, and its wake-up."""
+
+    __slots__ = ("ticket", "event")
+
+    def __init__(self, ticket: int) -> None:
+        self.ticket = ticket
+        self.event = threading.Event()
+
+
 class RenderSlots:
     """At most ``slots`` renders at once on this node; ``slots == 0`` switches it off."""
 
@@ -113,7 +124,8 @@ class RenderSlots:
         # waiters in arrival order, one queue per kind (True: whole-original decodes), so
         # a decode that waits for this process's share never holds up renders from
         # previews that a free slot of the node could take
-        self._queues: dict[bool, deque[threading.Event]] = {True: deque(), False: deque()}
+        self._queues: dict[bool, deque[_Waiter]] = {True: deque(), False: deque()}
+        self._tickets = itertools.count()  # arrival order across both queues
         self._broken = False
 
     @contextmanager
@@ -143,12 +155,10 @@ class RenderSlots:
     def _acquire(self, full_decode: bool) -> int | None:
         started = time.monotonic()
         deadline = started + self.wait
-        me = threading.Event()
         queue, others = self._queues[full_decode], self._queues[not full_decode]
         with self._lock:
-            # first come, first served, except that waiting whole-original decodes held
-            # back only by this process's share do not hold back renders from previews
-            if not queue and (not others or (not full_decode and self._share_used())):
+            me = _Waiter(next(self._tickets))
+            if not queue and self._ahead_of(me, full_decode):
                 index = self._take(full_decode)
                 if index != -1:
                     return index
@@ -162,12 +172,12 @@ class RenderSlots:
             while True:
                 with self._lock:
                     first = queue[0] is me  # the first of each queue polls
-                    if first:
+                    if first and self._ahead_of(me, full_decode):
                         index = self._take(full_decode)
                         if index != -1:
                             queue.popleft()
                             if queue:
-                                queue[0].set()  # the next one polls now
+                                queue[0].event.set()  # the next one polls now
                             self._note("waited", time.monotonic() - started)
                             return index
                 left = deadline - time.monotonic()
@@ -176,16 +186,28 @@ class RenderSlots:
                     raise RenderBusy(
                         f"this node is rendering at capacity ({self.slots} at once); retry shortly"
                     )
-                me.wait(min(left, POLL_INTERVAL) if first else left)
-                me.clear()
+                me.event.wait(min(left, POLL_INTERVAL) if first else left)
+                me.event.clear()
         finally:
             with self._lock:
                 if me in queue:  # gave up: let the next one take over the polling
                     was_first = queue[0] is me
                     queue.remove(me)
                     if was_first and queue:
-                        queue[0].set()
+                        queue[0].event.set()
+                others_first = others[0] if others else None
+            if others_first is not None:
+                others_first.event.set()  # it may be first in line now
             self._note("queued", -1)
+
+    def _ahead_of(self, me: _Waiter, full_decode: bool) -> bool:
+        """Under ``_lock``: whether no waiter of the other kind comes before ``me``:
+        first come, first served, except that a whole-original decode held back by
+        this process's share does not hold back a render from a preview."""
+        others = self._queues[not full_decode]
+        if not others or others[0].ticket > me.ticket:
+            return True
+        return not full_decode and self._share_used()
 
     def _share_used(self) -> bool:
         """Under ``_lock``: this process holds its share of whole-original decodes."""
@@ -227,7 +249,7 @@ class RenderSlots:
             self._full_decodes -= full_decode
             for queue in self._queues.values():
                 if queue:
-                    queue[0].set()  # its first polls now
+                    queue[0].event.set()  # its first polls now
 
     def _note(self, kind: str, value: float) -> None:
         if self.observer is not None:

@@ -13,6 +13,7 @@ single generation by an ``flock`` on one of a fixed set of lock stripes.
 
 from __future__ import annotations
 
+import copy
 import errno
 import fcntl
 import hashlib
@@ -26,7 +27,7 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import BinaryIO
 
-from .errors import GenerationBusy, ImageNotFound
+from .errors import GenerationBusy, HuImagesError, ImageNotFound
 
 LOCK_STRIPES = 4096
 TEMP_SUFFIX = ".tmp"
@@ -45,13 +46,31 @@ class CachedFile:
         self.path, self.relative, self.ext, self.stat = path, relative, ext, stat
 
 
+class _Making:
+    """A variant one request of this process is making: done, and how it ended."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+def _copy(error: HuImagesError) -> HuImagesError:
+    """The same answer for another request (its own exception object, where it copies)."""
+    try:
+        return copy.copy(error)
+    except Exception:  # an exception class with an unusual constructor
+        return error
+
+
 class Cache:
     def __init__(self, root: Path, lock_timeout: float = 30.0) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
         self.lock_dir = self.root / ".locks"
         self._root = str(self.root)
-        self._making: dict[tuple[str, str, str], threading.Event] = {}  # this process's
+        self._making: dict[tuple[str, str, str], _Making] = {}  # variants being made here
         self._making_lock = threading.Lock()
         self._making_pid = os.getpid()
 
@@ -111,35 +130,41 @@ class Cache:
         self, size_name: str, imageid: str, ext: str
     ) -> Iterator[CachedFile | None]:
         """Single-flight within this process, before anything is held: one request at
-        a time goes on to make a given variant (``yield None``); the others wait here
-        and get the finished file, or their turn if the first one failed. Held no
-        render slot while waiting (a burst of requests for one new image would
-        otherwise hold every slot of the node while all but one sleep in the
-        cross-process lock of ``produce``). The wait is bounded like that lock's:
-        then GenerationBusy (503)."""
+        a time goes on to make a given variant (``yield None``); the others wait here,
+        holding no render slot (a burst of requests for one new image would otherwise
+        hold every slot of the node while all but one sleep in the cross-process lock
+        of ``produce``), and share its outcome: the finished file, or the same answer
+        if it was refused (a 503 when the node is busy, a 404, a 422); only after an
+        unexpected failure does the next one try. The wait is bounded like that
+        lock's: then GenerationBusy (503)."""
         key = (size_name, imageid, ext)
         deadline = time.monotonic() + self.lock_timeout
+        if self._making_pid != os.getpid():  # a forked child: none of its parent's renders
+            self._making_lock, self._making, self._making_pid = threading.Lock(), {}, os.getpid()
         while True:
             with self._making_lock:
-                if self._making_pid != os.getpid():  # a forked child: not its parent's renders
-                    self._making, self._making_pid = {}, os.getpid()
                 making = self._making.get(key)
                 if making is None:
-                    mine = self._making[key] = threading.Event()
+                    mine = self._making[key] = _Making()
                     break
-            if not making.wait(max(0.0, deadline - time.monotonic())):
+            if not making.done.wait(max(0.0, deadline - time.monotonic())):
                 raise GenerationBusy("this image is being generated; try again shortly")
+            if isinstance(making.error, HuImagesError):
+                raise _copy(making.error)
             cached = self.lookup(size_name, imageid, ext)
             if cached is not None:
                 yield cached
                 return
         try:
-            yield None
+            yield self.lookup(size_name, imageid, ext)  # finished just before we came first?
+        except BaseException as exc:
+            mine.error = exc
+            raise
         finally:
             with self._making_lock:
                 if self._making.get(key) is mine:
                     del self._making[key]
-            mine.set()
+            mine.done.set()
 
     def produce(
         self, size_name: str, imageid: str, ext: str, write: Callable[[BinaryIO], object]

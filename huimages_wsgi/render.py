@@ -74,7 +74,7 @@ class Renderer:
             return self.produce(imageid, size, ext, doc)
         with self.cache.first_in_process(size.name, imageid, ext) as cached:
             if cached is not None:
-                return cached  # made meanwhile by another thread of this process
+                return cached  # made meanwhile by another request
             with admission.slot(full_decode=self.decodes_original(doc, size)):
                 return self.produce(imageid, size, ext, doc)
 

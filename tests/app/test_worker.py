@@ -239,16 +239,16 @@ def test_a_client_that_closes_within_the_linger_frees_its_thread(long_lingering,
         assert fresh.answer()[:2] == (200, data)
 
 
-def test_a_slow_answer_does_not_end_the_connection_s_next_request(lingering, library):
+def test_a_slow_answer_does_not_end_the_connection_s_next_request(long_lingering, library):
     """The body deadline of a request ends with it: a next head that arrives after an
     answer that took longer than the body timeout (a render waiting for a slot, here)
     is read, not taken for the client's end of the connection."""
     data_dir, imageid, data = library
     slots = RenderSlots(data_dir / "cache" / ".locks", slots=RENDER_SLOTS, wait=5)
-    with lingering.connect() as sock:
+    with long_lingering.connect() as sock:
         with slots.slot(), slots.slot():  # the whole node is rendering
             sock.send(get(imageid, size="120x90"))
             time.sleep(1.5)  # LingeringWorker.body_timeout is 1 s
         assert sock.answer()[0] == 200
-        sock.send(get(imageid))  # at once: within the linger
+        sock.send(get(imageid))  # at once: well within the 5 s linger
         assert sock.answer() == (200, data, True)

@@ -11,6 +11,7 @@ from PIL import Image
 from webob import Request
 
 from huimages_wsgi import Config, ImageMiddleware, ImageStore, make_app
+from huimages_wsgi.admission import RenderSlots
 from huimages_wsgi.storage import is_live
 from huimages_wsgi.urls import request_path
 
@@ -382,19 +383,51 @@ def test_a_burst_for_one_new_variant_takes_one_render_slot(tmp_path):
         return render(*args, **kwargs)
 
     app.store.engine.render = slow_render
+    looked_up = threading.Semaphore(0)
+    catalog_get = app.store.catalog.get
+
+    def counted_get(*args, **kwargs):
+        looked_up.release()  # each request reads the catalog just before the variant
+        return catalog_get(*args, **kwargs)
+
+    app.store.catalog.get = counted_get
     answers = []
     burst = [threading.Thread(target=lambda: answers.append(get(app, f"/300x200/{imageid}.jpeg")))
              for _ in range(6)]
     for thread in burst:
         thread.start()
     assert rendering.wait(10)
-    time.sleep(0.3)  # the other five reach the variant meanwhile
+    for _ in burst:
+        assert looked_up.acquire(timeout=10)
+    time.sleep(0.2)  # from the catalog to the slot (or the wait) takes microseconds
     assert running[0] == 1, f"{running[0]} render slots held for one variant"
     go_on.set()
     for thread in burst:
         thread.join(20)
     assert [a.status_int for a in answers] == [200] * 6
     assert len({a.body for a in answers}) == 1 and most[0] == 1
+
+
+def test_a_burst_for_one_new_variant_on_a_busy_node_shares_one_503(tmp_path):
+    """The requests waiting for the first one get its answer: when the node is busy,
+    one wait for a slot and a 503 for all, not one wait after another."""
+    config = Config(data_dir=tmp_path / "data", render_slots=1, render_wait=1.0)
+    app = ImageMiddleware(prefix="", store=ImageStore(config))
+    imageid = app.store.save_image(f.photo_jpeg(800, 600))
+    elsewhere = RenderSlots(config.cache_root / ".locks", slots=1, wait=1.0)
+    answers = []
+    burst = [threading.Thread(target=lambda: answers.append(get(app, f"/300x200/{imageid}.jpeg")))
+             for _ in range(4)]
+    with elsewhere.slot():  # another worker holds the node's only slot throughout
+        started = time.monotonic()
+        for thread in burst:
+            thread.start()
+        for thread in burst:
+            thread.join(20)
+        took = time.monotonic() - started
+    assert [a.status_int for a in answers] == [503] * 4
+    assert all(a.headers["Retry-After"] for a in answers)
+    assert took < 2.5, f"{took:.1f} s: the waiters waited for a slot one after another"
 
 
 DAMAGED = {

@@ -90,6 +90,29 @@ def test_a_decode_waiting_for_the_share_does_not_hold_back_renders_from_previews
     assert waiter_done.is_set()  # and the queued decode got its turn
 
 
+def test_waiters_of_both_kinds_are_served_in_arrival_order(tmp_path):
+    slots = RenderSlots(tmp_path, slots=1, wait=5.0)
+    holding, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold, args=(slots, holding, release, False))
+    order: list[str] = []
+
+    def wait_for(full_decode: bool, name: str) -> None:
+        with slots.slot(full_decode):
+            order.append(name)
+
+    holder.start()
+    assert holding.wait(10)
+    waiters = [threading.Thread(target=wait_for, args=(True, "decode")),
+               threading.Thread(target=wait_for, args=(False, "preview"))]
+    for waiter in waiters:  # the decode first, then the render from a preview
+        waiter.start()
+        time.sleep(0.1)
+    release.set()
+    for thread in (holder, *waiters):
+        thread.join(10)
+    assert order == ["decode", "preview"]
+
+
 def test_without_a_share_one_process_may_use_every_slot(tmp_path):
     slots = RenderSlots(tmp_path, slots=2, wait=0.3)
     holding, release = threading.Event(), threading.Event()
