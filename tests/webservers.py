@@ -129,6 +129,7 @@ class _Backend:
     """What both app backends share: the process, its start-up check, stop and restart."""
 
     proc: subprocess.Popen | None
+    env: dict[str, str]
     log_path: Path
     startup_seconds: float | None
 
@@ -137,6 +138,23 @@ class _Backend:
 
     def start(self) -> _Backend:
         raise NotImplementedError
+
+    def _spawn(self) -> float:
+        """Start ``command()`` with ``env`` over the test's environment, logging to
+        ``log_path``, from the repository root, umask 022; returns its start time."""
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        t0 = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(REPO_ROOT),
+                umask=0o022,
+            )
+        return t0
 
     def _came_up(self, ok: bool, t0: float) -> _Backend:
         """``self`` when the backend answered; else stopped and a RuntimeError with its log."""
@@ -218,18 +236,7 @@ class FcgiBackend(_Backend):
     def start(self) -> _Backend:
         if self.running:
             return self
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        t0 = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(REPO_ROOT),
-                umask=0o022,
-            )
+        t0 = self._spawn()
         deadline = t0 + START_TIMEOUT
         if self.socket_path:
             ok = _wait_for_unix(self.socket_path, deadline, self.proc)
@@ -274,18 +281,7 @@ class HttpBackend(_Backend):
     def start(self) -> _Backend:
         if self.running:
             return self
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        t0 = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(REPO_ROOT),
-                umask=0o022,
-            )
+        t0 = self._spawn()
         return self._came_up(_wait_for_tcp(self.host, self.port, t0 + START_TIMEOUT, self.proc), t0)
 
 

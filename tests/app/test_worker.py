@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import http.client
 import socket
-import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,51 +26,33 @@ from huimages_wsgi.ids import compute_id
 
 from .. import imagefactory as f
 from ..conftest import BIN, free_port
+from ..webservers import HttpBackend
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = "huimages_wsgi.worker.GuardedThreadWorker"
 LINGERING = "tests.workerclasses.LingeringWorker"
 LONG_LINGERING = "tests.workerclasses.LongLingeringWorker"
 RENDER_SLOTS = 2  # the server's (HUIMAGES_RENDER_SLOTS), so a test can hold them all
 
 
-class Gunicorn:
-    """``gunicorn -c python:huimages_wsgi.gunicorn_conf -k <worker>`` on a free port."""
+class Gunicorn(HttpBackend):
+    """``gunicorn -c python:huimages_wsgi.gunicorn_conf -k <worker>``, one worker process,
+    on a free port (``huimages serve`` would always use the default worker class)."""
 
     def __init__(self, data_dir: Path, worker: str, threads: int) -> None:
-        self.port = free_port()
-        self.log = data_dir.parent / f"gunicorn-{self.port}.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [str(BIN / "gunicorn"), "-c", "python:huimages_wsgi.gunicorn_conf",
-                 "-k", worker, "-w", "1", "--threads", str(threads),
-                 "-b", f"127.0.0.1:{self.port}", "--chdir", str(ROOT),
-                 "huimages_wsgi:make_app()"],
-                env={"HUIMAGES_DATA_DIR": str(data_dir), "PATH": str(BIN),
-                     "HUIMAGES_RENDER_SLOTS": str(RENDER_SLOTS), "HUIMAGES_RENDER_WAIT": "10"},
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1).read()
-                return
-            except OSError as exc:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"gunicorn did not start: {self.log.read_text()}") from exc
-                time.sleep(0.1)
+        port = free_port()
+        super().__init__(port=port, log_path=data_dir.parent / f"gunicorn-{port}.log", env={
+            "HUIMAGES_DATA_DIR": str(data_dir),
+            "HUIMAGES_RENDER_SLOTS": str(RENDER_SLOTS), "HUIMAGES_RENDER_WAIT": "10",
+        })
+        self.worker, self.threads = worker, threads
+
+    def command(self) -> list[str]:
+        return [str(BIN / "gunicorn"), "-c", "python:huimages_wsgi.gunicorn_conf",
+                "-k", self.worker, "-w", "1", "--threads", str(self.threads),
+                "-b", f"{self.host}:{self.port}", "huimages_wsgi:make_app()"]
 
     def connect(self) -> Client:
         return Client(self.port)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +70,10 @@ def server(request, library) -> Iterator[Gunicorn]:
 
 def _serve(library: tuple[Path, str, bytes], worker: str) -> Iterator[Gunicorn]:
     running = Gunicorn(library[0], worker, threads=2)
+    running.start()
     yield running
     running.stop()
-    log = running.log.read_text()
+    log = running.log_path.read_text()
     assert "Traceback" not in log and "[ERROR]" not in log, log
 
 
