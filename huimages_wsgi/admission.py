@@ -7,8 +7,12 @@ number of cores); one that cannot get a slot within ``HUIMAGES_RENDER_WAIT``
 seconds is answered with 503 and ``Retry-After`` (:class:`RenderBusy`), and so
 is one that finds ``max(16, 4 x slots)`` misses of its process already waiting (a wait
 holds a server thread, and threads must stay free for cache hits). That tells
-a load balancer or CDN early that this node is full. Cache hits, 304s and
-every other endpoint never take a slot.
+a load balancer or CDN early that this node is full. That limit counts every
+miss of the process that is not rendering, from before its catalog lookup
+(:meth:`RenderSlots.place`): a miss refused for a full line touches no
+backend at all, so an overloaded node does not also overload its catalog,
+and its threads are back for cache hits at once. Cache hits, 304s and every
+other endpoint never take a place or a slot.
 
 A process holds at most ``HUIMAGES_RENDER_SLOTS_PER_PROCESS`` of the node's
 slots for renders that decode the whole original (``huimages serve`` sets its
@@ -126,7 +130,36 @@ class RenderSlots:
         # previews that a free slot of the node could take
         self._queues: dict[bool, deque[_Waiter]] = {True: deque(), False: deque()}
         self._tickets = itertools.count()  # arrival order across both queues
+        self._placed = 0  # misses of this process in place(): looking up, waiting, rendering
         self._broken = False
+
+    @property
+    def line_limit(self) -> int:
+        """Misses of one process that may wait (look up their image, or wait for a slot)."""
+        return max(MIN_QUEUE, QUEUE_PER_SLOT * self.slots)
+
+    @contextmanager
+    def place(self) -> Iterator[None]:
+        """Hold this miss's place in the process's line for the ``with`` block, which
+        looks the image up and then takes its :meth:`slot`; RenderBusy at once, before
+        any of that, when ``line_limit`` misses of this process already wait (every
+        miss in ``place`` but those holding a slot)."""
+        if not self.slots:
+            yield
+            return
+        if self._pid != os.getpid():
+            self._reset()
+        with self._lock:
+            if self._placed - sum(self._held) >= self.line_limit:
+                self._note("refused", 1)
+                raise RenderBusy(f"this node is rendering at capacity ({self.slots} at once)"
+                                 " with a full queue; retry shortly")
+            self._placed += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._placed -= 1
 
     @contextmanager
     def slot(self, full_decode: bool = True) -> Iterator[None]:
@@ -162,7 +195,7 @@ class RenderSlots:
                 index = self._take(full_decode)
                 if index != -1:
                     return index
-            if len(queue) + len(others) >= max(MIN_QUEUE, QUEUE_PER_SLOT * self.slots):
+            if len(queue) + len(others) >= self.line_limit:  # (never within a place)
                 self._note("refused", 1)
                 raise RenderBusy(f"this node is rendering at capacity ({self.slots} at once)"
                                  " with a full queue; retry shortly")

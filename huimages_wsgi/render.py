@@ -1,7 +1,8 @@
 """Making a missing variant: ``Renderer.variant`` puts it into the cache, once.
 
-The miss path, end to end: check that the size and format go together, read
-the catalog document, then inside the cache's single-flight lock render from
+The miss path, end to end: check that the size and format go together, take
+a place in the admission line (admission.py), read the catalog document, take
+a render slot, then inside the cache's single-flight lock render from
 the smallest upload-time preview that has enough pixels (previews.py), or
 from the original, with the engine (engine.py). ``o`` is the original's
 bytes, checked to still be an image.
@@ -53,14 +54,30 @@ class Renderer:
     ) -> CachedFile:
         """The cached file for one variant, generated once if missing.
 
-        With ``admission``, a render slot is held while it is made (before the
-        single-flight lock, so a wait for a slot never holds that lock); a render
-        that will decode the whole original counts towards this process's share.
+        With ``admission``, the requests of this process for one variant send
+        one of them on (the others share its answer), which takes a place in
+        the line (a 503 at once if it is full, before the catalog is asked),
+        reads the catalog, then waits for a render slot (before the
+        single-flight lock, so a wait for a slot never holds that lock); a
+        render that will decode the whole original counts towards this
+        process's share.
         """
         check_variant(size, ext)
         cached = self.cache.lookup(size.name, validate_id(imageid), ext)
         if cached is not None:
             return cached
+        if admission is None:
+            return self.produce(imageid, size, ext, self.live_doc(imageid))
+        with self.cache.first_in_process(size.name, imageid, ext) as cached:
+            if cached is not None:
+                return cached  # made meanwhile by another request
+            with admission.place():
+                doc = self.live_doc(imageid)
+                with admission.slot(full_decode=self.decodes_original(doc, size)):
+                    return self.produce(imageid, size, ext, doc)
+
+    def live_doc(self, imageid: str) -> Doc:
+        """The catalog document of an image that may be rendered; 404 or 422 if not."""
         doc = self.catalog.get(imageid)
         if not is_live(doc):
             raise ImageNotFound(f"no image {imageid}")
@@ -70,13 +87,7 @@ class Renderer:
                 f"image {imageid} is marked broken ({mark['reason']}); "
                 f"'huimages check {imageid}' tests it again"
             )
-        if admission is None:
-            return self.produce(imageid, size, ext, doc)
-        with self.cache.first_in_process(size.name, imageid, ext) as cached:
-            if cached is not None:
-                return cached  # made meanwhile by another request
-            with admission.slot(full_decode=self.decodes_original(doc, size)):
-                return self.produce(imageid, size, ext, doc)
+        return doc
 
     def produce(self, imageid: str, size: Size, ext: str, doc: Doc) -> CachedFile:
         """Make the variant in the cache's single-flight lock (no admission)."""

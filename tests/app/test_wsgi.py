@@ -4,6 +4,7 @@ import io
 import os
 import threading
 import time
+from contextlib import ExitStack
 from wsgiref.util import FileWrapper
 
 import pytest
@@ -383,13 +384,18 @@ def test_a_burst_for_one_new_variant_takes_one_render_slot(tmp_path):
         return render(*args, **kwargs)
 
     app.store.engine.render = slow_render
-    looked_up = threading.Semaphore(0)
-    catalog_get = app.store.catalog.get
+    arrived, catalog_reads = threading.Semaphore(0), []
+    first_in_process, catalog_get = app.store.cache.first_in_process, app.store.catalog.get
+
+    def counted_first_in_process(*args, **kwargs):
+        arrived.release()  # each request comes here just before it waits or goes on
+        return first_in_process(*args, **kwargs)
 
     def counted_get(*args, **kwargs):
-        looked_up.release()  # each request reads the catalog just before the variant
+        catalog_reads.append(args)
         return catalog_get(*args, **kwargs)
 
+    app.store.cache.first_in_process = counted_first_in_process
     app.store.catalog.get = counted_get
     answers = []
     burst = [threading.Thread(target=lambda: answers.append(get(app, f"/300x200/{imageid}.jpeg")))
@@ -398,14 +404,15 @@ def test_a_burst_for_one_new_variant_takes_one_render_slot(tmp_path):
         thread.start()
     assert rendering.wait(10)
     for _ in burst:
-        assert looked_up.acquire(timeout=10)
-    time.sleep(0.2)  # from the catalog to the slot (or the wait) takes microseconds
+        assert arrived.acquire(timeout=10)
+    time.sleep(0.2)  # from there to the slot (or the wait) takes microseconds
     assert running[0] == 1, f"{running[0]} render slots held for one variant"
     go_on.set()
     for thread in burst:
         thread.join(20)
     assert [a.status_int for a in answers] == [200] * 6
     assert len({a.body for a in answers}) == 1 and most[0] == 1
+    assert len(catalog_reads) == 1, "the others share the first one's catalog read too"
 
 
 def test_a_burst_for_one_new_variant_on_a_busy_node_shares_one_503(tmp_path):
@@ -429,6 +436,24 @@ def test_a_burst_for_one_new_variant_on_a_busy_node_shares_one_503(tmp_path):
     assert all(a.headers["Retry-After"] for a in answers)
     assert took < 2.5, f"{took:.1f} s: the waiters waited for a slot one after another"
 
+
+def test_a_miss_refused_for_a_full_line_does_not_ask_the_catalog(tmp_path):
+    """Under overload a miss is a 503 before any backend is asked: an unknown ID is then
+    a 503 too (a 404 would need the catalog), and the answer does not wait."""
+    config = Config(data_dir=tmp_path / "data", render_slots=1, render_wait=5.0)
+    app = ImageMiddleware(prefix="", store=ImageStore(config))
+    imageid = app.store.save_image(f.photo_jpeg(800, 600))
+    unknown = "A" * 32 + "01"
+    with ExitStack() as line:
+        for _ in range(app.admission.line_limit):
+            line.enter_context(app.admission.place())  # misses of this process still waiting
+        started = time.monotonic()
+        answers = [get(app, f"/300x200/{imageid}.jpeg"), get(app, f"/300x200/{unknown}.jpeg")]
+        assert time.monotonic() - started < 2.0
+    assert [a.status_int for a in answers] == [503, 503]
+    assert all(a.headers["Retry-After"] for a in answers)
+    assert get(app, f"/300x200/{unknown}.jpeg").status_int == 404
+    assert get(app, f"/300x200/{imageid}.jpeg").status_int == 200
 
 DAMAGED = {
     "empty": b"",

@@ -3,6 +3,7 @@
 import multiprocessing
 import threading
 import time
+from contextlib import ExitStack
 
 import pytest
 
@@ -157,3 +158,22 @@ def test_the_share_comes_from_the_configuration(tmp_path):
     assert (slots.slots, slots.per_process) == (4, 2)
     with pytest.raises(ValueError):
         Config(data_dir=tmp_path, render_slots_per_process=0)
+
+
+def test_a_full_line_refuses_a_miss_at_once_and_renders_do_not_count_in_it(tmp_path):
+    """Misses in place (looking up their image, or waiting) fill the line; the next one
+    is refused without waiting, and a miss holding a slot has left the line."""
+    slots = RenderSlots(tmp_path, slots=1, wait=5.0)
+    assert slots.line_limit == 16
+    with ExitStack() as held:
+        held.enter_context(slots.place())
+        held.enter_context(slots.slot())  # rendering: not in the line
+        for _ in range(slots.line_limit):
+            held.enter_context(slots.place())
+        started = time.monotonic()
+        with pytest.raises(RenderBusy):
+            with slots.place():
+                pass
+        assert time.monotonic() - started < 1.0  # not after the 5 s wait
+    with slots.place(), slots.slot():  # every place given back
+        pass
