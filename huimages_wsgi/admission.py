@@ -9,9 +9,11 @@ is one that finds ``max(16, 4 x slots)`` misses of its process already waiting (
 holds a server thread, and threads must stay free for cache hits). That tells
 a load balancer or CDN early that this node is full. That limit counts every
 miss of the process that is not rendering, from before its catalog lookup
-(:meth:`RenderSlots.place`): a miss refused for a full line touches no
-backend at all, so an overloaded node does not also overload its catalog,
-and its threads are back for cache hits at once. Cache hits, 304s and every
+(:meth:`RenderSlots.place`), but for those waiting for another request of the
+process for the same variant (they share its answer; cache.py): a miss
+refused for a full line touches no backend at all, so an overloaded node
+does not also overload its catalog, and its threads are back for cache hits
+at once. Cache hits, 304s and every
 other endpoint never take a place or a slot.
 
 A process holds at most ``HUIMAGES_RENDER_SLOTS_PER_PROCESS`` of the node's
@@ -60,6 +62,7 @@ POLL_INTERVAL = 0.005
 QUEUE_PER_SLOT = 4
 MIN_QUEUE = 16
 SLOT_FILE = "render-slot-{:03d}"
+_FORK_LOCK = threading.Lock()
 
 #: ``observer(kind, value)``: "queued" and "running" with +1/-1 (gauges), "waited" with
 #: the seconds a request waited before it got a slot, "refused" with 1.
@@ -131,6 +134,7 @@ class RenderSlots:
         self._queues: dict[bool, deque[_Waiter]] = {True: deque(), False: deque()}
         self._tickets = itertools.count()  # arrival order across both queues
         self._placed = 0  # misses of this process in place(): looking up, waiting, rendering
+        self._rendering = 0  # renders of this process in slot(), with a slot or unlimited
         self._broken = False
 
     @property
@@ -143,14 +147,13 @@ class RenderSlots:
         """Hold this miss's place in the process's line for the ``with`` block, which
         looks the image up and then takes its :meth:`slot`; RenderBusy at once, before
         any of that, when ``line_limit`` misses of this process already wait (every
-        miss in ``place`` but those holding a slot)."""
+        miss in ``place`` but those rendering)."""
         if not self.slots:
             yield
             return
-        if self._pid != os.getpid():
-            self._reset()
+        self._after_fork()
         with self._lock:
-            if self._placed - sum(self._held) >= self.line_limit:
+            if self._placed - self._rendering >= self.line_limit:
                 self._note("refused", 1)
                 raise RenderBusy(f"this node is rendering at capacity ({self.slots} at once)"
                                  " with a full queue; retry shortly")
@@ -170,18 +173,31 @@ class RenderSlots:
         if not self.slots:
             yield
             return
-        if self._pid != os.getpid():
-            self._reset()
+        self._after_fork()
         index = self._acquire(full_decode)
-        if index is None:  # the slot files cannot be used: render without a limit
-            yield
-            return
-        self._note("running", 1)
+        with self._lock:
+            self._rendering += 1
         try:
-            yield
+            if index is None:  # the slot files cannot be used: render without a limit
+                yield
+                return
+            self._note("running", 1)
+            try:
+                yield
+            finally:
+                self._note("running", -1)
+                self._release(index, full_decode)
         finally:
-            self._note("running", -1)
-            self._release(index, full_decode)
+            with self._lock:
+                self._rendering -= 1
+
+    def _after_fork(self) -> None:
+        """A forked child starts afresh: its parent's descriptors and counts are not its own
+        (checked under a lock of the module, so two threads of the child reset it once)."""
+        if self._pid != os.getpid():
+            with _FORK_LOCK:
+                if self._pid != os.getpid():
+                    self._reset()
 
     # -- taking and giving back -------------------------------------------------------------
 

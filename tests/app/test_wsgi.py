@@ -444,6 +444,13 @@ def test_a_miss_refused_for_a_full_line_does_not_ask_the_catalog(tmp_path):
     app = ImageMiddleware(prefix="", store=ImageStore(config))
     imageid = app.store.save_image(f.photo_jpeg(800, 600))
     unknown = "A" * 32 + "01"
+    catalog_reads, catalog_get = [], app.store.catalog.get
+
+    def counted_get(*args, **kwargs):
+        catalog_reads.append(args)
+        return catalog_get(*args, **kwargs)
+
+    app.store.catalog.get = counted_get
     with ExitStack() as line:
         for _ in range(app.admission.line_limit):
             line.enter_context(app.admission.place())  # misses of this process still waiting
@@ -452,8 +459,12 @@ def test_a_miss_refused_for_a_full_line_does_not_ask_the_catalog(tmp_path):
         assert time.monotonic() - started < 2.0
     assert [a.status_int for a in answers] == [503, 503]
     assert all(a.headers["Retry-After"] for a in answers)
-    assert get(app, f"/300x200/{unknown}.jpeg").status_int == 404
+    assert catalog_reads == []
+    # every place comes back, after a 404 too: one leak per request would fill the line
+    for _ in range(app.admission.line_limit + 1):
+        assert get(app, f"/300x200/{unknown}.jpeg").status_int == 404
     assert get(app, f"/300x200/{imageid}.jpeg").status_int == 200
+
 
 DAMAGED = {
     "empty": b"",

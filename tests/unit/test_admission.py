@@ -177,3 +177,15 @@ def test_a_full_line_refuses_a_miss_at_once_and_renders_do_not_count_in_it(tmp_p
         assert time.monotonic() - started < 1.0  # not after the 5 s wait
     with slots.place(), slots.slot():  # every place given back
         pass
+
+
+def test_renders_without_usable_slot_files_are_not_held_in_the_line(tmp_path):
+    """Slot files that cannot be used switch admission off: renders then run without a
+    limit, and the line must not count them as waiting (else a 17th miss were refused)."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    slots = RenderSlots(blocker, slots=1, wait=0.2)
+    with ExitStack() as rendering:
+        for _ in range(slots.line_limit + 1):
+            rendering.enter_context(slots.place())
+            rendering.enter_context(slots.slot())
