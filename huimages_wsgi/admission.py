@@ -13,8 +13,8 @@ miss of the process that is not rendering, from before its catalog lookup
 process for the same variant (they share its answer; cache.py): a miss
 refused for a full line touches no backend at all, so an overloaded node
 does not also overload its catalog, and its threads are back for cache hits
-at once. Cache hits, 304s and every
-other endpoint never take a place or a slot.
+at once. Cache hits, 304s and every other endpoint never take a place or a
+slot.
 
 A process holds at most ``HUIMAGES_RENDER_SLOTS_PER_PROCESS`` of the node's
 slots for renders that decode the whole original (``huimages serve`` sets its
