@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +63,12 @@ def _entries(cache: Cache) -> Iterator[tuple[os.DirEntry, os.stat_result]]:
             continue
 
 
+def disk_free(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem of ``path``."""
+    fs = os.statvfs(path)
+    return fs.f_bavail * fs.f_frsize
+
+
 def prune_cache(
     cache: Cache,
     max_bytes: int | None = None,
@@ -70,7 +76,11 @@ def prune_cache(
     dry_run: bool = False,
     stale_after: float = 3600.0,
     now: float | None = None,
+    free_bytes: Callable[[Path], int] = disk_free,
 ) -> PruneReport:
+    """Delete least recently used variants until the cache holds at most ``max_bytes``
+    and its filesystem has ``min_free`` bytes free (``free_bytes`` reads that, once,
+    before anything is deleted); stale temporary files go in any case."""
     report = PruneReport(dry_run=dry_run)
     now = time.time() if now is None else now
     candidates: list[tuple[float, int, str]] = []
@@ -89,8 +99,7 @@ def prune_cache(
     if max_bytes is not None:
         to_free = max(to_free, report.scanned_bytes - max_bytes)
     if min_free is not None and cache.root.exists():
-        fs = os.statvfs(cache.root)
-        to_free = max(to_free, min_free - fs.f_bavail * fs.f_frsize)
+        to_free = max(to_free, min_free - free_bytes(cache.root))
     candidates.sort()
     for _, size, path in candidates:
         if report.deleted_bytes >= to_free:

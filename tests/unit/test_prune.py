@@ -40,14 +40,22 @@ def test_dry_run_deletes_nothing(filled):
     assert "would delete 10 files" in report.summary()
 
 
-def test_min_free_uses_the_filesystem(filled):
+def test_min_free_deletes_least_recently_used_first_until_enough_is_free(filled):
+    """2500 bytes short of ``min_free``: the three oldest 1000-byte variants go."""
     cache, paths = filled
-    fs = os.statvfs(cache.root)
-    free = fs.f_bavail * fs.f_frsize
-    report = prune_cache(cache, min_free=free + 2500, now=NOW)
-    assert report.deleted_files >= 3  # at least 2500 bytes freed, oldest first
-    assert not paths[-1].exists() and paths[0].exists()
+    report = prune_cache(cache, min_free=10**6 + 2500, now=NOW, free_bytes=lambda _: 10**6)
+    assert report.deleted_files == 3 and report.deleted_bytes == 3000
+    assert [p.exists() for p in paths] == [True] * 7 + [False] * 3
+
+
+def test_min_free_reads_the_cache_s_filesystem(filled):
+    """The real filesystem (shared with everything else on this machine, so its free
+    space moves): enough free deletes nothing, more than the disk holds deletes all."""
+    cache, paths = filled
     assert prune_cache(cache, min_free=1, now=NOW).deleted_files == 0
+    fs = os.statvfs(cache.root)
+    report = prune_cache(cache, min_free=fs.f_blocks * fs.f_frsize + 1, now=NOW)
+    assert report.deleted_files == 10 and not any(p.exists() for p in paths)
 
 
 def test_stale_temporary_files_are_removed_fresh_ones_kept(filled):
