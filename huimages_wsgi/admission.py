@@ -154,9 +154,7 @@ class RenderSlots:
         self._after_fork()
         with self._lock:
             if self._placed - self._rendering >= self.line_limit:
-                self._note("refused", 1)
-                raise RenderBusy(f"this node is rendering at capacity ({self.slots} at once)"
-                                 " with a full queue; retry shortly")
+                raise self._refused("with a full queue")
             self._placed += 1
         try:
             yield
@@ -212,9 +210,7 @@ class RenderSlots:
                 if index != -1:
                     return index
             if len(queue) + len(others) >= self.line_limit:  # (never within a place)
-                self._note("refused", 1)
-                raise RenderBusy(f"this node is rendering at capacity ({self.slots} at once)"
-                                 " with a full queue; retry shortly")
+                raise self._refused("with a full queue")
             queue.append(me)
         self._note("queued", 1)
         try:
@@ -231,10 +227,7 @@ class RenderSlots:
                             return index
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self._note("refused", 1)
-                    raise RenderBusy(
-                        f"this node is rendering at capacity ({self.slots} at once); retry shortly"
-                    )
+                    raise self._refused("")
                 me.event.wait(min(left, POLL_INTERVAL) if first else left)
                 me.event.clear()
         finally:
@@ -299,6 +292,14 @@ class RenderSlots:
             for queue in self._queues.values():
                 if queue:
                     queue[0].event.set()  # its first polls now
+
+    def _refused(self, why: str) -> RenderBusy:
+        """A refusal, counted: the 503 the caller raises."""
+        self._note("refused", 1)
+        why = f" {why}" if why else ""
+        return RenderBusy(
+            f"this node is rendering at capacity ({self.slots} at once){why}; retry shortly"
+        )
 
     def _note(self, kind: str, value: float) -> None:
         if self.observer is not None:

@@ -77,7 +77,8 @@ class Renderer:
                     return self.produce(imageid, size, ext, doc)
 
     def live_doc(self, imageid: str) -> Doc:
-        """The catalog document of an image that may be rendered; 404 or 422 if not."""
+        """The catalog document of an image that may be rendered; 404 if it is unknown,
+        deleted or marked broken."""
         doc = self.catalog.get(imageid)
         if not is_live(doc):
             raise ImageNotFound(f"no image {imageid}")
