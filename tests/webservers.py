@@ -120,15 +120,28 @@ def _terminate(proc: subprocess.Popen | None, timeout: float = STOP_TIMEOUT) -> 
         proc.wait(timeout=timeout)
 
 
+class _Process:
+    """A server process this module started: whether it runs, and stopping it."""
+
+    proc: subprocess.Popen | None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+        self.proc = None
+
+
 # ----------------------------------------------------------------- backend
 
 HUIMAGES = Path(sys.executable).parent / "huimages"
 
 
-class _Backend:
+class _Backend(_Process):
     """What both app backends share: the process, its start-up check, stop and restart."""
 
-    proc: subprocess.Popen | None
     env: dict[str, str]
     log_path: Path
     startup_seconds: float | None
@@ -166,14 +179,6 @@ class _Backend:
             )
         self.startup_seconds = time.monotonic() - t0
         return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        _terminate(self.proc)
-        self.proc = None
 
     def restart(self) -> _Backend:
         self.stop()
@@ -288,7 +293,7 @@ class HttpBackend(_Backend):
 # ------------------------------------------------------------- web servers
 
 
-class WebServer:
+class WebServer(_Process):
     """lighttpd, Apache or nginx in the foreground, from a rendered config."""
 
     def __init__(
@@ -374,13 +379,8 @@ class WebServer:
         self.startup_seconds = time.monotonic() - t0
         return self
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def stop(self) -> None:
-        _terminate(self.proc)
-        self.proc = None
+        super().stop()
         # the servers drop privileges and cannot always remove their pid file
         for name in ("lighttpd.pid", "apache2.pid", "nginx.pid"):
             try:
