@@ -137,8 +137,15 @@ class Renderer:
         makes a render decode the original after all, under the slot it took."""
         if size.is_original:  # a copy, after a check that decodes all but most JPEGs
             return True
+        return Renderer.preview_for(doc, size) is None
+
+    @staticmethod
+    def preview_for(doc: Doc, size: Size) -> tuple[str, tuple[int, int]] | None:
+        """The smallest recorded preview with enough pixels for ``size`` (its name) and
+        the original's upright size; None when only the original will do."""
         source = source_dimensions(doc)
-        return source is None or choose_preview(recorded_previews(doc), *source, size) is None
+        chosen = choose_preview(recorded_previews(doc), *source, size) if source else None
+        return None if chosen is None else (chosen[0], source)
 
     def write_from_preview(
         self, imageid: str, size: Size, ext: str, out: BinaryIO, doc: Doc
@@ -149,11 +156,10 @@ class Renderer:
         the preview's. A preview that is missing or does not decode is only a
         lost shortcut: it is logged, and the original is used.
         """
-        source = source_dimensions(doc)
-        chosen = choose_preview(recorded_previews(doc), *source, size) if source else None
+        chosen = self.preview_for(doc, size)
         if chosen is None:
             return False
-        name = chosen[0]
+        name, source = chosen
         try:
             with self.blobs.open_derived(imageid, name) as preview:
                 self.engine.render(preview, size, out, ext, original_size=source)

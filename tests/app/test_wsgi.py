@@ -361,6 +361,18 @@ def test_a_render_from_a_preview_is_not_held_back_by_the_process_share(tmp_path)
     assert get(app, f"/1500x1100/{imageid}.jpeg").status_int == 200
 
 
+def count_catalog_reads(app: ImageMiddleware) -> list[tuple]:
+    """From now on, the arguments of every catalog read of ``app``'s store, in order."""
+    reads, catalog_get = [], app.store.catalog.get
+
+    def counted_get(*args, **kwargs):
+        reads.append(args)
+        return catalog_get(*args, **kwargs)
+
+    app.store.catalog.get = counted_get
+    return reads
+
+
 def test_a_burst_for_one_new_variant_takes_one_render_slot(tmp_path):
     """Requests of one process for the same missing variant wait for the first one
     without a render slot, so the other slots of the node stay free for other misses."""
@@ -384,19 +396,15 @@ def test_a_burst_for_one_new_variant_takes_one_render_slot(tmp_path):
         return render(*args, **kwargs)
 
     app.store.engine.render = slow_render
-    arrived, catalog_reads = threading.Semaphore(0), []
-    first_in_process, catalog_get = app.store.cache.first_in_process, app.store.catalog.get
+    arrived = threading.Semaphore(0)
+    first_in_process = app.store.cache.first_in_process
 
     def counted_first_in_process(*args, **kwargs):
         arrived.release()  # each request comes here just before it waits or goes on
         return first_in_process(*args, **kwargs)
 
-    def counted_get(*args, **kwargs):
-        catalog_reads.append(args)
-        return catalog_get(*args, **kwargs)
-
     app.store.cache.first_in_process = counted_first_in_process
-    app.store.catalog.get = counted_get
+    catalog_reads = count_catalog_reads(app)
     answers = []
     burst = [threading.Thread(target=lambda: answers.append(get(app, f"/300x200/{imageid}.jpeg")))
              for _ in range(6)]
@@ -444,13 +452,7 @@ def test_a_miss_refused_for_a_full_line_does_not_ask_the_catalog(tmp_path):
     app = ImageMiddleware(prefix="", store=ImageStore(config))
     imageid = app.store.save_image(f.photo_jpeg(800, 600))
     unknown = "A" * 32 + "01"
-    catalog_reads, catalog_get = [], app.store.catalog.get
-
-    def counted_get(*args, **kwargs):
-        catalog_reads.append(args)
-        return catalog_get(*args, **kwargs)
-
-    app.store.catalog.get = counted_get
+    catalog_reads = count_catalog_reads(app)
     with ExitStack() as line:
         for _ in range(app.admission.line_limit):
             line.enter_context(app.admission.place())  # misses of this process still waiting
