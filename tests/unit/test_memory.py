@@ -1,5 +1,6 @@
 """memory.py: renders on many threads in turn leave no decoded photo behind."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -60,7 +61,11 @@ PROBE = textwrap.dedent("""
 def resident_after_threads(tmp_path, mode: str) -> tuple[int, int]:
     photo = tmp_path / "photo.jpeg"
     photo.write_bytes(f.photo_jpeg(4032, 3024, seed=3))
-    out = subprocess.run([sys.executable, "-c", PROBE, str(photo), mode],
+    # glibc's own defaults: an environment that tunes malloc (MALLOC_ARENA_MAX=2 is
+    # common in containers) would share arenas between the threads
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("MALLOC_") and name != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", PROBE, str(photo), mode], env=env,
                          capture_output=True, text=True, check=True, timeout=120)
     before, after = map(int, out.stdout.split())
     return before, after
