@@ -20,6 +20,24 @@ def hold(
         release.wait(10)
 
 
+class InLine:
+    """An observer that lets a test wait until a number of renders are queued."""
+
+    def __init__(self) -> None:
+        self.queued = 0
+        self.changed = threading.Condition()
+
+    def __call__(self, kind: str, value: float) -> None:
+        if kind == "queued":
+            with self.changed:
+                self.queued += int(value)
+                self.changed.notify_all()
+
+    def wait_for(self, count: int) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.queued == count, timeout=10)
+
+
 def test_a_process_takes_at_most_its_share_of_the_node_s_slots(tmp_path):
     """Two node slots, one per process: a second render of the same process waits for the
     first and is refused after the wait, though the node has a slot free."""
@@ -64,7 +82,8 @@ def test_renders_from_previews_are_not_counted_in_the_share(tmp_path):
 def test_a_decode_waiting_for_the_share_does_not_hold_back_renders_from_previews(tmp_path):
     """The waiter queue is first come, first served per kind: a whole-original decode
     queued behind this process's share must not keep a preview render from a free slot."""
-    slots = RenderSlots(tmp_path, slots=2, wait=3.0, per_process=1)
+    in_line = InLine()
+    slots = RenderSlots(tmp_path, slots=2, wait=3.0, observer=in_line, per_process=1)
     holding, release = threading.Event(), threading.Event()
     holder = threading.Thread(target=hold, args=(slots, holding, release, True))
     waiter_done = threading.Event()
@@ -78,7 +97,7 @@ def test_a_decode_waiting_for_the_share_does_not_hold_back_renders_from_previews
     try:
         assert holding.wait(10)
         waiter.start()
-        time.sleep(0.1)  # the second decode is queued now
+        assert in_line.wait_for(1)  # the second decode is queued now
         assert not waiter_done.is_set()
         started = time.monotonic()
         with slots.slot(full_decode=False):  # the node's free slot
@@ -92,7 +111,8 @@ def test_a_decode_waiting_for_the_share_does_not_hold_back_renders_from_previews
 
 
 def test_waiters_of_both_kinds_are_served_in_arrival_order(tmp_path):
-    slots = RenderSlots(tmp_path, slots=1, wait=5.0)
+    in_line = InLine()
+    slots = RenderSlots(tmp_path, slots=1, wait=5.0, observer=in_line)
     holding, release = threading.Event(), threading.Event()
     holder = threading.Thread(target=hold, args=(slots, holding, release, False))
     order: list[str] = []
@@ -105,9 +125,9 @@ def test_waiters_of_both_kinds_are_served_in_arrival_order(tmp_path):
     assert holding.wait(10)
     waiters = [threading.Thread(target=wait_for, args=(True, "decode")),
                threading.Thread(target=wait_for, args=(False, "preview"))]
-    for waiter in waiters:  # the decode first, then the render from a preview
+    for queued, waiter in enumerate(waiters, 1):  # the decode first, then the preview
         waiter.start()
-        time.sleep(0.1)
+        assert in_line.wait_for(queued)
     release.set()
     for thread in (holder, *waiters):
         thread.join(10)

@@ -65,19 +65,22 @@ def test_waiting_is_bounded(tmp_path):
     holder = Cache(tmp_path, lock_timeout=5)
     waiter = Cache(tmp_path, lock_timeout=0.2)
     path = holder.path("10x10", IMAGE)
-    started = threading.Event()
+    started, timed_out = threading.Event(), threading.Event()
 
     def hold(out):
         started.set()
-        time.sleep(1.0)
+        timed_out.wait(10)  # held until the waiter has given up
         out.write(b"x")
 
     thread = threading.Thread(target=holder.produce, args=("10x10", IMAGE, "jpeg", hold))
     thread.start()
     started.wait()
-    with pytest.raises(GenerationBusy):
-        waiter.produce("10x10", IMAGE, "jpeg", lambda out: out.write(b"y"))
-    thread.join()
+    try:
+        with pytest.raises(GenerationBusy):
+            waiter.produce("10x10", IMAGE, "jpeg", lambda out: out.write(b"y"))
+    finally:
+        timed_out.set()
+        thread.join()
     assert path.read_bytes() == b"x"
 
 
