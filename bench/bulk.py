@@ -26,7 +26,7 @@ RESULTS = BENCH / "results"
 sys.path.insert(0, str(BENCH.parent))
 
 from huimages_wsgi import Config, ImageStore  # noqa: E402
-from huimages_wsgi.previews import PREVIEW_NAMES  # noqa: E402
+from huimages_wsgi.core.previews import PREVIEW_NAMES  # noqa: E402
 from tests import imagefactory  # noqa: E402
 
 HUIMAGES = Path(sys.executable).parent / "huimages"

@@ -13,7 +13,7 @@ In one run, on one data dir (four 2400x1800 photos uploaded with
   (``HUIMAGES_RENDER_SLOTS=0``): what ``huimages serve`` ran until issue #12;
 * ``gthread 16``: stock gunicorn ``-k gthread -w 2 --threads 16``, no admission;
 * ``guarded (now)``: ``huimages serve --workers 2`` with its defaults
-  (``huimages_wsgi.worker.GuardedThreadWorker``, 64 threads, render slots =
+  (``huimages_wsgi.deploy.worker.GuardedThreadWorker``, 64 threads, render slots =
   cores, wait 1.5 s).
 
 Rows per configuration:

@@ -49,7 +49,7 @@ def sizes() -> dict[str, list[str]]:
 
 def measure(data: bytes, setting: str, exact: dict[str, Image.Image]) -> dict:
     from huimages_wsgi import Config, ImageStore
-    from huimages_wsgi.geometry import scaled_geometry
+    from huimages_wsgi.core.geometry import scaled_geometry
 
     resample, quality_text = setting.split(":")
     with Image.open(io.BytesIO(data)) as img:

@@ -43,12 +43,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import bench.run as run  # noqa: E402
-from huimages_wsgi.app import make_app  # noqa: E402
-from huimages_wsgi.config import Config  # noqa: E402
-from huimages_wsgi.engine import ImageEngine  # noqa: E402
-from huimages_wsgi.geometry import scaled_geometry  # noqa: E402
-from huimages_wsgi.sizes import parse_size  # noqa: E402
-from huimages_wsgi.store import ImageStore  # noqa: E402
+from huimages_wsgi.core.config import Config  # noqa: E402
+from huimages_wsgi.core.geometry import scaled_geometry  # noqa: E402
+from huimages_wsgi.core.sizes import parse_size  # noqa: E402
+from huimages_wsgi.imaging.engine import ImageEngine  # noqa: E402
+from huimages_wsgi.store.imagestore import ImageStore  # noqa: E402
+from huimages_wsgi.web.app import make_app  # noqa: E402
 
 SIZES = run.SIZES
 

@@ -50,8 +50,8 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
 def measure(photo: Path, count: int) -> dict:
     import huimages_wsgi
     from huimages_wsgi import Config, ImageStore
-    from huimages_wsgi.geometry import scaled_geometry
-    from huimages_wsgi.previews import choose_preview, recorded_previews
+    from huimages_wsgi.core.geometry import scaled_geometry
+    from huimages_wsgi.core.previews import choose_preview, recorded_previews
 
     data = photo.read_bytes()
     with Image.open(io.BytesIO(data)) as img:

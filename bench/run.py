@@ -571,7 +571,7 @@ def merge_wrk(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _decode_once(engine: Any, data: bytes, size: Any) -> tuple[int, int]:
     """Open + the draft huimages chooses for ``size`` + load(); no resize, no encode."""
     from huimages_wsgi import engine as engine_module
-    from huimages_wsgi.geometry import scaled_geometry
+    from huimages_wsgi.core.geometry import scaled_geometry
 
     img = engine._open(io.BytesIO(data))
     orientation = engine_module._orientation(img)
@@ -582,8 +582,8 @@ def _decode_once(engine: Any, data: bytes, size: Any) -> tuple[int, int]:
 
 
 def _floor_worker(data: bytes, size_text: str, count: int, start_at: float, queue: Any) -> None:
-    from huimages_wsgi.engine import ImageEngine
-    from huimages_wsgi.sizes import parse_size
+    from huimages_wsgi.core.sizes import parse_size
+    from huimages_wsgi.imaging.engine import ImageEngine
 
     engine, size = ImageEngine(), parse_size(size_text)
     decoded = _decode_once(engine, data, size)  # warm-up (imports, lazy tables)
@@ -673,7 +673,7 @@ def upload_cost(data: bytes, work: Path, count: int) -> dict[str, Any]:
     them, and with an engine that skips them (the upload path before previews),
     interleaved; plus the bytes stored per photo."""
     from huimages_wsgi import Config, ImageStore
-    from huimages_wsgi.engine import ImageEngine, ImageInfo
+    from huimages_wsgi.imaging.engine import ImageEngine, ImageInfo
 
     class WithoutPreviews(ImageEngine):
         def inspect(self, data: bytes, previews: bool = False) -> ImageInfo:

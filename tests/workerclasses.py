@@ -4,7 +4,7 @@ Named on gunicorn's command line (``-k tests.workerclasses.LingeringWorker``),
 so this module imports nothing from the test suite.
 """
 
-from huimages_wsgi.worker import GuardedThreadWorker
+from huimages_wsgi.deploy.worker import GuardedThreadWorker
 
 
 class LingeringWorker(GuardedThreadWorker):

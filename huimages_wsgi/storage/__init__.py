@@ -8,7 +8,7 @@ imported only then, so the embedded default needs neither client library.
 
 from __future__ import annotations
 
-from ..config import Config
+from ..core.config import Config
 from .base import BlobNotFound, BlobStore, Catalog, Doc, is_live, timestamp
 
 __all__ = [

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from ..errors import BackendUnavailable, HuImagesError, ImageNotFound
-from ..previews import check_preview_name
+from ..core.errors import BackendUnavailable, HuImagesError, ImageNotFound
+from ..core.previews import check_preview_name
 
 Doc = dict[str, Any]
 Mutation = Callable[[Doc], None]

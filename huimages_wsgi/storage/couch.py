@@ -36,8 +36,8 @@ from typing import Any, BinaryIO
 import couchdb
 import couchdb.http
 
-from ..errors import BackendUnavailable
-from ..ids import validate_id
+from ..core.errors import BackendUnavailable
+from ..core.ids import validate_id
 from .base import (
     BlobNotFound,
     BlobStore,

@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import BackendUnavailable
-from ..ids import validate_id
-from ..previews import PREVIEW_NAMES, check_preview_name
+from ..core.errors import BackendUnavailable
+from ..core.ids import validate_id
+from ..core.previews import PREVIEW_NAMES, check_preview_name
 from .base import BlobNotFound, BlobStore
 
 

@@ -24,9 +24,9 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import BackendUnavailable
-from ..ids import validate_id
-from ..previews import PREVIEW_NAMES, check_preview_name
+from ..core.errors import BackendUnavailable
+from ..core.ids import validate_id
+from ..core.previews import PREVIEW_NAMES, check_preview_name
 from .base import BlobNotFound, BlobStore
 
 log = logging.getLogger("huimages_wsgi")

@@ -28,8 +28,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..errors import BackendUnavailable
-from ..ids import validate_id
+from ..core.errors import BackendUnavailable
+from ..core.ids import validate_id
 from .base import Catalog, Change, ChangesGone, Doc, Mutation, Seq, is_live, seq_number
 
 _SCHEMA = """

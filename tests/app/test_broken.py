@@ -11,7 +11,10 @@ import pytest
 from webob import Request
 
 from huimages_wsgi import ImageMiddleware, ImageStore, make_app
-from huimages_wsgi.broken import (
+from huimages_wsgi.cli.main import main
+from huimages_wsgi.core.errors import ImageBroken, ImageNotFound
+from huimages_wsgi.storage import is_live
+from huimages_wsgi.store.broken import (
     CLEARED,
     DELETED,
     MARKED,
@@ -24,9 +27,6 @@ from huimages_wsgi.broken import (
     check_images,
     marked_ids,
 )
-from huimages_wsgi.cli import main
-from huimages_wsgi.errors import ImageBroken, ImageNotFound
-from huimages_wsgi.storage import is_live
 
 from .. import imagefactory as f
 from ..backends import backend_store

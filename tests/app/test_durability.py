@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from huimages_wsgi import ImageStore
-from huimages_wsgi.ids import compute_id
+from huimages_wsgi.core.ids import compute_id
 from huimages_wsgi.storage.sqlite import SQLiteCatalog
 
 from .. import imagefactory as f

@@ -13,10 +13,10 @@ from PIL import Image, ImageCms
 from webob import Request
 
 from huimages_wsgi import Config, ImageMiddleware, ImageStore
-from huimages_wsgi.errors import InvalidPath, InvalidSize
-from huimages_wsgi.formats import FORMATS, PNG_MAX_SIDE
-from huimages_wsgi.geometry import high_density_size
-from huimages_wsgi.sizes import parse_size
+from huimages_wsgi.core.errors import InvalidPath, InvalidSize
+from huimages_wsgi.core.formats import FORMATS, PNG_MAX_SIDE
+from huimages_wsgi.core.geometry import high_density_size
+from huimages_wsgi.core.sizes import parse_size
 
 from .. import imagefactory as f
 

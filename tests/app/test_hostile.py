@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from webob import Request
 
 from huimages_wsgi import Config, make_app
-from huimages_wsgi.errors import ImageNotFound
+from huimages_wsgi.core.errors import ImageNotFound
 
 from .. import imagefactory as f
 

@@ -32,8 +32,8 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 
 from huimages_wsgi import Config, ImageMiddleware, ImageStore, make_app
-from huimages_wsgi.ids import compute_id
-from huimages_wsgi.logs import ACCESS_LOGGER
+from huimages_wsgi.core.ids import compute_id
+from huimages_wsgi.web.logs import ACCESS_LOGGER
 
 from .. import imagefactory
 from ..conftest import free_port
@@ -315,6 +315,6 @@ def test_the_middleware_alone_loads_no_api_browse_or_metrics():
         "loaded = [f for f in fronts if 'huimages_wsgi.' + f in sys.modules]\n"
         "assert not loaded, loaded\n"
         "from huimages_wsgi import make_app\n"
-        "assert 'huimages_wsgi.api' in sys.modules and callable(make_app)\n"
+        "assert 'huimages_wsgi.web.api' in sys.modules and callable(make_app)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

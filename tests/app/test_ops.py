@@ -17,8 +17,8 @@ import pytest
 from webob import Request
 
 from huimages_wsgi import Config, make_app
-from huimages_wsgi.logs import JsonFormatter, LogfmtFormatter
-from huimages_wsgi.metrics import BUCKETS
+from huimages_wsgi.web.logs import JsonFormatter, LogfmtFormatter
+from huimages_wsgi.web.metrics import BUCKETS
 
 from .. import imagefactory as f
 from ..backends import backend_config

@@ -17,8 +17,8 @@ from PIL import Image
 from webob import Request
 
 from huimages_wsgi import Config, ImageMiddleware, ImageStore, make_app
-from huimages_wsgi.errors import InvalidImage
-from huimages_wsgi.formats import FORMATS
+from huimages_wsgi.core.errors import InvalidImage
+from huimages_wsgi.core.formats import FORMATS
 
 from .. import imagefactory as f
 from .. import realfiles as r
@@ -118,8 +118,8 @@ def test_a_jpeg_url_for_a_heic_original_names_the_right_one(store):
 def test_heic_orientation_and_colour_profile_are_applied():
     """pillow-heif turns the EXIF orientation into the file's rotation; the ICC profile
     (primaries swapped: stored red is sRGB green) is converted as for a JPEG."""
-    from huimages_wsgi.engine import ImageEngine
-    from huimages_wsgi.sizes import parse_size
+    from huimages_wsgi.core.sizes import parse_size
+    from huimages_wsgi.imaging.engine import ImageEngine
 
     engine = ImageEngine()
     rotated = r.heic(400, 200, orientation=6)
@@ -294,9 +294,9 @@ def test_rendered_dimensions_equal_predicted_dimensions_for_every_format(
     width, height, box_w, box_h, crop, pillow_format, ext, orientation
 ):
     """As tests/test_geometry.py for JPEG: what is predicted is what is served."""
-    from huimages_wsgi.engine import ImageEngine
-    from huimages_wsgi.geometry import scaled_dimensions
-    from huimages_wsgi.sizes import CROP, FIT, Size
+    from huimages_wsgi.core.geometry import scaled_dimensions
+    from huimages_wsgi.core.sizes import CROP, FIT, Size
+    from huimages_wsgi.imaging.engine import ImageEngine
 
     upright = Image.new("RGBA", (width, height), (10, 120, 200, 128))
     stored = upright if orientation == 1 else upright.transpose(Image.Transpose.ROTATE_90)

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import huimages_wsgi
+import huimages_wsgi as client
 from huimages_wsgi import (
     BackendUnavailable,
     Config,
@@ -20,10 +21,9 @@ from huimages_wsgi import (
     ImageTooLarge,
     InvalidImage,
 )
-from huimages_wsgi import functions as client
-from huimages_wsgi.functions import open_store
-from huimages_wsgi.httpstore import HttpImageStore, NotAvailableRemotely, RemoteError
-from huimages_wsgi.ids import compute_id
+from huimages_wsgi.core.ids import compute_id
+from huimages_wsgi.store import open_store
+from huimages_wsgi.store.httpstore import HttpImageStore, NotAvailableRemotely, RemoteError
 
 from .. import imagefactory as f
 from ..conftest import BIN, LiveServer

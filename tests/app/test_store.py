@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 from webob import Request
 
+import huimages_wsgi as client
 import huimages_wsgi as huimages
 from huimages_wsgi import Config, ImageMiddleware, ImageStore
-from huimages_wsgi import functions as client
-from huimages_wsgi.cache import Cache
-from huimages_wsgi.errors import (
+from huimages_wsgi.cache.directory import Cache
+from huimages_wsgi.core.errors import (
     BackendUnavailable,
     ImageNotFound,
     ImageTooLarge,
@@ -24,7 +24,7 @@ from huimages_wsgi.errors import (
     SizeNotAllowed,
     WriteFailed,
 )
-from huimages_wsgi.ids import compute_id
+from huimages_wsgi.core.ids import compute_id
 from huimages_wsgi.storage import is_live
 
 from .. import imagefactory as f
@@ -386,8 +386,8 @@ def test_a_failing_read_of_the_original_is_503_and_never_marks_it_broken(tmp_pat
 
 def test_a_failing_read_during_a_previews_run_is_counted_not_fatal(tmp_path):
     """``huimages previews --all`` goes on past an original the disk cannot read."""
-    from huimages_wsgi.backfill import MADE, backfill_previews
-    from huimages_wsgi.batch import FAILED
+    from huimages_wsgi.store.backfill import MADE, backfill_previews
+    from huimages_wsgi.store.batch import FAILED
 
     store = ImageStore(Config(data_dir=tmp_path / "data"))
     unreadable, fine = (store.save_image(f.photo_jpeg(1600, 1200, seed=s)) for s in (3, 4))

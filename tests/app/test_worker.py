@@ -1,4 +1,5 @@
-"""Kept-alive connections of the gunicorn worker (``huimages_wsgi.worker``), over real sockets.
+"""Kept-alive connections of the gunicorn worker (``huimages_wsgi.deploy.worker``), over
+real sockets.
 
 After an answer, a thread waits ``keepalive_linger`` for the connection's next
 request head and answers it itself when it arrives whole; a head that arrives
@@ -21,21 +22,21 @@ from typing import Any
 import pytest
 
 from huimages_wsgi import Config, ImageStore
-from huimages_wsgi.admission import RenderSlots
-from huimages_wsgi.ids import compute_id
+from huimages_wsgi.cache.admission import RenderSlots
+from huimages_wsgi.core.ids import compute_id
 
 from .. import imagefactory as f
 from ..conftest import BIN, free_port
 from ..webservers import HttpBackend
 
-DEFAULT = "huimages_wsgi.worker.GuardedThreadWorker"
+DEFAULT = "huimages_wsgi.deploy.worker.GuardedThreadWorker"
 LINGERING = "tests.workerclasses.LingeringWorker"
 LONG_LINGERING = "tests.workerclasses.LongLingeringWorker"
 RENDER_SLOTS = 2  # the server's (HUIMAGES_RENDER_SLOTS), so a test can hold them all
 
 
 class Gunicorn(HttpBackend):
-    """``gunicorn -c python:huimages_wsgi.gunicorn_conf -k <worker>``, one worker process,
+    """``gunicorn -c python:huimages_wsgi.deploy.gunicorn_conf -k <worker>``, one worker process,
     on a free port (``huimages serve`` would always use the default worker class)."""
 
     def __init__(self, data_dir: Path, worker: str, threads: int) -> None:
@@ -47,7 +48,7 @@ class Gunicorn(HttpBackend):
         self.worker, self.threads = worker, threads
 
     def command(self) -> list[str]:
-        return [str(BIN / "gunicorn"), "-c", "python:huimages_wsgi.gunicorn_conf",
+        return [str(BIN / "gunicorn"), "-c", "python:huimages_wsgi.deploy.gunicorn_conf",
                 "-k", self.worker, "-w", "1", "--threads", str(self.threads),
                 "-b", f"{self.host}:{self.port}", "huimages_wsgi:make_app()"]
 

@@ -12,9 +12,9 @@ from PIL import Image
 from webob import Request
 
 from huimages_wsgi import Config, ImageMiddleware, ImageStore, make_app
-from huimages_wsgi.admission import RenderSlots
+from huimages_wsgi.cache.admission import RenderSlots
+from huimages_wsgi.core.urls import request_path
 from huimages_wsgi.storage import is_live
-from huimages_wsgi.urls import request_path
 
 from .. import imagefactory as f
 from ..backends import read_original

@@ -30,8 +30,8 @@ from PIL import Image
 from webob import Request
 
 from huimages_wsgi import Config, ImageStore, make_app
-from huimages_wsgi.errors import BackendUnavailable
-from huimages_wsgi.ids import compute_id
+from huimages_wsgi.core.errors import BackendUnavailable
+from huimages_wsgi.core.ids import compute_id
 from huimages_wsgi.storage.couch import DESIGN_ID, DESIGN_VERSION, CouchCatalog
 from huimages_wsgi.storage.disk import DiskBlobStore
 from huimages_wsgi.storage.migrating import MOVED, MigratingBlobStore

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from huimages_wsgi import Config, ImageStore
-from huimages_wsgi.ids import compute_id
-from huimages_wsgi.parallel import parse_shard, shard_of
-from huimages_wsgi.previews import PREVIEW_NAMES
+from huimages_wsgi.core.ids import compute_id
+from huimages_wsgi.core.previews import PREVIEW_NAMES
+from huimages_wsgi.node.parallel import parse_shard, shard_of
 
 from .. import imagefactory as f
 from ..backends import backend_config, backend_store, primary_has, read_original

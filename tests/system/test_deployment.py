@@ -35,9 +35,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from huimages_wsgi import webconfig
-from huimages_wsgi.ids import compute_id
-from huimages_wsgi.signing import sign
+from huimages_wsgi.core.ids import compute_id
+from huimages_wsgi.core.signing import sign
+from huimages_wsgi.deploy import webconfig
 
 from .. import imagefactory
 from ..webservers import (

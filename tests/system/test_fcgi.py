@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from huimages_wsgi.cli import build_parser, main
+from huimages_wsgi.cli.main import build_parser, main
 
 from ..webservers import HUIMAGES, make_base_dir, remove_base_dir
 

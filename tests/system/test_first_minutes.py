@@ -25,7 +25,8 @@ import pytest
 from PIL import Image
 from webob import Request
 
-from huimages_wsgi import Config, make_app, webconfig
+from huimages_wsgi import Config, make_app
+from huimages_wsgi.deploy import webconfig
 
 from .. import imagefactory
 from ..webservers import HUIMAGES, WebServer, free_port, make_base_dir, remove_base_dir

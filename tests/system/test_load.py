@@ -31,10 +31,10 @@ import pytest
 from PIL import Image
 
 from huimages_wsgi import Config, ImageStore
-from huimages_wsgi.admission import cpu_count
-from huimages_wsgi.cache import TEMP_SUFFIX
-from huimages_wsgi.signing import sign
-from huimages_wsgi.urls import image_path
+from huimages_wsgi.cache.admission import cpu_count
+from huimages_wsgi.cache.directory import TEMP_SUFFIX
+from huimages_wsgi.core.signing import sign
+from huimages_wsgi.core.urls import image_path
 
 from .. import imagefactory as f
 from ..conftest import LiveServer

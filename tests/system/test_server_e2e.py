@@ -66,8 +66,8 @@ def test_seo_url_and_client_predictions_match_the_server(live_server, uploaded):
         import json
 
         doc = json.loads(info)
-        from huimages_wsgi.geometry import scaled_dimensions
-        from huimages_wsgi.sizes import parse_size
+        from huimages_wsgi.core.geometry import scaled_dimensions
+        from huimages_wsgi.core.sizes import parse_size
 
         assert Image.open(io.BytesIO(body)).size == scaled_dimensions(
             doc["width"], doc["height"], parse_size("240x160")

@@ -7,8 +7,8 @@ from contextlib import ExitStack
 
 import pytest
 
-from huimages_wsgi.admission import RenderBusy, RenderSlots
-from huimages_wsgi.config import Config
+from huimages_wsgi.cache.admission import RenderBusy, RenderSlots
+from huimages_wsgi.core.config import Config
 
 
 def hold(

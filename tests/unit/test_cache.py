@@ -3,9 +3,9 @@ import time
 
 import pytest
 
-from huimages_wsgi.cache import Cache
-from huimages_wsgi.errors import GenerationBusy
-from huimages_wsgi.ids import compute_id
+from huimages_wsgi.cache.directory import Cache
+from huimages_wsgi.core.errors import GenerationBusy
+from huimages_wsgi.core.ids import compute_id
 
 IMAGE = compute_id(b"cache test")
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from huimages_wsgi.cli import Progress, build_parser, main
+from huimages_wsgi.cli.main import Progress, build_parser, main
 
 from .. import imagefactory as f
 

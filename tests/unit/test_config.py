@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from huimages_wsgi import ImageStore
-from huimages_wsgi.config import Config
+from huimages_wsgi.core.config import Config
 from huimages_wsgi.storage.couch import CouchAttachmentStore, CouchCatalog
 from huimages_wsgi.storage.disk import DiskBlobStore
 from huimages_wsgi.storage.migrating import MigratingBlobStore
@@ -181,7 +181,7 @@ def test_the_configuration_reference_is_generated_from_the_code():
     """docs/configuration.md shows exactly what config.py reads (scripts/config-reference)."""
     from dataclasses import fields
 
-    from huimages_wsgi.config import ENV_READERS, SETTINGS_HELP, reference_table
+    from huimages_wsgi.core.config import ENV_READERS, SETTINGS_HELP, reference_table
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     assert reference_table() in page, "run scripts/config-reference"

@@ -7,11 +7,11 @@ import warnings
 import pytest
 from PIL import Image, ImageChops
 
-from huimages_wsgi.config import DEFAULT_MAX_PIXELS, Config
-from huimages_wsgi.engine import ImageEngine
-from huimages_wsgi.errors import BackendUnavailable, ImageTooLarge, InvalidImage, WriteFailed
-from huimages_wsgi.geometry import scaled_geometry
-from huimages_wsgi.sizes import parse_size
+from huimages_wsgi.core.config import DEFAULT_MAX_PIXELS, Config
+from huimages_wsgi.core.errors import BackendUnavailable, ImageTooLarge, InvalidImage, WriteFailed
+from huimages_wsgi.core.geometry import scaled_geometry
+from huimages_wsgi.core.sizes import parse_size
+from huimages_wsgi.imaging.engine import ImageEngine
 
 from .. import imagefactory as f
 

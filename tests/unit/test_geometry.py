@@ -4,9 +4,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from huimages_wsgi.engine import ImageEngine
-from huimages_wsgi.geometry import crop_box, fit_dimensions, scaled_dimensions
-from huimages_wsgi.sizes import CROP, FIT, ORIGINAL, Size
+from huimages_wsgi.core.geometry import crop_box, fit_dimensions, scaled_dimensions
+from huimages_wsgi.core.sizes import CROP, FIT, ORIGINAL, Size
+from huimages_wsgi.imaging.engine import ImageEngine
 
 dims = st.integers(min_value=1, max_value=20000)
 

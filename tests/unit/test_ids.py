@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from huimages_wsgi.errors import InvalidImageId
-from huimages_wsgi.ids import compute_id, is_valid_id, validate_id
+from huimages_wsgi.core.errors import InvalidImageId
+from huimages_wsgi.core.ids import compute_id, is_valid_id, validate_id
 
 
 def test_known_vector_matches_the_original_scheme():

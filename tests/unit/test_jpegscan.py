@@ -1,7 +1,7 @@
 import pytest
 
-from huimages_wsgi.errors import InvalidImage
-from huimages_wsgi.jpegscan import jpeg_trailer, scan_jpeg
+from huimages_wsgi.core.errors import InvalidImage
+from huimages_wsgi.imaging.jpegscan import jpeg_trailer, scan_jpeg
 
 from .. import imagefactory as f
 

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.slow  # 12 MP renders on four threads, in a subprocess:
 
 PROBE = textwrap.dedent("""
     import io, sys, threading
-    from huimages_wsgi.memory import return_large_buffers
-    from huimages_wsgi.engine import ImageEngine
-    from huimages_wsgi.sizes import parse_size
+    from huimages_wsgi.imaging.memory import return_large_buffers
+    from huimages_wsgi.imaging.engine import ImageEngine
+    from huimages_wsgi.core.sizes import parse_size
 
     if sys.argv[2] == "fixed":
         assert return_large_buffers()

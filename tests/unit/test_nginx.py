@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from huimages_wsgi import webconfig
-from huimages_wsgi.webconfig import parse_proxy_url, render_config
+from huimages_wsgi.deploy import webconfig
+from huimages_wsgi.deploy.webconfig import parse_proxy_url, render_config
 
 from ..webservers import WebServer, free_port, make_base_dir, remove_base_dir
 

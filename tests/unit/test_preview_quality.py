@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from huimages_wsgi.engine import ImageEngine
-from huimages_wsgi.previews import SCALED_GAP, choose_preview
+from huimages_wsgi.core.previews import SCALED_GAP, choose_preview
+from huimages_wsgi.imaging.engine import ImageEngine
 
 from .. import imagefactory as f
 from .test_previews import _check_through_previews, _open, _psnr
@@ -42,7 +42,7 @@ def test_dct_aligned_previews_render_as_well_as_an_exact_resize(
 
 def test_mid_sizes_come_from_p2048_at_half_scale():
     previews = {"p2048": (2016, 1512), "p512": (512, 384)}
-    from huimages_wsgi.sizes import parse_size
+    from huimages_wsgi.core.sizes import parse_size
 
     for size in MID_SIZES:
         assert choose_preview(previews, 4032, 3024, parse_size(size))[0] == "p2048", size

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageCms
 
 from huimages_wsgi import Config, ImageStore
-from huimages_wsgi.engine import ImageEngine
-from huimages_wsgi.geometry import scaled_dimensions, scaled_geometry
-from huimages_wsgi.previews import choose_preview, planned_previews
-from huimages_wsgi.sizes import CROP, FIT, Size, parse_size
+from huimages_wsgi.core.geometry import scaled_dimensions, scaled_geometry
+from huimages_wsgi.core.previews import choose_preview, planned_previews
+from huimages_wsgi.core.sizes import CROP, FIT, Size, parse_size
+from huimages_wsgi.imaging.engine import ImageEngine
 from huimages_wsgi.storage import BlobNotFound
 from huimages_wsgi.storage.disk import DiskBlobStore
 from huimages_wsgi.storage.s3 import S3BlobStore

@@ -2,10 +2,10 @@ import os
 
 import pytest
 
-from huimages_wsgi.cache import Cache
-from huimages_wsgi.cli import main
-from huimages_wsgi.ids import compute_id
-from huimages_wsgi.prune import prune_cache
+from huimages_wsgi.cache.directory import Cache
+from huimages_wsgi.cache.prune import prune_cache
+from huimages_wsgi.cli.main import main
+from huimages_wsgi.core.ids import compute_id
 
 NOW = 1_800_000_000.0
 
@@ -123,7 +123,7 @@ def test_files_vanishing_while_pruning_are_skipped(filled, monkeypatch):
         def __iter__(self):  # the cache root's listing (Cache.size_dirs): no race there
             return iter(self.inner)
 
-    monkeypatch.setattr("huimages_wsgi.prune.os.scandir", RacingScandir)
+    monkeypatch.setattr("huimages_wsgi.cache.prune.os.scandir", RacingScandir)
     report = prune_cache(cache, max_bytes=0, now=NOW)
     assert len(listed) == 2  # both size directories were listed
     assert report.scanned_files == 8 and report.deleted_files == 8

@@ -4,7 +4,7 @@ import pytest
 from webob import Request
 
 from huimages_wsgi import Config, ImageStore, make_app
-from huimages_wsgi.signing import sign, verify
+from huimages_wsgi.core.signing import sign, verify
 
 from .. import imagefactory as f
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from webob import Request
 
 from huimages_wsgi import Config, ImageStore, make_app
-from huimages_wsgi.engine import ImageEngine
+from huimages_wsgi.imaging.engine import ImageEngine
 
 from .. import imagefactory as f
 

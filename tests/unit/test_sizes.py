@@ -1,7 +1,14 @@
 import pytest
 
-from huimages_wsgi.errors import InvalidSize
-from huimages_wsgi.sizes import CROP, DEFAULT_PRESETS, FIT, ORIGINAL, parse_size, validate_presets
+from huimages_wsgi.core.errors import InvalidSize
+from huimages_wsgi.core.sizes import (
+    CROP,
+    DEFAULT_PRESETS,
+    FIT,
+    ORIGINAL,
+    parse_size,
+    validate_presets,
+)
 
 
 def test_original():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from huimages_wsgi.ids import compute_id
+from huimages_wsgi.core.ids import compute_id
 from huimages_wsgi.storage import BlobNotFound
 from huimages_wsgi.storage.disk import DiskBlobStore
 from huimages_wsgi.storage.sqlite import SQLiteCatalog

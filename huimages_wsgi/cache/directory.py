@@ -1,0 +1,239 @@
+"""The derivative cache: a plain directory tree a webserver can serve.
+
+Layout: ``<cache_dir>/<size>/<ID>.<ext>``, mirroring the canonical URL
+``/<size>/<ID>.<ext>`` so lighttpd, Apache or nginx with the cache directory
+as document root answer hits without Python. Everything that is not a
+finished variant (temporary files, lock stripes) starts with a dot, which the
+shipped webserver configurations refuse to serve.
+
+Files appear atomically (hidden temporary file in the same directory, then
+rename), and concurrent requests for one missing variant are collapsed into a
+single generation by an ``flock`` on one of a fixed set of lock stripes.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import fcntl
+import hashlib
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from stat import S_ISDIR, S_ISREG
+from typing import BinaryIO
+
+from ..core.errors import GenerationBusy, HuImagesError, ImageNotFound
+
+LOCK_STRIPES = 4096
+TEMP_SUFFIX = ".tmp"
+
+
+class CachedFile:
+    """One finished variant in the cache: where it is and its ``lstat``.
+
+    ``relative`` is ``<size>/<ID>.<ext>``, the URL path below the cache root
+    (what X-Accel-Redirect names); ``path`` the absolute file name.
+    """
+
+    __slots__ = ("path", "relative", "ext", "stat")
+
+    def __init__(self, path: str, relative: str, ext: str, stat: os.stat_result) -> None:
+        self.path, self.relative, self.ext, self.stat = path, relative, ext, stat
+
+
+class _Making:
+    """A variant one request of this process is making: done, and how it ended."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+def _copy(error: HuImagesError) -> HuImagesError:
+    """The same answer for another request (its own exception object, where it copies)."""
+    try:
+        return copy.copy(error)
+    except Exception:  # an exception class with an unusual constructor
+        return error
+
+
+class Cache:
+    def __init__(self, root: Path, lock_timeout: float = 30.0) -> None:
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+        self.lock_dir = self.root / ".locks"
+        self._root = str(self.root)
+        self._making: dict[tuple[str, str, str], _Making] = {}  # variants being made here
+        self._making_lock = threading.Lock()
+        self._making_pid = os.getpid()
+
+    def path(self, size_name: str, imageid: str, ext: str = "jpeg") -> Path:
+        """Callers pass only validated size names and IDs: no traversal possible."""
+        return self.root / size_name / f"{imageid}.{ext}"
+
+    def lookup(self, size_name: str, imageid: str, ext: str) -> CachedFile | None:
+        """The finished variant, or None when it is not made yet: the one place that finds one.
+
+        Two ``lstat`` calls and no pathlib, since every cache hit pays for
+        them. A symlink or other oddity planted in place of the file or of
+        its size directory is refused (ImageNotFound) and never followed,
+        whoever asks; a path that cannot exist (a file where the size
+        directory should be) is "not made yet", and making it then fails as
+        a write does, with a 503.
+        """
+        directory = f"{self._root}/{size_name}"
+        relative = f"{size_name}/{imageid}.{ext}"
+        path = f"{self._root}/{relative}"
+        try:
+            if not S_ISDIR(os.lstat(directory).st_mode):
+                raise ImageNotFound("not a cached image")
+            stat = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not S_ISREG(stat.st_mode):
+            raise ImageNotFound("not a cached image")
+        return CachedFile(path, relative, ext, stat)
+
+    @contextmanager
+    def _stripe_lock(self, path: Path) -> Iterator[None]:
+        digest = hashlib.sha1(str(path).encode(), usedforsecurity=False).digest()
+        stripe = int.from_bytes(digest[:4], "big") % LOCK_STRIPES
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_dir / f"{stripe:04d}", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            delay = 0.002
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                if time.monotonic() >= deadline:
+                    raise GenerationBusy("this image is being generated; try again shortly")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    @contextmanager
+    def first_in_process(
+        self, size_name: str, imageid: str, ext: str
+    ) -> Iterator[CachedFile | None]:
+        """Single-flight within this process, before anything is held: one request at
+        a time goes on to make a given variant (``yield None``); the others wait here,
+        holding no render slot (a burst of requests for one new image would otherwise
+        hold every slot of the node while all but one sleep in the cross-process lock
+        of ``produce``), and share its outcome: the finished file, or the same answer
+        if it was refused (a 503 when the node is busy, a 404, a 422); only after an
+        unexpected failure does the next one try. The wait is bounded like that
+        lock's: then GenerationBusy (503)."""
+        key = (size_name, imageid, ext)
+        deadline = time.monotonic() + self.lock_timeout
+        if self._making_pid != os.getpid():  # a forked child: none of its parent's renders
+            self._making_lock, self._making, self._making_pid = threading.Lock(), {}, os.getpid()
+        while True:
+            with self._making_lock:
+                making = self._making.get(key)
+                if making is None:
+                    mine = self._making[key] = _Making()
+                    break
+            if not making.done.wait(max(0.0, deadline - time.monotonic())):
+                raise GenerationBusy("this image is being generated; try again shortly")
+            if isinstance(making.error, HuImagesError):
+                raise _copy(making.error)
+            cached = self.lookup(size_name, imageid, ext)
+            if cached is not None:
+                yield cached
+                return
+        try:
+            yield self.lookup(size_name, imageid, ext)  # finished just before we came first?
+        except BaseException as exc:
+            mine.error = exc
+            raise
+        finally:
+            with self._making_lock:
+                if self._making.get(key) is mine:
+                    del self._making[key]
+            mine.done.set()
+
+    def produce(
+        self, size_name: str, imageid: str, ext: str, write: Callable[[BinaryIO], object]
+    ) -> CachedFile:
+        """The finished variant, written once by ``write`` if it is missing (single-flight)."""
+        cached = self.lookup(size_name, imageid, ext)
+        if cached is not None:
+            return cached
+        path = self.path(size_name, imageid, ext)
+        with self._stripe_lock(path):
+            cached = self.lookup(size_name, imageid, ext)  # made by another request meanwhile
+            if cached is not None:
+                return cached
+            path.parent.mkdir(parents=True, exist_ok=True)
+            require_plain_dir(path.parent)  # a link may have appeared meanwhile
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    write(handle)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except BaseException:
+                _unlink(tmp)
+                raise
+        cached = self.lookup(size_name, imageid, ext)
+        if cached is None:  # pruned or purged in the microseconds since the rename
+            raise GenerationBusy("the variant was removed while being made; retry")
+        return cached
+
+    def size_dirs(self) -> Iterator[Path]:
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                yield Path(entry.path)
+
+    def purge(self, imageid: str) -> int:
+        """Delete every cached variant of one image on this node."""
+        removed = 0
+        for directory in self.size_dirs():
+            for candidate in directory.glob(f"{imageid}.*"):
+                if not candidate.name.startswith(".") and _unlink(candidate):
+                    removed += 1
+        return removed
+
+
+def is_plain_dir(path: str | Path) -> bool:
+    """True for a real directory, False for a symlink (or anything else, or nothing).
+
+    ``O_NOFOLLOW`` guards only a path's last component; checking the size
+    directory too keeps a planted directory symlink from leading reads or
+    writes out of the cache.
+    """
+    try:
+        return S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def require_plain_dir(path: Path) -> None:
+    if not is_plain_dir(path):
+        raise ImageNotFound("not a cached image")
+
+
+def _unlink(path: str | Path) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,5 @@
+"""The ``huimages`` command."""
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,481 @@
+"""Render the lighttpd / Apache / nginx front-end configurations.
+
+The templates live in ``huimages_wsgi/templates/{lighttpd,apache,nginx}.conf``
+(``contrib/`` links or shows them).  Each is a complete standalone config: the
+web server serves ``<cache_dir>/<size>/<ID>.<ext>`` directly and forwards
+misses to the app: the FastCGI backend (:func:`huimages_wsgi.fcgi.serve_fcgi`,
+``huimages fcgi``) or, for nginx, also ``huimages serve`` (gunicorn) over HTTP.
+
+Template lines starting with ``##`` are notes for whoever edits the template
+and are dropped when rendering; ``##[fcgi]`` / ``##[proxy]`` ... ``##[end]``
+enclose lines used with one kind of backend only.  The rendered file opens
+with a header saying which command wrote it, for which paths.
+
+:func:`render_config` is pure string work; :func:`run_config` (the ``huimages
+config`` command) also creates the run directory the configuration names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import sys
+from importlib import resources
+from string import Template
+from urllib.parse import urlsplit
+
+from ..core.config import DEFAULT_MAX_UPLOAD_BYTES
+
+__all__ = [
+    "KINDS",
+    "add_config_parser",
+    "default_user_group",
+    "ensure_cache_dir",
+    "ensure_run_dir",
+    "parse_hostport",
+    "parse_proxy_url",
+    "render_config",
+    "run_config",
+    "template_text",
+]
+
+KINDS = ("lighttpd", "apache", "nginx")
+#: the servers that only talk FastCGI to the app (nginx can also proxy HTTP)
+FCGI_ONLY_KINDS = ("lighttpd", "apache")
+DEFAULT_XACCEL_PREFIX = "/huimages-cache"
+_BLOCK_RE = re.compile(r"^\s*##\[(\w+)\]\s*$")
+
+
+class BracedTemplate(Template):
+    """``string.Template`` that only substitutes ``${name}``.
+
+    Web server configs are full of ``$HTTP[...]``, ``$1`` and regex anchors;
+    with this pattern every dollar sign that is not ``${identifier}`` is plain
+    text, so the templates need no ``$$`` escaping and stay valid-looking.
+    """
+
+    delimiter = "$"
+    pattern = r"""
+        \$(?:
+            (?P<escaped>(?!))                      |  # no escape sequence
+            (?P<named>(?!))                        |  # bare $name is literal
+            \{(?P<braced>[a-z_][a-z0-9_]*)\}       |
+            (?P<invalid>(?!))
+        )
+    """
+    flags = re.VERBOSE  # case-sensitive: Apache's ${VAR} style stays untouched
+
+
+def template_text(kind: str) -> str:
+    """Return the raw template for ``kind`` ("lighttpd", "apache" or "nginx")."""
+    _check_kind(kind)
+    return (
+        resources.files("huimages_wsgi.deploy")
+        .joinpath("templates", f"{kind}.conf")
+        .read_text(encoding="utf-8")
+    )
+
+
+def placeholders(kind: str) -> set[str]:
+    """Names of the ``${...}`` placeholders used by the ``kind`` template."""
+    found = set()
+    for m in BracedTemplate.pattern.finditer(template_text(kind)):  # type: ignore[attr-defined]
+        if m.group("braced"):
+            found.add(m.group("braced"))
+    return found
+
+
+def default_user_group() -> tuple[str, str]:
+    """User and group the web server should switch to.
+
+    Started as root, both servers must drop privileges (Apache refuses to
+    serve as root), so use Debian's ``www-data``.  Otherwise they cannot
+    switch and the current user/group names are used (the directive is then
+    ignored by lighttpd and Apache).
+    """
+    if os.geteuid() == 0:
+        return "www-data", "www-data"
+    import grp
+    import pwd
+
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = f"#{os.geteuid()}"
+    try:
+        group = grp.getgrgid(os.getegid()).gr_name
+    except KeyError:
+        group = f"#{os.getegid()}"
+    return user, group
+
+
+def strip_template_notes(text: str, blocks: frozenset[str] = frozenset()) -> str:
+    """Drop the template's ``##`` note lines and the conditional blocks not in ``blocks``.
+
+    ``##[name]`` opens a block kept only when ``name`` is in ``blocks``;
+    ``##[end]`` closes it.  Leading blank lines left over are removed too.
+    """
+    kept: list[str] = []
+    active: str | None = None
+    for line in text.splitlines(keepends=True):
+        marker = _BLOCK_RE.match(line)
+        if marker:
+            active = None if marker.group(1) == "end" else marker.group(1)
+            continue
+        if active is not None and active not in blocks:
+            continue
+        if line.lstrip().startswith("##"):
+            continue
+        kept.append(line)
+    return "".join(kept).lstrip("\n")
+
+
+def parse_proxy_url(value: str) -> str:
+    """The nginx ``upstream`` server address for ``--proxy``.
+
+    ``http://HOST:PORT`` (the app at the root, ``huimages serve``) or
+    ``unix:/path/to/gunicorn.sock``; returns ``HOST:PORT`` or ``unix:PATH``.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"proxy must be a URL like http://127.0.0.1:8080, got {value!r}")
+    value = value.strip()
+    if value.startswith("unix:"):
+        return "unix:" + _check_path(value[len("unix:"):], "proxy unix socket")
+    parts = urlsplit(value)
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(
+            f"proxy must look like http://HOST:PORT (the app at the root) or unix:/path, "
+            f"got {value!r}"
+        )
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise ValueError(f"proxy port must be between 1 and 65535, got {value!r}") from None
+    host = _check_word(parts.hostname, "proxy host")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[v6addr]:PORT`` for IPv6) into ``(host, port)``."""
+    if not isinstance(value, str):
+        raise ValueError(f"fcgi_bind must be a 'HOST:PORT' string, got {value!r}")
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\s\[\]]+):(\d+)", value.strip())
+    if not m:
+        raise ValueError(f"fcgi_bind must look like HOST:PORT (or [IPv6]:PORT), got {value!r}")
+    host = m.group(1) or m.group(3)
+    port = _check_port(m.group(2) or m.group(4), "fcgi_bind port")
+    return host, port
+
+
+def render_config(
+    kind: str,
+    cache_dir: str,
+    port: int,
+    run_dir: str,
+    fcgi_socket: str | None = None,
+    fcgi_bind: str | None = None,
+    host: str = "127.0.0.1",
+    user: str | None = None,
+    group: str | None = None,
+    proxy: str | None = None,
+    xaccel_prefix: str = DEFAULT_XACCEL_PREFIX,
+    max_body_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+) -> str:
+    """Return the complete ``kind`` config with every placeholder filled.
+
+    ``kind`` is "lighttpd", "apache" or "nginx".  Exactly one backend must be
+    given: ``fcgi_socket`` (path of the FastCGI backend's unix socket),
+    ``fcgi_bind`` ("HOST:PORT" it listens on) or, for nginx only, ``proxy``
+    (``http://HOST:PORT`` of ``huimages serve``, or ``unix:/path``).
+    Relative paths are made absolute (the configs are run from anywhere).
+    ``user``/``group`` default to :func:`default_user_group`.  nginx also
+    uses ``xaccel_prefix`` (its internal location for ``X-Accel-Redirect``)
+    and ``max_body_bytes`` (the largest upload it lets through to ``/_api``).
+    Raises ``ValueError`` with a readable message for bad arguments.
+    """
+    _check_kind(kind)
+    if sum(target is not None for target in (fcgi_socket, fcgi_bind, proxy)) != 1:
+        raise ValueError(
+            "give exactly one of fcgi_socket (unix socket path), fcgi_bind (HOST:PORT)"
+            + (" or proxy (http://HOST:PORT)" if kind == "nginx" else "")
+        )
+    if proxy is not None and kind in FCGI_ONLY_KINDS:
+        raise ValueError(
+            f"proxy is for nginx only; {kind} talks FastCGI to `huimages fcgi`: "
+            "use fcgi_socket or fcgi_bind"
+        )
+    port = _check_port(port, "port")
+    cache_dir = _check_path(cache_dir, "cache_dir")
+    run_dir = _check_path(run_dir, "run_dir")
+    host = _check_word(host, "host")
+    if not isinstance(xaccel_prefix, str) or not re.fullmatch(
+        r"(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+", xaccel_prefix.rstrip("/")
+    ):
+        raise ValueError(f"xaccel_prefix must be a plain URL path like /huimages-cache, "
+                         f"got {xaccel_prefix!r}")
+    explicit_owner = (user, group)
+    if user is None or group is None:
+        default_user, default_group = default_user_group()
+        user = user if user is not None else default_user
+        group = group if group is not None else default_group
+    user = _check_word(user, "user")
+    group = _check_word(group, "group")
+
+    if kind == "nginx" and "$" in cache_dir + run_dir + (fcgi_socket or "") + (proxy or ""):
+        raise ValueError("paths for nginx may not contain '$' (nginx would read a variable)")
+    listen_host = f"[{host}]" if ":" in host else host
+    command = ["huimages", "config", kind, "--cache-dir", cache_dir, "--port", str(port)]
+    if host != "127.0.0.1":
+        command += ["--host", host]
+    command += ["--run-dir", run_dir]
+    target = address = ""
+    if fcgi_socket is not None:
+        sock = _check_path(fcgi_socket, "fcgi_socket")
+        if "|" in sock:
+            raise ValueError(f"fcgi_socket may not contain '|': {sock!r}")
+        command += ["--fcgi-socket", sock]
+        address = f"unix:{sock}"
+        if kind == "lighttpd":
+            target = f'"socket" => "{sock}"'
+        else:
+            target = f"unix:{sock}|fcgi://localhost"
+    elif fcgi_bind is not None:
+        fhost, fport = parse_hostport(fcgi_bind)
+        fhost_url = f"[{fhost}]" if ":" in fhost else fhost
+        command += ["--fcgi-bind", f"{fhost_url}:{fport}"]
+        address = f"{fhost_url}:{fport}"
+        if kind == "lighttpd":
+            target = f'"host" => "{fhost}", "port" => {fport}'
+        else:
+            target = f"fcgi://{fhost_url}:{fport}"
+    else:
+        address = parse_proxy_url(proxy)  # type: ignore[arg-type]
+        command += ["--proxy", proxy.strip()]  # type: ignore[union-attr]
+    for option, value in zip(("--user", "--group"), explicit_owner, strict=True):
+        if value is not None:
+            command += [option, value]
+
+    values = {
+        "cache_dir": cache_dir,
+        "run_dir": run_dir,
+        "port": str(port),
+        "host": listen_host,
+        "user": user,
+        "group": group,
+        "fcgi_target": target,
+        "backend_address": address,
+        "xaccel_prefix": xaccel_prefix.rstrip("/"),
+        "max_body_size": f"{-(-max(int(max_body_bytes), 1) // (1 << 20)) + 1}m",
+        "command": shlex.join(command),
+    }
+    blocks = frozenset({"proxy" if proxy is not None else "fcgi"})
+    text = strip_template_notes(template_text(kind), blocks)
+    try:
+        return BracedTemplate(text).substitute(values)
+    except KeyError as exc:  # a placeholder in the template we do not know
+        raise ValueError(f"template {kind}.conf uses unknown placeholder {exc}") from None
+
+
+def ensure_run_dir(run_dir: str, user: str | None = None, group: str | None = None) -> str:
+    """Create ``run_dir`` (mode 0755) if missing; owned by ``user``:``group`` when root.
+
+    Started as root, lighttpd writes its logs after switching to the
+    configured user, so the directory is made that user's; the other servers
+    write there as root and do not mind.  An existing directory is left as
+    it is.  Returns a one-line note for the operator, or "" when there was
+    nothing to do; raises ``OSError`` (or ``KeyError`` for an unknown user)
+    when it cannot be done.
+    """
+    if os.path.isdir(run_dir):
+        return ""
+    _make_dir(run_dir)
+    if os.geteuid() != 0:
+        return f"created the run directory {run_dir}"
+    import grp
+    import pwd
+
+    default_user, default_group = default_user_group()
+    user, group = user or default_user, group or default_group
+    uid = pwd.getpwnam(user).pw_uid
+    gid = grp.getgrnam(group).gr_gid
+    os.chown(run_dir, uid, gid)
+    return f"created the run directory {run_dir} (owner {user}:{group})"
+
+
+def ensure_cache_dir(cache_dir: str) -> str:
+    """Create the (empty) cache directory if missing, mode 0755, owned by the caller.
+
+    Apache refuses to start on a ``DocumentRoot`` that does not exist, and a
+    fresh install has no cache yet.  The app (run by the same account as
+    ``huimages config``, usually) writes into it; the web server only reads.
+    Returns a note, or "" when it already existed; raises ``OSError``.
+    """
+    if os.path.isdir(cache_dir):
+        return ""
+    _make_dir(cache_dir)
+    return f"created the cache directory {cache_dir}"
+
+
+def _make_dir(path: str) -> None:
+    os.makedirs(path, mode=0o755)
+    # the server user must traverse it, whatever the umask
+    os.chmod(path, 0o755)  # noqa: S103
+
+
+# --------------------------------------------------------------------- CLI
+
+
+def add_config_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``config`` sub-command to an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "config",
+        help="print a lighttpd/Apache/nginx config serving the cache and forwarding misses",
+        description=(
+            "Render a complete lighttpd, Apache or nginx configuration whose document root "
+            "is the image cache; cache misses go to the app (FastCGI: `huimages fcgi`; "
+            "nginx can also proxy to `huimages serve`). Creates the run directory."
+        ),
+    )
+    p.add_argument("kind", choices=KINDS)
+    # SUPPRESS: do not clobber a top-level --cache-dir with None when omitted here
+    p.add_argument(
+        "--cache-dir",
+        default=argparse.SUPPRESS,
+        help="image cache directory = document root (default: the configured cache dir)",
+    )
+    p.add_argument("--port", required=True, type=int, help="port the web server listens on")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--fcgi-socket", metavar="PATH", help="unix socket of the FastCGI backend")
+    target.add_argument(
+        "--fcgi-bind", metavar="HOST:PORT", help="TCP address of the FastCGI backend"
+    )
+    target.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="nginx only: http://HOST:PORT of `huimages serve` (gunicorn), via proxy_pass",
+    )
+    p.add_argument(
+        "--run-dir",
+        help="directory for pid file and logs, created if missing (as is the cache dir) "
+        "(default: 'run' next to the cache dir)",
+    )
+    p.add_argument("--user", help="user to run as when started as root (default www-data)")
+    p.add_argument("--group", help="group to run as when started as root (default www-data)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(handler=run_config, func=run_config)
+    return p
+
+
+def run_config(args: argparse.Namespace, config: object | None = None) -> int:
+    """Handle ``huimages config``; returns the process exit code.
+
+    Works as ``handler(args, config)`` (the CLI's convention) or ``func(args)``.
+    Without ``--cache-dir`` the cache dir of ``config`` (a
+    :class:`huimages_wsgi.Config`) is used, as are its ``xaccel_prefix`` and
+    ``max_upload_bytes`` for nginx.  The run directory is created (owned by
+    the server's user when run as root), and so is a missing cache directory
+    (Apache will not start without its DocumentRoot); when that is not
+    possible the command to run is printed on stderr.
+    """
+    cache_dir = getattr(args, "cache_dir", None) or getattr(config, "cache_dir", None)
+    if not cache_dir:
+        print("huimages config: error: --cache-dir is required", file=sys.stderr)
+        return 2
+    cache_dir = os.fspath(cache_dir)
+    run_dir = args.run_dir or os.path.join(
+        os.path.dirname(os.path.abspath(cache_dir).rstrip(os.sep)), "run"
+    )
+    try:
+        text = render_config(
+            args.kind,
+            cache_dir=cache_dir,
+            port=args.port,
+            run_dir=run_dir,
+            fcgi_socket=args.fcgi_socket,
+            fcgi_bind=args.fcgi_bind,
+            host=args.host,
+            user=args.user,
+            group=args.group,
+            proxy=getattr(args, "proxy", None),
+            xaccel_prefix=getattr(config, "xaccel_prefix", DEFAULT_XACCEL_PREFIX),
+            max_body_bytes=getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES),
+        )
+    except ValueError as exc:
+        print(f"huimages config: error: {exc}", file=sys.stderr)
+        return 2
+    run_dir = os.path.abspath(run_dir)
+    cache_dir = os.path.abspath(cache_dir)
+    try:
+        note = ensure_cache_dir(cache_dir)
+    except OSError as exc:
+        print(
+            f"huimages config: cannot create the cache directory {cache_dir} ({exc.strerror}); "
+            f"create it with:\n  install -d -m 0755 {shlex.quote(cache_dir)}",
+            file=sys.stderr,
+        )
+    else:
+        if note:
+            print(f"huimages config: {note}", file=sys.stderr)
+    try:
+        note = ensure_run_dir(run_dir, args.user, args.group)
+    except (OSError, KeyError) as exc:
+        user, group = default_user_group()
+        owner = (
+            f" -o {args.user or user} -g {args.group or group}" if os.geteuid() == 0 else ""
+        )
+        reason = exc.strerror if isinstance(exc, OSError) else f"no such user or group {exc}"
+        print(
+            f"huimages config: cannot create the run directory {run_dir} ({reason}); "
+            f"create it with:\n  install -d -m 0755{owner} {shlex.quote(run_dir)}",
+            file=sys.stderr,
+        )
+    else:
+        if note:
+            print(f"huimages config: {note}", file=sys.stderr)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# ----------------------------------------------------------------- helpers
+
+_BAD_CHARS = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown web server kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def _check_port(port: object, what: str) -> int:
+    try:
+        value = int(port)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be an integer, got {port!r}") from None
+    if isinstance(port, bool) or not 1 <= value <= 65535:
+        raise ValueError(f"{what} must be between 1 and 65535, got {port!r}")
+    return value
+
+
+def _check_path(path: object, what: str) -> str:
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"{what} must be a non-empty path, got {path!r}")
+    value = os.path.abspath(os.fspath(path))
+    if _BAD_CHARS.search(value):
+        raise ValueError(
+            f"{what} may not contain quotes, backslashes or control characters: {value!r}"
+        )
+    return value
+
+
+def _check_word(value: object, what: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.:#-]+", value):
+        raise ValueError(f"{what} must be a plain name/address, got {value!r}")
+    return value

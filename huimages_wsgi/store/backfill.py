@@ -1,0 +1,66 @@
+"""Previews for images uploaded before previews existed (``huimages previews``).
+
+An upload makes its previews from the pixels its validation decodes anyway
+(store.py); this does the same, later, for an image that has none, reading
+its original back from the blob store. Idempotent and safe to interrupt.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from ..core.previews import planned_previews, record_previews, recorded_previews
+from ..storage import Doc
+from ..storage.base import GuardedReader, source_dimensions
+from .batch import FAILED, tally
+from .imagestore import ImageStore
+
+MADE = "made"
+ALREADY_THERE = "already there"
+NOT_NEEDED = "not needed"
+NOT_SUPPORTED = "not supported"
+PREVIEW_OUTCOMES = (MADE, ALREADY_THERE, NOT_NEEDED, NOT_SUPPORTED, FAILED)
+
+
+def ensure_previews(store: ImageStore, imageid: str) -> str:
+    """Make the previews an image lacks (one uploaded before they existed).
+
+    Returns ``"made"``, ``"already there"``, ``"not needed"`` (an original
+    too small for any), or ``"not supported"`` (a blob store that keeps
+    none). The original is read and validated like an upload; one that no
+    longer decodes raises InvalidImage and is left as it is.
+    """
+    doc = store.get_imagedoc(imageid)
+    source = source_dimensions(doc)
+    if source is not None:
+        wanted = {name for name, _, _ in planned_previews(*source)}
+        if not wanted:
+            return NOT_NEEDED
+        if wanted <= set(recorded_previews(doc)):
+            return ALREADY_THERE
+    with store.blobs.open(imageid) as handle:
+        data = GuardedReader(handle, f"the original of {imageid}").read()
+    info = store.engine.inspect(data, previews=True)
+    if not info.previews:
+        return NOT_NEEDED
+    kept = store.keep_previews(imageid, info.previews)
+    if not kept:
+        return NOT_SUPPORTED
+
+    def change(doc: Doc) -> None:
+        doc.update(width=info.width, height=info.height)
+        record_previews(doc, kept)
+
+    store.catalog.update(imageid, change)
+    return MADE
+
+
+def backfill_previews(
+    store: ImageStore,
+    imageids: Iterable[str],
+    on_step: Callable[[str, str], None] = lambda imageid, outcome: None,
+) -> Counter[str]:
+    """``ensure_previews`` for many images; safe to interrupt and run again."""
+    return tally(imageids, lambda imageid: ensure_previews(store, imageid), on_step,
+                 "making previews of")

@@ -1,0 +1,388 @@
+"""ImageStore: the store itself, the service object every front uses.
+
+It owns one configuration and the parts built from it (catalog, blob store,
+engine, cache), so an application can hold two stores at once. It writes
+and reads images and their metadata; the jobs around it live beside it and
+are reached through it: URLs and tags in ``links.Links`` (``.links``),
+rendering in ``render.Renderer`` (``.renderer``), preview backfill in
+backfill.py. Method names and signatures follow the original huImages
+module-level API.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ..cache.directory import Cache
+from ..core.config import Config
+from ..core.errors import HuImagesError, ImageNotFound, ImageTooLarge, InvalidImage
+from ..core.ids import compute_id, validate_id
+from ..core.previews import record_previews
+from ..core.sizes import Size, SizeRules
+from ..imaging.engine import ImageEngine, Preview
+from ..storage import (
+    BlobStore,
+    Catalog,
+    Doc,
+    is_live,
+    open_blob_store,
+    open_catalog,
+    timestamp,
+)
+from ..storage.disk import check_writable
+from .batch import tally
+from .links import Links
+from .renderer import Renderer
+
+
+def _merge(
+    doc: Doc, *, when: str, title: str, references: Mapping[str, Any] | None, typ: str
+) -> None:
+    """Accumulate metadata the way the original did: nothing is ever dropped."""
+    doc.setdefault("ctime", when)
+    doc["mtime"] = when
+    if typ and typ not in doc.setdefault("types", []):
+        doc["types"].append(typ)
+    for key, value in (references or {}).items():
+        values = doc.setdefault("references", {}).setdefault(str(key), [])
+        if value not in values:
+            values.append(value)
+    if title and title not in doc.setdefault("title", []):
+        doc["title"].append(title)
+
+
+def as_timestamp(value: datetime.datetime | str | None) -> str:
+    if value is None:
+        return timestamp()
+    if isinstance(value, datetime.datetime):
+        return timestamp(value)
+    return str(value)
+
+
+def checked_upload(imagedata: Any, limit: int) -> bytes:
+    """The bytes of an upload, refused before any parsing when not bytes or too big."""
+    if not isinstance(imagedata, bytes | bytearray | memoryview):
+        raise InvalidImage("image data must be bytes")
+    if len(imagedata) > limit:
+        raise ImageTooLarge(f"upload is {len(imagedata)} bytes; the limit is {limit}")
+    return bytes(imagedata)
+
+
+class Saved(NamedTuple):
+    """What an upload did: the image's ID, and whether it was new (not live before)."""
+
+    imageid: str
+    new: bool
+
+
+class BaseImageStore:
+    """What every store shares: the huImages names, and all it answers from its catalog.
+
+    Documents, lengths, browsing, and URLs and tags (``links.Links``) are the
+    same for the store over the backends (``ImageStore``) and the one over a
+    server's HTTP API (``httpstore.HttpImageStore``), each with its own
+    catalog; each writes its own way (``save``, ``update_metadata``,
+    ``delete_image``). ``purge`` empties this node's cache, whichever store.
+    """
+
+    def __init__(self, config: Config, catalog: Catalog) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.cache = Cache(config.cache_root, config.lock_timeout)
+        self.sizes = SizeRules(config.presets, config.allowed_sizes, config.max_dimension)
+        self.links = Links(config, self.sizes, lambda imageid: self.catalog.get(imageid))
+
+    def parse_size(self, text: str) -> Size:
+        """Parse and apply the configured limits (box size, allow-list)."""
+        return self.sizes.parse(text)
+
+    def save_image(
+        self,
+        imagedata: bytes,
+        contenttype: str | None = None,
+        timestamp: datetime.datetime | str | None = None,
+        title: str = "",
+        references: Mapping[str, Any] | None = None,
+        filename: str = "image.jpeg",
+        typ: str = "",
+    ) -> str:
+        """Store an original and return its ID; the same bytes give the same ID.
+
+        ``contenttype`` is accepted for compatibility; the stored type is the
+        one detected from the bytes, which are validated completely first.
+        """
+        del contenttype
+        return self.save(imagedata, timestamp, title, references, filename, typ).imageid
+
+    def save(
+        self,
+        imagedata: bytes,
+        timestamp: datetime.datetime | str | None = None,
+        title: str = "",
+        references: Mapping[str, Any] | None = None,
+        filename: str = "image.jpeg",
+        typ: str = "",
+    ) -> Saved:
+        """Store an original (each store its own way); its ID and whether it is new."""
+        raise NotImplementedError
+
+    def update_metadata(
+        self,
+        imageid: str,
+        title: str = "",
+        references: Mapping[str, Any] | None = None,
+        typ: str = "",
+    ) -> Doc:
+        """Add titles, references or a type to an existing image (each store its own way)."""
+        raise NotImplementedError
+
+    def set_title(self, imageid: str, newtitle: str) -> Doc:
+        return self.update_metadata(imageid, title=newtitle)
+
+    def purge(self, imageid: str) -> int:
+        """Delete this node's cached variants of one image; how many files went."""
+        return self.cache.purge(validate_id(imageid))
+
+    def get_imagedoc(self, imageid: str) -> Doc:
+        doc = self.catalog.get(validate_id(imageid))
+        if not is_live(doc):
+            raise ImageNotFound(f"no image {imageid}")
+        return doc  # type: ignore[return-value]
+
+    def get_length(self, imageid: str) -> int:
+        doc = self.get_imagedoc(imageid)
+        if "length" in doc:
+            return int(doc["length"])
+        attachments = doc.get("_attachments") or {}
+        for attachment in attachments.values():
+            return int(attachment["length"])
+        raise ImageNotFound(f"no length known for {imageid}")
+
+    # -- URLs and tags (links.py) -------------------------------------------
+
+    def imageurl(self, imageid: str, size: str = "o") -> str:
+        return self.links.imageurl(imageid, size)
+
+    def original_ext(self, imageid: str, doc: Doc | None = None) -> str:
+        """The extension of the original's URL: its type's (``heic`` for a HEIC)."""
+        return self.links.original_ext(imageid, doc)
+
+    def scaled_imageurl(self, imageid: str, size: str = "150x150", ext: str = "jpeg") -> str:
+        return self.links.scaled_imageurl(imageid, size, ext)
+
+    def scaled_dimensions(
+        self, imageid: str, size: str = "square"
+    ) -> tuple[int | None, int | None]:
+        return self.links.scaled_dimensions(imageid, size)
+
+    def scaled_tag(self, imageid: str, size: str = "square", *args: str, **options: Any) -> str:
+        return self.links.scaled_tag(imageid, size, *args, **options)
+
+    # -- browsing ------------------------------------------------------------
+
+    def get_random_imageid(self) -> str | None:
+        return self.catalog.random_id()
+
+    def get_next_imageid(self, imageid: str) -> str | None:
+        return self.catalog.next_id(validate_id(imageid))
+
+    def get_previous_imageid(self, imageid: str) -> str | None:
+        return self.catalog.previous_id(validate_id(imageid))
+
+    def recent_ids(self, limit: int) -> list[str]:
+        """The IDs of the newest live images, newest first."""
+        return self.catalog.recent_ids(limit)
+
+    def ids(self) -> Iterator[str]:
+        """Every live image's ID (a bulk job's input)."""
+        return self.catalog.ids()
+
+
+class ImageStore(BaseImageStore):
+    """Upload, describe, browse, render and delete images over one configuration's backends."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        catalog: Catalog | None = None,
+        blobs: BlobStore | None = None,
+        engine: ImageEngine | None = None,
+    ) -> None:
+        config = config or Config.from_env()
+        super().__init__(config, catalog or open_catalog(config))
+        self.blobs = blobs or open_blob_store(config, self.catalog)
+        self.engine = engine or ImageEngine(
+            config.jpeg_quality, config.max_pixels, background=config.background
+        )
+
+    @property
+    def renderer(self) -> Renderer:
+        """Rendering into this store's cache, over its current parts."""
+        return Renderer(self.catalog, self.blobs, self.engine, self.cache)
+
+    # -- writing -------------------------------------------------------------
+
+    def save(
+        self,
+        imagedata: bytes,
+        timestamp: datetime.datetime | str | None = None,
+        title: str = "",
+        references: Mapping[str, Any] | None = None,
+        filename: str = "image.jpeg",
+        typ: str = "",
+    ) -> Saved:
+        """``save_image`` that also says whether the image is new.
+
+        The decode that validates the bytes also makes the previews
+        (previews.py), stored next to the original and listed in the document.
+        A repeated upload makes them again: the same bytes give the same
+        previews, and a lost one is replaced on the way.
+        """
+        imagedata = checked_upload(imagedata, self.config.max_upload_bytes)
+        info = self.engine.inspect(imagedata, previews=True)
+        imageid = compute_id(imagedata)
+        # Blobs first: the catalog must never point at bytes that are not stored.
+        self.blobs.put(imageid, imagedata, info.content_type, info.width, info.height)
+        previews = self.keep_previews(imageid, info.previews)
+        when = as_timestamp(timestamp)
+        seen: list[bool] = []
+
+        def change(doc: Doc) -> None:
+            # Was the image live before? (The last call is the one the catalog kept;
+            # a new CouchDB document arrives holding its "_id" alone.)
+            seen.append(is_live({k: v for k, v in doc.items() if k not in ("_id", "_rev")}))
+            _merge(doc, when=when, title=title, references=references, typ=typ)
+            doc.update(
+                width=info.width,
+                height=info.height,
+                length=len(imagedata),
+                contenttype=info.content_type,
+                deleted=False,
+            )
+            doc.setdefault("filename", filename)
+            doc.pop("broken", None)
+            if info.trailer:  # what follows a JPEG's image: kept, and said here
+                doc["trailer"] = info.trailer
+            else:
+                doc.pop("trailer", None)
+            record_previews(doc, previews)
+
+        self.catalog.update(imageid, change)
+        return Saved(imageid, new=not seen[-1])
+
+    def keep_previews(self, imageid: str, previews: Sequence[Preview]) -> dict[str, list[int]]:
+        """Put each preview in the blob store; the ones it kept, for the document."""
+        return {
+            preview.name: [preview.width, preview.height]
+            for preview in previews
+            if self.blobs.put_derived(imageid, preview.name, preview.data)
+        }
+
+    def update_metadata(
+        self,
+        imageid: str,
+        title: str = "",
+        references: Mapping[str, Any] | None = None,
+        typ: str = "",
+    ) -> Doc:
+        """Add titles, references or a type to an existing image."""
+        self.get_imagedoc(imageid)
+        return self.catalog.update(
+            imageid,
+            lambda doc: _merge(doc, when=timestamp(), title=title, references=references, typ=typ),
+        )
+
+    def delete_image(self, imageid: str) -> int:
+        """Drop the original, then mark the image deleted, then this node's variants.
+
+        Returns the number of this node's cached files removed; every other
+        node's follower (follower.py) purges its own when it sees the mark.
+
+        The bytes go first: should that fail, the image is still live and
+        deleting again does it all. Once the mark is set, the blob store is
+        never touched again for this ID: a re-upload of the same bytes may be
+        writing it. Deleting an image that is already deleted only purges
+        this node's cache (finishing a purge that failed) and answers
+        ImageNotFound.
+        """
+        doc = self.catalog.get(validate_id(imageid))
+        if not is_live(doc):
+            if doc:
+                self.purge(imageid)
+            raise ImageNotFound(f"no image {imageid}")
+        self.blobs.delete(imageid)
+        self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=timestamp()))
+        return self.purge(imageid)
+
+    # -- rendering (render.py) -----------------------------------------------
+
+    def scaled_imagedata(self, imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
+        return self.variant(imageid, self.parse_size(size), ext).read_bytes()
+
+    def variant(self, imageid: str, size: Size, ext: str = "jpeg") -> Path:
+        """The path of one variant's cached file, made once if missing (render.py)."""
+        return Path(self.renderer.variant(imageid, size, ext).path)
+
+    def mark_broken(self, imageid: str, reason: str) -> None:
+        """Mark an original that does not decode (never deleted; see render.py, broken.py)."""
+        self.renderer.mark_broken(imageid, reason)
+
+    # -- operations ----------------------------------------------------------
+
+    def check(self) -> dict[str, dict[str, Any]]:
+        """Probe each part this node needs (blob store, catalog, cache) and time it.
+
+        Never raises: a failing probe is ``{"ok": False, "error": ...}``.
+        """
+        root = self.cache.root
+        return {
+            "blobs": _probe(self.blobs.check, self.blobs.describe()),
+            "catalog": _probe(self.catalog.check, self.catalog.describe()),
+            "cache": _probe(lambda: check_writable(root), str(root)),
+        }
+
+    @property
+    def has_legacy_attachments(self) -> bool:
+        """Whether originals may still be CouchDB attachments (``huimages migrate``)."""
+        from ..storage.migrating import MigratingBlobStore  # only with CouchDB
+
+        return isinstance(self.blobs, MigratingBlobStore)
+
+    def migrate_one(self, imageid: str) -> str:
+        """Move one legacy attachment original to the blob store; what happened."""
+        from ..storage.migrating import migrate_one  # only with CouchDB
+
+        if not self.has_legacy_attachments:
+            raise NotConfigured("migrate needs HUIMAGESCOUCHSERVER (the legacy attachments)")
+        return migrate_one(self.blobs, imageid)  # type: ignore[arg-type]
+
+    def migrate(
+        self, imageids: Iterable[str], on_step: Callable[[str, str], None] = lambda i, o: None
+    ) -> Counter[str]:
+        """``migrate_one`` for many images; safe to interrupt and run again."""
+        return tally(imageids, self.migrate_one, on_step, "migrating")
+
+
+class NotConfigured(HuImagesError):
+    """The operation needs a backend this configuration does not have."""
+
+    status = 400
+
+
+def _probe(probe: Callable[[], object], backend: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    result: dict[str, Any] = {"backend": backend}
+    try:
+        probe()
+    except Exception as exc:  # any failure is an answer here, never a 500
+        result.update(ok=False, error=str(exc)[:500] or type(exc).__name__)
+    else:
+        result["ok"] = True
+    result["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return result

@@ -1,0 +1,319 @@
+"""The browse page: recent images, one image at a time, and an upload form.
+
+A small WSGI application, mounted at ``/_browse`` by ``make_app`` when
+``Config.browse`` is on. Plain server-rendered HTML with a little inline CSS
+and no JavaScript; every value is escaped. Pages link to each other and to
+the images with relative URLs (``../480x320/<ID>.jpeg``), so the page works
+whatever host name, port or mount point it is reached on, and behind a web
+server the thumbnails come straight from the cache directory like any image.
+
+Who may upload through the form:
+
+- with ``HUIMAGES_UPLOAD_TOKEN`` set, whoever types that token into the form;
+- without one, only someone on the machine itself talking to the server
+  directly: a loopback client address, a loopback ``Host`` (no DNS
+  rebinding) and no proxy headers. That is the ``huimages serve`` quick
+  start; anywhere else the form is replaced by a note saying what to set.
+
+Either way a cross-site form post (an ``Origin`` that is not this server) is
+refused, and the upload passes the same validation as every other upload.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from webob import Request, Response
+
+from ..core.config import Config
+from ..core.errors import BackendUnavailable, HuImagesError
+from ..core.ids import validate_id
+from ..store.imagestore import ImageStore
+from ..store.links import newest_title
+from .auth import token_ok
+from .responses import RETRY_AFTER, guarded
+from .uploads import TEXT_LIMIT, read_form, upload_metadata
+
+log = logging.getLogger("huimages_wsgi")
+
+THUMB_SIZE = "150x150!"
+DETAIL_SIZE = "svga"
+DETAIL_FORMATS = ("avif", "webp")
+PAGE_SIZE = 48
+_PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+_RELATIVE_ROOT = ".."  # every page sits directly below the mount point
+_STAMP_RE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)(?:\.\d*)?")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+_STYLE = """
+body{font:15px/1.4 system-ui,sans-serif;margin:0;background:#f4f4f2;color:#222}
+header{background:#263238;color:#fff;padding:.6em 1.2em;display:flex;gap:1.5em;
+ align-items:baseline;flex-wrap:wrap}
+header a{color:#fff}header h1{font-size:1.2em;margin:0}
+main{padding:1em 1.2em}a{color:#1565c0}
+.grid{display:flex;flex-wrap:wrap;gap:12px;list-style:none;padding:0;margin:0}
+.grid li{width:150px;background:#fff;box-shadow:0 1px 3px #0002}
+.grid img{display:block;width:150px;height:150px}
+.grid span{display:block;padding:4px 6px;font-size:12px;white-space:nowrap;overflow:hidden;
+ text-overflow:ellipsis}
+form{background:#fff;padding:.8em 1em;margin-bottom:1.2em;display:flex;gap:.8em;
+ flex-wrap:wrap;align-items:center;box-shadow:0 1px 3px #0002}
+nav.pager{display:flex;gap:1.2em;margin:.8em 0}
+.detail img{max-width:100%;height:auto;background:#fff;box-shadow:0 1px 3px #0002}
+.error{background:#ffebee;border-left:4px solid #c62828;padding:.6em 1em;margin-bottom:1em}
+.note{color:#555}dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}
+dd{margin:0}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def is_local_client(environ: dict[str, Any]) -> bool:
+    """A browser on this machine talking to us directly (not through a proxy)."""
+    if any(environ.get(header) for header in _PROXY_HEADERS):
+        return False
+    try:
+        if not ipaddress.ip_address(environ.get("REMOTE_ADDR", "")).is_loopback:
+            return False
+    except ValueError:
+        return False
+    host = environ.get("HTTP_HOST", "")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def encodable(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so it encodes as UTF-8.
+
+    Documents stored before the API refused such text (or written straight
+    into the catalog) still carry them; one of them must not turn a whole
+    page into a 500.
+    """
+    return _SURROGATE_RE.sub("\ufffd", text)
+
+
+def _when(stamp: object) -> str:
+    """``20090129T123456.000123`` (the catalog's timestamps) as ``2009-01-29 12:34:56``."""
+    text = str(stamp or "?")
+    match = _STAMP_RE.fullmatch(text)
+    return "{}-{}-{} {}:{}:{}".format(*match.groups()) if match else text
+
+
+def same_origin(request: Request) -> bool:
+    """No ``Origin`` (old browsers, curl) or this server's own one."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin == request.host_url
+
+
+class BrowseApp:
+    """The pages below the mount point: ``/``, ``/<ID>``, ``/random``, ``/upload``."""
+
+    def __init__(self, store: ImageStore, page_size: int = PAGE_SIZE) -> None:
+        self.store = store
+        self.page_size = page_size
+
+    @property
+    def config(self) -> Config:
+        return self.store.config
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        request = Request(environ)
+        response = guarded(
+            lambda: self.route(request), self.error_page,
+            lambda: f"browse {request.method} {environ.get('PATH_INFO')!r}",
+        )
+        return response(environ, start_response)
+
+    def error_page(self, exc: HuImagesError) -> Response:
+        if isinstance(exc, BackendUnavailable):
+            response = self.page("Storage unavailable", f"<p>{_e(exc)}</p>", status=503)
+            response.headers["Retry-After"] = RETRY_AFTER
+            return response
+        return self.page("Error", f'<p class="error">{_e(exc)}</p>', status=exc.status)
+
+    # -- routing -------------------------------------------------------------
+
+    def route(self, request: Request) -> Response:
+        path = request.environ.get("PATH_INFO", "")  # as sent: WebOb's decoding may raise
+        if path == "":
+            return self.redirect(request, "/", status=301)
+        if path == "/upload":
+            if request.method != "POST":
+                return self.not_allowed("POST")
+            return self.upload(request)
+        if request.method not in ("GET", "HEAD"):
+            return self.not_allowed("GET, HEAD")
+        if path == "/":
+            return self.index(request)
+        if path == "/random":
+            imageid = self.store.get_random_imageid()
+            return self.redirect(request, f"/{imageid}" if imageid else "/")
+        name = path[1:]
+        if "/" in name:
+            return self.page("Not found", "<p>No such page.</p>", status=404)
+        return self.detail(request, validate_id(name))
+
+    # -- pages ---------------------------------------------------------------
+
+    def index(self, request: Request, error: str = "", status: int = 200) -> Response:
+        ids = self.store.catalog.recent_ids(self.page_size)
+        items = "".join(self._thumb(imageid) for imageid in ids)
+        grid = f'<ul class="grid">{items}</ul>' if ids else '<p class="note">No images yet.</p>'
+        body = self._error(error) + self._form(request) + grid
+        return self.page("Recent images", body, status=status)
+
+    def detail(self, request: Request, imageid: str) -> Response:
+        doc = self.store.get_imagedoc(imageid)
+        title = newest_title(doc)
+        previous = self.store.get_previous_imageid(imageid)
+        following = self.store.get_next_imageid(imageid)
+        pager = (
+            '<nav class="pager">'
+            + self._link(previous, "\u2190 previous", "prev")
+            + self._link(following, "next \u2192", "next")
+            + '<a id="random" href="random">random</a>'
+            + '<a id="all" href="./">all images</a></nav>'
+        )
+        image = self._tag(imageid, DETAIL_SIZE, formats=DETAIL_FORMATS, doc=doc, id="image")
+        facts = [
+            ("ID", imageid),
+            ("Size", f"{doc.get('width', '?')} \u00d7 {doc.get('height', '?')} pixels"),
+            ("Bytes", doc.get("length", "?")),
+            ("Uploaded", _when(doc.get("ctime"))),
+        ]
+        ext = self.store.original_ext(imageid, doc)  # o/<ID>.heic for a HEIC (originals.py)
+        original = f"{_RELATIVE_ROOT}/o/{imageid}.{ext}"
+        body = (
+            pager
+            + f'<div class="detail">{image}</div>'
+            + "<dl>"
+            + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
+            + f'<dt>Original</dt><dd><a href="{_e(original)}">{imageid}.{ext}</a></dd></dl>'
+        )
+        return self.page(title or imageid, body)
+
+    # -- uploading -----------------------------------------------------------
+
+    def upload(self, request: Request) -> Response:
+        """Check who is asking before reading the body; POST-redirect-GET on success."""
+        if not same_origin(request):
+            return self.index(request, "This form only accepts posts from its own page.", 403)
+        token_required = bool(self.config.upload_token)
+        if not token_required and not is_local_client(request.environ):
+            return self.index(request, "Uploads need HUIMAGES_UPLOAD_TOKEN on the server.", 403)
+        if request.content_length is None:
+            return self.index(request, "The upload needs a Content-Length.", 411)
+        name = ""
+        try:
+            data, fields = read_form(request.environ, self.config.max_upload_bytes, strict=False)
+            if token_required and not token_ok(self.config, fields.get("token") or None):
+                return self.index(request, "Wrong or missing upload token.", 403)
+            if data is None:
+                return self.index(request, "Choose a JPEG file to upload.", 400)
+            if not data:
+                return self.index(request, "The chosen file is empty.", 400)
+            metadata = upload_metadata({
+                "title": fields.get("title", "").strip(), "filename": fields.get("filename", "")})
+            name = f"{metadata['filename']}: "
+            imageid = self.store.save(data, **metadata).imageid
+        except HuImagesError as exc:
+            if isinstance(exc, BackendUnavailable):
+                raise
+            return self.index(request, f"{name}{exc}", exc.status)
+        return self.redirect(request, f"/{imageid}")
+
+    # -- building blocks -----------------------------------------------------
+
+    def page(self, title: str, body: str, status: int = 200) -> Response:
+        document = (
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)} \u2013 huImages</title><style>{_STYLE}</style></head><body>"
+            '<header><h1>huImages</h1><a href="./">recent</a><a href="random">random</a></header>'
+            f"<main><h2>{_e(title)}</h2>{body}</main></body></html>"
+        )
+        response = Response(status=status, content_type="text/html", charset="utf-8")
+        response.text = encodable(document)
+        response.cache_control = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        return response
+
+    def redirect(self, request: Request, where: str, status: int = 303) -> Response:
+        response = Response(status=status)
+        response.location = request.environ.get("SCRIPT_NAME", "") + where
+        response.cache_control = "no-store"
+        return response
+
+    def not_allowed(self, allow: str) -> Response:
+        response = self.page("Method not allowed", "<p>Use the links and the form.</p>", 405)
+        response.headers["Allow"] = allow
+        return response
+
+    def _form(self, request: Request) -> str:
+        if self.config.upload_token:
+            extra_field = (
+                '<label>Token <input type="password" name="token" required '
+                'autocomplete="current-password"></label>'
+            )
+        elif is_local_client(request.environ):
+            extra_field = ""
+        else:
+            return (
+                '<p class="note">Uploading from here needs HUIMAGES_UPLOAD_TOKEN '
+                "on the server.</p>"
+            )
+        return (
+            '<form id="upload" method="post" action="upload" enctype="multipart/form-data">'
+            '<label>Image <input type="file" name="file" required accept="image/jpeg,'
+            'image/png,image/webp,image/avif,image/heic,image/heif,image/gif,.heic,.heif">'
+            "</label>"
+            f'<label>Title <input type="text" name="title" maxlength="{TEXT_LIMIT}"></label>'
+            f'{extra_field}<button type="submit">Upload</button></form>'
+        )
+
+    def _thumb(self, imageid: str) -> str:
+        doc = self.store.catalog.get(imageid)
+        title = newest_title(doc)
+        image = self._tag(imageid, THUMB_SIZE, doc=doc, loading="lazy")
+        return (
+            f'<li><a class="thumb" href="{_e(imageid)}" title="{_e(title)}">{image}'
+            f"<span>{_e(title or imageid)}</span></a></li>"
+        )
+
+    def _tag(self, imageid: str, size: str, **options: Any) -> str:
+        """``scaled_tag`` on relative URLs; a text link if the size is not allowed here."""
+        try:
+            return self.store.scaled_tag(
+                imageid, size, srcset=True, base_url=_RELATIVE_ROOT, **options
+            )
+        except HuImagesError as exc:
+            if isinstance(exc, BackendUnavailable):
+                raise
+            return f'<span class="note">({_e(exc)})</span>'
+
+    @staticmethod
+    def _link(imageid: str | None, label: str, rel: str) -> str:
+        if imageid is None:
+            return f'<span class="note">{_e(label)}</span>'
+        return f'<a id="{rel}" rel="{rel}" href="{_e(imageid)}">{_e(label)}</a>'
+
+    @staticmethod
+    def _error(message: str) -> str:
+        return f'<p class="error" role="alert">{_e(message)}</p>' if message else ""

@@ -1,0 +1,126 @@
+"""``ImageMiddleware``: image variants under a prefix, every other request to the wrapped app.
+
+Usage::
+
+    from huimages_wsgi import Config, ImageMiddleware
+
+    app = ImageMiddleware(app, prefix="/img", config=Config(data_dir="/srv/images"))
+
+It answers ``<prefix>/<size>/<ID>.<ext>`` and the SEO form
+``<prefix>/<size>/<ID>/<name>.<ext>``. A request goes parse → lookup →
+(miss: make) → respond, each step in the module named after it:
+``urls.ImageRequest`` and ``sizes.SizeRules`` parse, ``cache.Cache.lookup``
+finds the file, ``render.Renderer`` makes a missing one, and
+``responders.FileResponder`` answers. A cache hit costs two ``lstat`` calls
+and no catalog query. Every expected failure is a short plain-text answer
+with a precise status; nothing unexpected leaks a stack trace.
+
+This module imports neither the HTTP API, nor the browse pages, nor the
+metrics: a host application that mounts images gets images and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..cache.admission import RenderSlots
+from ..cache.directory import CachedFile
+from ..core.config import Config
+from ..core.errors import GenerationBusy, MethodNotAllowed, SignatureError
+from ..core.signing import verify
+from ..core.urls import ImageRequest, query_param, request_path
+from ..store.imagestore import ImageStore
+from .environ_keys import CACHE_KEY
+from .responders import FileResponder
+from .responses import READ_METHODS, guarded, text_error
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+def not_found_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    """The app behind the middleware when none is given: 404 for anything not an image."""
+    return text_error(404, "Not found")(environ, start_response)
+
+
+class ImageMiddleware:
+    """Serve image variants under ``prefix``; pass everything else to ``app``."""
+
+    def __init__(
+        self,
+        app: WSGIApp | None = None,
+        prefix: str = "/img",
+        config: Config | None = None,
+        store: ImageStore | None = None,
+    ) -> None:
+        self.app = app or not_found_app
+        self.prefix = prefix.rstrip("/")
+        self.store = store or ImageStore(config)
+
+    @property
+    def store(self) -> ImageStore:
+        return self._store
+
+    @store.setter
+    def store(self, store: ImageStore) -> None:
+        """Everything a request needs that does not depend on the request, taken from the
+        store (so swapping the store never leaves the old cache or secret in use)."""
+        self._store = store
+        self.config = store.config
+        self.sizes = store.sizes
+        self.responder = FileResponder.from_config(store.config)
+        observer = self.admission.observer if hasattr(self, "admission") else None
+        self.admission = RenderSlots.from_config(store.config)  # renders at once per node
+        self.admission.observer = observer
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        path = self.image_path(environ)
+        if path is None:
+            return self.app(environ, start_response)
+        return guarded(
+            lambda: self.serve(environ, start_response, path),
+            lambda exc: text_error(exc.status, str(exc))(environ, start_response),
+            lambda: f"{environ.get('REQUEST_METHOD')} {path!r}",
+        )
+
+    def serve(
+        self, environ: dict[str, Any], start_response: Callable, path: str
+    ) -> Iterable[bytes]:
+        """parse → lookup → (miss: make) → respond; failures raise HuImagesError."""
+        wanted, size_name = self.parse(environ, path)
+        cached = self.store.cache.lookup(size_name, wanted.imageid, wanted.ext)
+        if cached is not None:
+            answer = self.responder.respond(environ, start_response, cached)
+            if answer is not None:
+                return answer  # else pruned since the lookup: make it again
+        answer = self.responder.respond(environ, start_response, self.make(environ, wanted))
+        if answer is None:  # pruned or purged between making and opening: rare
+            raise GenerationBusy("the variant was removed while being served; retry")
+        return answer
+
+    def image_path(self, environ: dict[str, Any]) -> str | None:
+        """The path below the prefix, or None when the request is not ours."""
+        path = request_path(environ)
+        if not self.prefix:
+            return path
+        if not path.startswith(self.prefix + "/"):
+            return None
+        return path[len(self.prefix) :]
+
+    def parse(self, environ: dict[str, Any], path: str) -> tuple[ImageRequest, str]:
+        """The variant asked for and its size's cache directory; 405, 404 or 400 otherwise."""
+        method = environ.get("REQUEST_METHOD", "")
+        if method not in READ_METHODS:
+            raise MethodNotAllowed(f"method {method} not allowed: use GET or HEAD")
+        wanted = ImageRequest.parse(path)
+        return wanted, self.sizes.parse(wanted.size_text).name
+
+    def make(self, environ: dict[str, Any], wanted: ImageRequest) -> CachedFile:
+        """The expensive path: check the signature, then render (once) into the cache,
+        holding a render slot (admission.py: a 503 after HUIMAGES_RENDER_WAIT)."""
+        environ[CACHE_KEY] = "miss"  # for the instrumentation: metrics and access log
+        size = self.sizes.parse(wanted.size_text)
+        secret = self.config.secret
+        if secret and not verify(secret, size.name, wanted.imageid, query_param(environ, "sig")):
+            raise SignatureError("missing or invalid signature for a variant not yet cached")
+        return self.store.renderer.variant(wanted.imageid, size, wanted.ext, self.admission)
