@@ -25,10 +25,10 @@ serve: install
 
 lint: install
 	$(BIN)/ruff check huimages_wsgi tests bench scripts
+	$(BIN)/lint-imports
 
 # Every tier: unit, app (every backend combination), system (real servers, browser).
-test: services
-	$(BIN)/ruff check huimages_wsgi tests bench
+test: services lint
 	$(BIN)/pytest -q --durations=30
 
 # The edit loop: tests/unit and tests/app without servers, a browser or slow measurements (about 45 s).

@@ -24,9 +24,28 @@ from typing import Any
 
 from PIL import features
 
-from ..imaging.originals import ORIGINAL_TYPES
 from .errors import InvalidPath, InvalidSize
 from .sizes import Size
+
+#: Extension of ``/o/<ID>.<ext>`` -> the Content-Type it is served with.
+ORIGINAL_TYPES: Mapping[str, str] = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "avif": "image/avif",
+    "heic": "image/heic",
+    "heif": "image/heif",
+    "gif": "image/gif",
+}
+_EXT_BY_TYPE = {content_type: ext for ext, content_type in ORIGINAL_TYPES.items()}
+_EXT_BY_TYPE.update({"image/jpg": "jpeg", "image/pjpeg": "jpeg"})
+
+def ext_for_type(content_type: Any) -> str:
+    """The ``/o/`` extension for a catalog ``contenttype``; ``jpeg`` when unknown (legacy)."""
+    if isinstance(content_type, str):
+        return _EXT_BY_TYPE.get(content_type.split(";")[0].strip().lower(), "jpeg")
+    return "jpeg"
+
 
 #: A PNG of a photo is lossless and about ten times the JPEG (1.1 MB at 1024x768),
 #: so PNG variants are offered for boxes up to this many pixels per side only:

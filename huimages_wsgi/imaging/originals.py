@@ -3,7 +3,7 @@
 An original is stored and served byte for byte: it is the user's file. It
 may be a JPEG (MPO and the camera files with trailers included), PNG, WebP,
 AVIF, HEIC/HEIF or GIF. Each is served under ``/o/<ID>.<ext>`` with the
-extension of its own type (``ORIGINAL_TYPES``), so a webserver serving the
+extension of its own type (``core.formats.ORIGINAL_TYPES``), so a webserver serving the
 cache directory sends the right ``Content-Type`` too. HEIC/HEIF is decoded by
 ``pillow-heif``, whose Pillow opener is registered on import of this module.
 
@@ -18,26 +18,12 @@ with its real type, ``nosniff`` and a sandboxing Content-Security-Policy.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import pillow_heif
 from PIL import Image
 
 pillow_heif.register_heif_opener()
-
-#: Extension of ``/o/<ID>.<ext>`` -> the Content-Type it is served with.
-ORIGINAL_TYPES: Mapping[str, str] = {
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-    "webp": "image/webp",
-    "avif": "image/avif",
-    "heic": "image/heic",
-    "heif": "image/heif",
-    "gif": "image/gif",
-}
-_EXT_BY_TYPE = {content_type: ext for ext, content_type in ORIGINAL_TYPES.items()}
-_EXT_BY_TYPE.update({"image/jpg": "jpeg", "image/pjpeg": "jpeg"})
 
 #: Pillow format name -> content type, for the formats an upload may have.
 _PILLOW_TYPES = {
@@ -73,13 +59,6 @@ def content_type_of(pillow_format: str | None, data: bytes) -> str | None:
     if pillow_format == "HEIF":
         return "image/heic" if data[8:12] in _HEIC_BRANDS else "image/heif"
     return _PILLOW_TYPES.get(pillow_format or "")
-
-
-def original_ext(content_type: Any) -> str:
-    """The ``/o/`` extension for a catalog ``contenttype``; ``jpeg`` when unknown (legacy)."""
-    if isinstance(content_type, str):
-        return _EXT_BY_TYPE.get(content_type.split(";")[0].strip().lower(), "jpeg")
-    return "jpeg"
 
 
 def describe_trailer(trailer: bytes, is_mpf: bool) -> dict[str, Any] | None:

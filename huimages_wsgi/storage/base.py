@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -197,6 +197,21 @@ def timestamp(now: datetime.datetime | None = None) -> str:
 
 def is_live(doc: Doc | None) -> bool:
     return bool(doc) and not doc.get("deleted")
+
+
+def broken_mark(doc: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """The document's mark as ``{"reason", "time"}``, None if unmarked (old string marks too)."""
+    mark = (doc or {}).get("broken")
+    if not mark:
+        return None
+    if isinstance(mark, Mapping):
+        return {"reason": str(mark.get("reason") or "unknown"), "time": str(mark.get("time", ""))}
+    return {"reason": str(mark), "time": str((doc or {}).get("mtime", ""))}
+
+
+def marked_the_old_way(doc: Mapping[str, Any] | None) -> bool:
+    """``deleted`` set together with ``broken``: hidden by a failed decode, not by a person."""
+    return bool(doc) and bool(doc.get("deleted")) and broken_mark(doc) is not None  # type: ignore[union-attr]
 
 
 def recorded_size(doc: Doc | None) -> tuple[int, int]:

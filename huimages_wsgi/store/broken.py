@@ -7,9 +7,9 @@ sets ``deleted``: the image stays in the catalog, and its variants answer 404
 configured limit (``HUIMAGES_MAX_PIXELS``, byte limits) refuses the request
 with a 422 and leaves the image alone.
 
-huImages, and this package before 1.1, marked a failing original
-``deleted: true`` plus ``broken: "<reason>"``, so lowering a limit for a
-while hid healthy images for good. ``check_image`` (``huimages check``)
+huImages marked a failing original ``deleted: true`` plus
+``broken: "<reason>"`` (so did this package's first version), and lowering a
+limit for a while hid healthy images for good. ``check_image`` (``huimages check``)
 re-opens marked images: one that decodes loses its mark, and one marked the
 old way is un-deleted, as long as its original is still stored.
 """
@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ImageNotFound, ImageTooLarge, InvalidImage
-from ..storage.base import BlobNotFound, GuardedReader, timestamp
+from ..storage.base import (
+    BlobNotFound,
+    GuardedReader,
+    broken_mark,
+    marked_the_old_way,
+    timestamp,
+)
 from .batch import tally
 
 if TYPE_CHECKING:
@@ -41,21 +47,6 @@ DELETED = "deleted"  # deleted by a person, not by a mark: left alone
 CHECK_OUTCOMES = (CLEARED, REPAIRED, OK, STILL_BROKEN, MARKED, OVER_LIMIT, NO_ORIGINAL, DELETED)
 #: Outcomes that make ``huimages check`` exit non-zero.
 PROBLEMS = frozenset({STILL_BROKEN, MARKED})
-
-
-def broken_mark(doc: Mapping[str, Any] | None) -> dict[str, str] | None:
-    """The document's mark as ``{"reason", "time"}``, None if unmarked (old string marks too)."""
-    mark = (doc or {}).get("broken")
-    if not mark:
-        return None
-    if isinstance(mark, Mapping):
-        return {"reason": str(mark.get("reason") or "unknown"), "time": str(mark.get("time", ""))}
-    return {"reason": str(mark), "time": str((doc or {}).get("mtime", ""))}
-
-
-def marked_the_old_way(doc: Mapping[str, Any] | None) -> bool:
-    """``deleted`` set together with ``broken``: hidden by a failed decode, not by a person."""
-    return bool(doc) and bool(doc.get("deleted")) and broken_mark(doc) is not None  # type: ignore[union-attr]
 
 
 def explain_missing(store: ImageStore, imageid: str) -> str | None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from ..core.config import Config
 from ..core.errors import HuImagesError
-from ..core.formats import UNAVAILABLE, check_variant, output_format
+from ..core.formats import UNAVAILABLE, check_variant, ext_for_type, output_format
 from ..core.geometry import high_density_size
 from ..core.geometry import scaled_dimensions as geometry_dimensions
 from ..core.ids import validate_id
@@ -25,7 +25,6 @@ from ..core.signing import sign
 from ..core.sizes import CROP, Size, SizeRules
 from ..core.tags import img_tag, picture_tag
 from ..core.urls import image_path, join_url
-from ..imaging.originals import original_ext
 from ..storage import Doc
 from ..storage.base import source_dimensions
 
@@ -76,7 +75,7 @@ class Links:
         """The extension of the original's ``o`` URL, from the catalog's ``contenttype``."""
         if doc is None:
             doc = self.read_doc(validate_id(imageid))
-        return original_ext((doc or {}).get("contenttype"))
+        return ext_for_type((doc or {}).get("contenttype"))
 
     def scaled_imageurl(
         self, imageid: str, size: str = "150x150", ext: str = "jpeg", *, base_url: str | None = None

@@ -30,15 +30,13 @@ from ..core.errors import (
     LimitExceeded,
     WriteFailed,
 )
-from ..core.formats import check_variant, wrong_original_ext
+from ..core.formats import check_variant, ext_for_type, wrong_original_ext
 from ..core.ids import validate_id
 from ..core.previews import choose_preview, recorded_previews
 from ..core.sizes import Size
 from ..imaging.engine import ImageEngine
-from ..imaging.originals import original_ext
 from ..storage import BlobNotFound, BlobStore, Catalog, Doc, is_live, timestamp
-from ..storage.base import GuardedReader, source_dimensions
-from .broken import broken_mark
+from ..storage.base import GuardedReader, broken_mark, source_dimensions
 
 log = logging.getLogger("huimages_wsgi")
 
@@ -115,7 +113,7 @@ class Renderer:
             try:
                 if size.is_original:
                     data = source.read()
-                    actual = original_ext(self.engine.check_stored(data))
+                    actual = ext_for_type(self.engine.check_stored(data))
                     if actual != ext:
                         raise wrong_original_ext(imageid, ext, actual)
                     out.write(data)
