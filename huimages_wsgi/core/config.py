@@ -28,6 +28,8 @@ DEFAULT_MAX_DIMENSION = 4096  # widest or tallest variant a URL may ask for
 # every common camera; raising HUIMAGES_MAX_PIXELS raises Pillow's threshold with it.
 DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_MAX_UPLOAD_BYTES = 50 << 20
+#: The internal location nginx serves the cache under for X-Accel-Redirect.
+DEFAULT_XACCEL_PREFIX = "/huimages-cache"
 
 
 def _parse_presets(text: str) -> dict[str, str]:
@@ -179,7 +181,7 @@ class Config:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     lock_timeout: float = 30.0
     xsendfile: str | None = None
-    xaccel_prefix: str = "/huimages-cache"
+    xaccel_prefix: str = DEFAULT_XACCEL_PREFIX
 
     upload_token: str | None = None  # unset: the HTTP upload API is disabled
     api_url: str | None = None  # set: the client library talks to this server's API

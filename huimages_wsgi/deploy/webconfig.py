@@ -11,40 +11,36 @@ and are dropped when rendering; ``##[fcgi]`` / ``##[proxy]`` ... ``##[end]``
 enclose lines used with one kind of backend only.  The rendered file opens
 with a header saying which command wrote it, for which paths.
 
-:func:`render_config` is pure string work; :func:`run_config` (the ``huimages
-config`` command) also creates the run directory the configuration names.
+:func:`render_config` is pure string work; the ``huimages config`` command
+(cli/webconfig.py) also creates the run directory the configuration names.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
-import sys
 from importlib import resources
 from string import Template
 from urllib.parse import urlsplit
 
-from ..core.config import DEFAULT_MAX_UPLOAD_BYTES
+from ..core.config import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_XACCEL_PREFIX
 
 __all__ = [
     "KINDS",
-    "add_config_parser",
     "default_user_group",
     "ensure_cache_dir",
     "ensure_run_dir",
     "parse_hostport",
     "parse_proxy_url",
     "render_config",
-    "run_config",
     "template_text",
 ]
 
 KINDS = ("lighttpd", "apache", "nginx")
 #: the servers that only talk FastCGI to the app (nginx can also proxy HTTP)
 FCGI_ONLY_KINDS = ("lighttpd", "apache")
-DEFAULT_XACCEL_PREFIX = "/huimages-cache"
+
 _BLOCK_RE = re.compile(r"^\s*##\[(\w+)\]\s*$")
 
 
@@ -197,32 +193,13 @@ def render_config(
     Raises ``ValueError`` with a readable message for bad arguments.
     """
     _check_kind(kind)
-    if sum(target is not None for target in (fcgi_socket, fcgi_bind, proxy)) != 1:
-        raise ValueError(
-            "give exactly one of fcgi_socket (unix socket path), fcgi_bind (HOST:PORT)"
-            + (" or proxy (http://HOST:PORT)" if kind == "nginx" else "")
-        )
-    if proxy is not None and kind in FCGI_ONLY_KINDS:
-        raise ValueError(
-            f"proxy is for nginx only; {kind} talks FastCGI to `huimages fcgi`: "
-            "use fcgi_socket or fcgi_bind"
-        )
+    _check_choice(kind, fcgi_socket, fcgi_bind, proxy, xaccel_prefix)
     port = _check_port(port, "port")
     cache_dir = _check_path(cache_dir, "cache_dir")
     run_dir = _check_path(run_dir, "run_dir")
     host = _check_word(host, "host")
-    if not isinstance(xaccel_prefix, str) or not re.fullmatch(
-        r"(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+", xaccel_prefix.rstrip("/")
-    ):
-        raise ValueError(f"xaccel_prefix must be a plain URL path like /huimages-cache, "
-                         f"got {xaccel_prefix!r}")
     explicit_owner = (user, group)
-    if user is None or group is None:
-        default_user, default_group = default_user_group()
-        user = user if user is not None else default_user
-        group = group if group is not None else default_group
-    user = _check_word(user, "user")
-    group = _check_word(group, "group")
+    user, group = _owner(user, group)
 
     if kind == "nginx" and "$" in cache_dir + run_dir + (fcgi_socket or "") + (proxy or ""):
         raise ValueError("paths for nginx may not contain '$' (nginx would read a variable)")
@@ -231,29 +208,8 @@ def render_config(
     if host != "127.0.0.1":
         command += ["--host", host]
     command += ["--run-dir", run_dir]
-    target = address = ""
-    if fcgi_socket is not None:
-        sock = _check_path(fcgi_socket, "fcgi_socket")
-        if "|" in sock:
-            raise ValueError(f"fcgi_socket may not contain '|': {sock!r}")
-        command += ["--fcgi-socket", sock]
-        address = f"unix:{sock}"
-        if kind == "lighttpd":
-            target = f'"socket" => "{sock}"'
-        else:
-            target = f"unix:{sock}|fcgi://localhost"
-    elif fcgi_bind is not None:
-        fhost, fport = parse_hostport(fcgi_bind)
-        fhost_url = f"[{fhost}]" if ":" in fhost else fhost
-        command += ["--fcgi-bind", f"{fhost_url}:{fport}"]
-        address = f"{fhost_url}:{fport}"
-        if kind == "lighttpd":
-            target = f'"host" => "{fhost}", "port" => {fport}'
-        else:
-            target = f"fcgi://{fhost_url}:{fport}"
-    else:
-        address = parse_proxy_url(proxy)  # type: ignore[arg-type]
-        command += ["--proxy", proxy.strip()]  # type: ignore[union-attr]
+    target, address, backend_options = _backend(kind, fcgi_socket, fcgi_bind, proxy)
+    command += backend_options
     for option, value in zip(("--user", "--group"), explicit_owner, strict=True):
         if value is not None:
             command += [option, value]
@@ -277,6 +233,69 @@ def render_config(
         return BracedTemplate(text).substitute(values)
     except KeyError as exc:  # a placeholder in the template we do not know
         raise ValueError(f"template {kind}.conf uses unknown placeholder {exc}") from None
+
+
+def _check_choice(
+    kind: str, fcgi_socket: str | None, fcgi_bind: str | None, proxy: str | None,
+    xaccel_prefix: str,
+) -> None:
+    """Exactly one backend, one that ``kind`` can talk to, and a plain X-Accel prefix."""
+    if sum(target is not None for target in (fcgi_socket, fcgi_bind, proxy)) != 1:
+        raise ValueError(
+            "give exactly one of fcgi_socket (unix socket path), fcgi_bind (HOST:PORT)"
+            + (" or proxy (http://HOST:PORT)" if kind == "nginx" else "")
+        )
+    if proxy is not None and kind in FCGI_ONLY_KINDS:
+        raise ValueError(
+            f"proxy is for nginx only; {kind} talks FastCGI to `huimages fcgi`: "
+            "use fcgi_socket or fcgi_bind"
+        )
+    if not isinstance(xaccel_prefix, str) or not re.fullmatch(
+        r"(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+", xaccel_prefix.rstrip("/")
+    ):
+        raise ValueError(f"xaccel_prefix must be a plain URL path like /huimages-cache, "
+                         f"got {xaccel_prefix!r}")
+
+
+def _backend(
+    kind: str, fcgi_socket: str | None, fcgi_bind: str | None, proxy: str | None
+) -> tuple[str, str, list[str]]:
+    """How ``kind`` reaches the app: its directive's target, the address for the
+    header, and the ``huimages config`` options that name it."""
+    options: list[str] = []
+    target = ""
+    if fcgi_socket is not None:
+        sock = _check_path(fcgi_socket, "fcgi_socket")
+        if "|" in sock:
+            raise ValueError(f"fcgi_socket may not contain '|': {sock!r}")
+        options += ["--fcgi-socket", sock]
+        address = f"unix:{sock}"
+        if kind == "lighttpd":
+            target = f'"socket" => "{sock}"'
+        else:
+            target = f"unix:{sock}|fcgi://localhost"
+    elif fcgi_bind is not None:
+        fhost, fport = parse_hostport(fcgi_bind)
+        fhost_url = f"[{fhost}]" if ":" in fhost else fhost
+        options += ["--fcgi-bind", f"{fhost_url}:{fport}"]
+        address = f"{fhost_url}:{fport}"
+        if kind == "lighttpd":
+            target = f'"host" => "{fhost}", "port" => {fport}'
+        else:
+            target = f"fcgi://{fhost_url}:{fport}"
+    else:
+        address = parse_proxy_url(proxy)  # type: ignore[arg-type]
+        options += ["--proxy", proxy.strip()]  # type: ignore[union-attr]
+    return target, address, options
+
+
+def _owner(user: str | None, group: str | None) -> tuple[str, str]:
+    """The user and group the server runs as when started as root, checked."""
+    if user is None or group is None:
+        default_user, default_group = default_user_group()
+        user = user if user is not None else default_user
+        group = group if group is not None else default_group
+    return _check_word(user, "user"), _check_word(group, "group")
 
 
 def ensure_run_dir(run_dir: str, user: str | None = None, group: str | None = None) -> str:
@@ -323,125 +342,6 @@ def _make_dir(path: str) -> None:
     os.makedirs(path, mode=0o755)
     # the server user must traverse it, whatever the umask
     os.chmod(path, 0o755)  # noqa: S103
-
-
-# --------------------------------------------------------------------- CLI
-
-
-def add_config_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``config`` sub-command to an argparse ``subparsers`` object."""
-    p = subparsers.add_parser(
-        "config",
-        help="print a lighttpd/Apache/nginx config serving the cache and forwarding misses",
-        description=(
-            "Render a complete lighttpd, Apache or nginx configuration whose document root "
-            "is the image cache; cache misses go to the app (FastCGI: `huimages fcgi`; "
-            "nginx can also proxy to `huimages serve`). Creates the run directory."
-        ),
-    )
-    p.add_argument("kind", choices=KINDS)
-    # SUPPRESS: do not clobber a top-level --cache-dir with None when omitted here
-    p.add_argument(
-        "--cache-dir",
-        default=argparse.SUPPRESS,
-        help="image cache directory = document root (default: the configured cache dir)",
-    )
-    p.add_argument("--port", required=True, type=int, help="port the web server listens on")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--fcgi-socket", metavar="PATH", help="unix socket of the FastCGI backend")
-    target.add_argument(
-        "--fcgi-bind", metavar="HOST:PORT", help="TCP address of the FastCGI backend"
-    )
-    target.add_argument(
-        "--proxy",
-        metavar="URL",
-        help="nginx only: http://HOST:PORT of `huimages serve` (gunicorn), via proxy_pass",
-    )
-    p.add_argument(
-        "--run-dir",
-        help="directory for pid file and logs, created if missing (as is the cache dir) "
-        "(default: 'run' next to the cache dir)",
-    )
-    p.add_argument("--user", help="user to run as when started as root (default www-data)")
-    p.add_argument("--group", help="group to run as when started as root (default www-data)")
-    p.add_argument("-o", "--output", help="write to this file instead of stdout")
-    p.set_defaults(handler=run_config, func=run_config)
-    return p
-
-
-def run_config(args: argparse.Namespace, config: object | None = None) -> int:
-    """Handle ``huimages config``; returns the process exit code.
-
-    Works as ``handler(args, config)`` (the CLI's convention) or ``func(args)``.
-    Without ``--cache-dir`` the cache dir of ``config`` (a
-    :class:`huimages_wsgi.Config`) is used, as are its ``xaccel_prefix`` and
-    ``max_upload_bytes`` for nginx.  The run directory is created (owned by
-    the server's user when run as root), and so is a missing cache directory
-    (Apache will not start without its DocumentRoot); when that is not
-    possible the command to run is printed on stderr.
-    """
-    cache_dir = getattr(args, "cache_dir", None) or getattr(config, "cache_dir", None)
-    if not cache_dir:
-        print("huimages config: error: --cache-dir is required", file=sys.stderr)
-        return 2
-    cache_dir = os.fspath(cache_dir)
-    run_dir = args.run_dir or os.path.join(
-        os.path.dirname(os.path.abspath(cache_dir).rstrip(os.sep)), "run"
-    )
-    try:
-        text = render_config(
-            args.kind,
-            cache_dir=cache_dir,
-            port=args.port,
-            run_dir=run_dir,
-            fcgi_socket=args.fcgi_socket,
-            fcgi_bind=args.fcgi_bind,
-            host=args.host,
-            user=args.user,
-            group=args.group,
-            proxy=getattr(args, "proxy", None),
-            xaccel_prefix=getattr(config, "xaccel_prefix", DEFAULT_XACCEL_PREFIX),
-            max_body_bytes=getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES),
-        )
-    except ValueError as exc:
-        print(f"huimages config: error: {exc}", file=sys.stderr)
-        return 2
-    run_dir = os.path.abspath(run_dir)
-    cache_dir = os.path.abspath(cache_dir)
-    try:
-        note = ensure_cache_dir(cache_dir)
-    except OSError as exc:
-        print(
-            f"huimages config: cannot create the cache directory {cache_dir} ({exc.strerror}); "
-            f"create it with:\n  install -d -m 0755 {shlex.quote(cache_dir)}",
-            file=sys.stderr,
-        )
-    else:
-        if note:
-            print(f"huimages config: {note}", file=sys.stderr)
-    try:
-        note = ensure_run_dir(run_dir, args.user, args.group)
-    except (OSError, KeyError) as exc:
-        user, group = default_user_group()
-        owner = (
-            f" -o {args.user or user} -g {args.group or group}" if os.geteuid() == 0 else ""
-        )
-        reason = exc.strerror if isinstance(exc, OSError) else f"no such user or group {exc}"
-        print(
-            f"huimages config: cannot create the run directory {run_dir} ({reason}); "
-            f"create it with:\n  install -d -m 0755{owner} {shlex.quote(run_dir)}",
-            file=sys.stderr,
-        )
-    else:
-        if note:
-            print(f"huimages config: {note}", file=sys.stderr)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
 
 
 # ----------------------------------------------------------------- helpers

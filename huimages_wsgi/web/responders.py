@@ -28,7 +28,7 @@ from webob import Response
 from webob.etag import ETagMatcher
 
 from ..cache.directory import CachedFile
-from ..core.config import XSENDFILE_HEADERS, Config
+from ..core.config import DEFAULT_XACCEL_PREFIX, XSENDFILE_HEADERS, Config
 from ..core.formats import SERVED_TYPES
 from .environ_keys import SENDFILE_BYTES_KEY
 
@@ -91,7 +91,7 @@ class FileResponder:
 
     def __init__(
         self, cache_root: str | os.PathLike[str], sendfile: str | None = None,
-        xaccel_prefix: str = "/huimages-cache",
+        xaccel_prefix: str = DEFAULT_XACCEL_PREFIX,
     ) -> None:
         self.cache_root = str(cache_root)
         #: "X-Sendfile" or "X-Accel-Redirect": the webserver sends the file itself.

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from huimages_wsgi.cli.main import Progress, build_parser, main
+from huimages_wsgi.cli.main import build_parser, main
+from huimages_wsgi.cli.options import Progress
 
 from .. import imagefactory as f
 

@@ -13,9 +13,10 @@ import re
 
 import pytest
 
+from huimages_wsgi.cli.webconfig import add_config_parser, run_config
 from huimages_wsgi.deploy import webconfig
 from huimages_wsgi.deploy.fcgi import fix_path_info, serve_fcgi
-from huimages_wsgi.deploy.webconfig import add_config_parser, render_config, run_config
+from huimages_wsgi.deploy.webconfig import render_config
 
 from ..webservers import WebServer, free_port, make_base_dir, remove_base_dir
 

@@ -1,0 +1,105 @@
+"""``huimages put``, ``info``, ``url``, ``delete`` and ``purge``: one image at a time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..core.config import Config
+from ..core.errors import ImageNotFound
+from ..store import open_store
+from .options import Progress, add_jobs, parse_references
+
+
+def cmd_put(args: argparse.Namespace, config: Config) -> int:
+    from ..node.parallel import put_step, run_jobs
+
+    options = {"title": args.title or "", "references": parse_references(args.reference),
+               "typ": args.type or ""}
+    progress = Progress(len(args.files), "uploading", force=args.progress)
+    failures = 0
+    items = [(name, options) for name in args.files]
+    try:
+        for (name, _), (ok, text) in run_jobs(config, open_store, put_step, items, args.jobs):
+            if ok:
+                print(text, flush=True)
+            else:
+                failures += 1
+                print(f"huimages: {name}: {text}", file=sys.stderr)
+            progress.step(Path(name).name)
+    except KeyboardInterrupt:
+        print(f"\nhuimages: interrupted after {progress.done} of {len(items)} file(s);"
+              " run it again to upload the rest (uploads are idempotent)", file=sys.stderr)
+        return 130
+    return 1 if failures else 0
+
+
+def cmd_info(args: argparse.Namespace, config: Config) -> int:
+    from ..store.broken import explain_missing
+
+    store = open_store(config)
+    try:
+        doc = store.get_imagedoc(args.id)
+    except ImageNotFound as exc:
+        raise ImageNotFound(explain_missing(store, args.id) or str(exc)) from None
+    json.dump(doc, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_url(args: argparse.Namespace, config: Config) -> int:
+    store = open_store(config)
+    store.get_imagedoc(args.id)
+    print(
+        store.scaled_imageurl(args.id, args.size) if args.size != "o" else store.imageurl(args.id)
+    )
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, config: Config) -> int:
+    from ..node.follower import deletion_notice
+
+    answer = open_store(config).delete_image(args.id)
+    print(deletion_notice(args.id, answer, config))
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace, config: Config) -> int:
+    store = open_store(config)
+    total = sum(store.purge(imageid) for imageid in args.ids)
+    print(f"removed {total} cached file(s)")
+    return 0
+
+
+def add_parsers(commands: Any) -> None:
+    """The commands on images."""
+    put = commands.add_parser("put", help="upload originals, print one ID per line")
+    put.add_argument("files", nargs="+", metavar="FILE")
+    put.add_argument("--title")
+    put.add_argument("--reference", action="append", default=[], metavar="KEY=VALUE")
+    put.add_argument("--type", help="image type, e.g. product_image")
+    put.add_argument("--progress", action="store_true", help="show progress even if not a tty")
+    add_jobs(put)
+    put.set_defaults(handler=cmd_put)
+
+    info = commands.add_parser("info", help="print an image's metadata as JSON")
+    info.add_argument("id")
+    info.set_defaults(handler=cmd_info)
+
+    url = commands.add_parser("url", help="print an image's URL")
+    url.add_argument("id")
+    url.add_argument("--size", default="o")
+    url.set_defaults(handler=cmd_url)
+
+    delete = commands.add_parser(
+        "delete", help="delete an image: from the store and this node's cache at once,"
+        " from other nodes' caches by their followers")
+    delete.add_argument("id")
+    delete.set_defaults(handler=cmd_delete)
+
+    purge = commands.add_parser("purge", help="remove an image's cached variants on this node")
+    purge.add_argument("ids", nargs="+", metavar="ID")
+    purge.set_defaults(handler=cmd_purge)
