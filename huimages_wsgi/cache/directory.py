@@ -18,7 +18,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,9 +27,9 @@ from stat import S_ISDIR, S_ISREG
 from typing import BinaryIO
 
 from ..core.errors import GenerationBusy, HuImagesError, ImageNotFound
+from ..core.files import atomic_file, unlink_quietly
 
 LOCK_STRIPES = 4096
-TEMP_SUFFIX = ".tmp"
 
 
 class CachedFile:
@@ -180,15 +179,8 @@ class Cache:
                 return cached
             path.parent.mkdir(parents=True, exist_ok=True)
             require_plain_dir(path.parent)  # a link may have appeared meanwhile
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    write(handle)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)
-            except BaseException:
-                _unlink(tmp)
-                raise
+            with atomic_file(path) as handle:
+                write(handle)
         cached = self.lookup(size_name, imageid, ext)
         if cached is None:  # pruned or purged in the microseconds since the rename
             raise GenerationBusy("the variant was removed while being made; retry")
@@ -208,7 +200,7 @@ class Cache:
         removed = 0
         for directory in self.size_dirs():
             for candidate in directory.glob(f"{imageid}.*"):
-                if not candidate.name.startswith(".") and _unlink(candidate):
+                if not candidate.name.startswith(".") and unlink_quietly(candidate):
                     removed += 1
         return removed
 
@@ -229,11 +221,3 @@ def is_plain_dir(path: str | Path) -> bool:
 def require_plain_dir(path: Path) -> None:
     if not is_plain_dir(path):
         raise ImageNotFound("not a cached image")
-
-
-def _unlink(path: str | Path) -> bool:
-    try:
-        os.unlink(path)
-        return True
-    except FileNotFoundError:
-        return False

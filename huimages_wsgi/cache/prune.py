@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .directory import TEMP_SUFFIX, Cache
+from ..core.files import TEMP_SUFFIX
+from .directory import Cache
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 from ..core.config import Config
 from ..core.errors import ImageNotFound
 from ..store import open_store
+from ..web.api import deletion_answer
 from .options import Progress, add_jobs, parse_references
 
 
@@ -60,8 +61,6 @@ def cmd_url(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, config: Config) -> int:
-    from ..node.follower import deletion_notice
-
     answer = open_store(config).delete_image(args.id)
     print(deletion_notice(args.id, answer, config))
     return 0
@@ -72,6 +71,17 @@ def cmd_purge(args: argparse.Namespace, config: Config) -> int:
     total = sum(store.purge(imageid) for imageid in args.ids)
     print(f"removed {total} cached file(s)")
     return 0
+
+
+def deletion_notice(imageid: str, answer: Any, config: Config) -> str:
+    """One human paragraph from a local delete (files removed) or the API's answer."""
+    if not isinstance(answer, dict):
+        answer = deletion_answer(imageid, int(answer or 0), config)
+    removed = (answer.get("this_node_cache") or {}).get("files_removed", 0)
+    return (
+        f"deleted {imageid}: gone from the store; {removed} cached file(s) removed on this"
+        f" node. {str(answer.get('other_nodes', '')).capitalize()}."
+    )
 
 
 def add_parsers(commands: Any) -> None:

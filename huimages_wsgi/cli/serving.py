@@ -51,7 +51,7 @@ def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
     where = args.socket or args.bind
     mode = "forking" if args.forking else "threaded"
     print(f"huimages fcgi: serving {config.cache_root} on {where} ({mode})", file=sys.stderr)
-    from ..node.follower import start_follower_process, stop_follower_process
+    from ..node.process import start_follower_process, stop_follower_process
 
     follower = start_follower_process(config)  # one per node, beside flup's threads or forks
     try:
@@ -62,7 +62,8 @@ def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_follow(args: argparse.Namespace, config: Config) -> int:
-    from ..node.follower import follower_status, run_follower
+    from ..node.process import run_follower
+    from ..node.status import follower_status
 
     if not args.status:
         run_follower(config, parent=args.parent)

@@ -16,7 +16,7 @@ from gunicorn.glogging import Logger
 
 from ..cache.admission import cpu_count
 from ..core.config import Config
-from ..node.follower import start_follower_process, stop_follower_process
+from ..node.process import start_follower_process, stop_follower_process
 from ..web.app import make_app
 from ..web.logs import make_formatter
 from .gunicorn_conf import settings as gunicorn_settings

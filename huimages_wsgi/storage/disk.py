@@ -16,51 +16,15 @@ from the original.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 from ..core.errors import BackendUnavailable
+from ..core.files import fsync_dir, unlink_quietly, write_atomic
 from ..core.ids import validate_id
 from ..core.previews import PREVIEW_NAMES, check_preview_name
 from .base import BlobNotFound, BlobStore
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make the entries of ``directory`` (a rename into it, a new subdirectory) durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """Write to a hidden temporary file beside ``path``, then rename over it.
-
-    ``durable``: the file is fsynced before the rename and its directory
-    after it (and the directory above, when this created the directory), in
-    that order, so once this returns the file survives a power cut whole.
-    """
-    new_dir = not path.parent.is_dir()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    if durable:
-        fsync_dir(path.parent)
-        if new_dir:
-            fsync_dir(path.parent.parent)
 
 
 def check_writable(root: Path) -> None:
@@ -68,13 +32,6 @@ def check_writable(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=root) as probe:
         probe.write(b"ok")
-
-
-def _unlink_quietly(path: str | Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class DiskBlobStore(BlobStore):
@@ -119,8 +76,8 @@ class DiskBlobStore(BlobStore):
 
     def delete(self, imageid: str) -> None:
         for name in PREVIEW_NAMES:
-            _unlink_quietly(self.derived_path(imageid, name))
-        _unlink_quietly(self.path(imageid))
+            unlink_quietly(self.derived_path(imageid, name))
+        unlink_quietly(self.path(imageid))
 
     def check(self) -> None:
         """A full or read-only disk stops uploads: health should say so before they fail."""

@@ -32,7 +32,7 @@ from webob import Request, Response
 from ..core.config import Config
 from ..core.errors import HuImagesError, RequestRefused
 from ..core.ids import validate_id
-from ..node.follower import deletion_answer
+from ..node.status import purge_bound
 from ..store.imagestore import ImageStore
 from .auth import bearer_token, token_ok, uploads_enabled
 from .responses import guarded, json_response
@@ -198,3 +198,19 @@ class ApiApp:
 def _path(environ: dict[str, Any]) -> str:
     """PATH_INFO as the server gave it (WebOb's ``path_info`` raises on non-UTF-8 bytes)."""
     return environ.get("PATH_INFO", "")
+
+
+def deletion_answer(imageid: str, removed: int, config: Config) -> dict[str, Any]:
+    """The body of ``DELETE /_api/images/<ID>`` (and what ``huimages delete`` prints)."""
+    bound = purge_bound(config)
+    return {
+        "id": imageid,
+        "deleted": True,
+        "store": "the original and its previews are removed; the catalog marks the image deleted",
+        "this_node_cache": {"purged": True, "files_removed": removed},
+        "other_nodes": (
+            f"each node's follower purges its cached copies as it reads the change; within"
+            f" {bound:g} s on every node whose /_health is ok (see docs/cluster.md)"
+        ),
+        "other_nodes_within_seconds": bound,
+    }

@@ -21,7 +21,7 @@ from typing import Any
 
 from webob import Request
 
-from ..node.follower import follower_check
+from ..node.status import follower_check
 from ..store.imagestore import ImageStore
 from .responses import json_response, only_read_methods
 

@@ -26,7 +26,7 @@ from typing import Any
 from webob import Request, Response
 
 from ..core.config import Config
-from ..node.follower import follower_metrics
+from ..node.status import follower_metrics
 from ..store.imagestore import ImageStore
 from .environ_keys import CACHE_KEY, ROUTE_KEY, SENDFILE_BYTES_KEY
 from .logs import ACCESS_LOGGER

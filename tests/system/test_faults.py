@@ -18,8 +18,8 @@ import pytest
 from webob import Request
 
 from huimages_wsgi import ImageStore, make_app
-from huimages_wsgi.cache.directory import TEMP_SUFFIX
 from huimages_wsgi.core.errors import BackendUnavailable
+from huimages_wsgi.core.files import TEMP_SUFFIX
 
 from .. import imagefactory as f
 from ..backends import backend_config

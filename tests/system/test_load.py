@@ -32,7 +32,7 @@ from PIL import Image
 
 from huimages_wsgi import Config, ImageStore
 from huimages_wsgi.cache.admission import cpu_count
-from huimages_wsgi.cache.directory import TEMP_SUFFIX
+from huimages_wsgi.core.files import TEMP_SUFFIX
 from huimages_wsgi.core.signing import sign
 from huimages_wsgi.core.urls import image_path
 

@@ -1,0 +1,126 @@
+"""One follower per node: started beside ``huimages serve`` and ``huimages fcgi`` as a
+child process, or alone as ``huimages follow``; an ``flock`` makes sure of one."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..core.config import Config
+from .follower import Follower
+from .status import follower_dir
+
+log = logging.getLogger("huimages_wsgi")
+
+
+def hold_lock(config: Config, stop: Callable[[], bool]) -> int | None:
+    """Wait for this node's follower lock (another follower may still be leaving)."""
+    directory = follower_dir(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    told = False
+    while not stop():
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if not told:
+            log.info("another follower runs for %s; waiting for it to stop", config.cache_root)
+            told = True
+        time.sleep(0.5)
+    os.close(fd)
+    return None
+
+
+class _Stopped(BaseException):
+    """Raised by the first SIGTERM/SIGINT/SIGHUP, so a blocking feed read ends at once.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the
+    way swallows it. Stopping anywhere is safe: the checkpoint is written
+    atomically and purging is idempotent, so the next start goes on from the
+    last checkpoint.
+    """
+
+
+def run_follower(config: Config, parent: int | None = None) -> None:
+    """``huimages follow``: follow until SIGTERM/SIGINT (or until ``parent`` is gone)."""
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        first = not stopping
+        stopping.append(signum)
+        if first:
+            raise _Stopped
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+
+    def stop() -> bool:
+        return bool(stopping) or (parent is not None and os.getppid() != parent)
+
+    try:
+        fd = hold_lock(config, stop)
+        if fd is None:
+            return
+        follower = Follower(config)
+        log.info("follower for %s on %s (heartbeat %.1f s)", config.cache_root,
+                 follower.catalog.describe(), follower.heartbeat)
+        try:
+            follower.run(stop)
+        finally:
+            follower.close()
+            os.close(fd)
+    except _Stopped:
+        log.info("follower for %s stopped", config.cache_root)
+
+
+def start_follower_process(config: Config) -> subprocess.Popen | None:
+    """The node's follower as a child process (``huimages follow``), or None if switched off.
+
+    A process rather than a thread: the gunicorn master forks workers, and a
+    fork must not copy a thread that holds locks. The child leaves when this
+    process does (it watches its parent).
+    """
+    if not config.follow:
+        return None
+    env = dict(os.environ)
+    env.update(
+        HUIMAGES_DATA_DIR=str(config.data_dir),
+        HUIMAGES_CACHE_DIR=str(config.cache_root),
+        HUIMAGES_BACKEND_TIMEOUT=str(config.backend_timeout),
+        HUIMAGES_FOLLOW_HEARTBEAT=str(config.follow_heartbeat),
+        HUIMAGES_LOG_FORMAT=config.log_format,
+    )
+    for name in ("HUIMAGESCOUCHSERVER", "COUCHSERVER", "HUIMAGES_COUCHDB_NAME"):
+        env.pop(name, None)
+    if config.couch_server:
+        env.update(HUIMAGESCOUCHSERVER=config.couch_server, HUIMAGES_COUCHDB_NAME=config.couch_db)
+    command = [sys.executable, "-m", "huimages_wsgi.cli", "follow", "--parent", str(os.getpid())]
+    process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    process.owner_pid = os.getpid()  # type: ignore[attr-defined]
+    return process
+
+
+def stop_follower_process(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """Stop it, from the process that started it only (flup's forked children unwind
+    through the same ``finally`` and must leave the node's follower alone)."""
+    if process is None or getattr(process, "owner_pid", None) != os.getpid():
+        return
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
