@@ -67,7 +67,7 @@ def phases(engine: Any, data: bytes, size_text: str, tmpdir: Path) -> dict[str, 
     marks: list[tuple[str, float]] = []
     t0 = c()
     out = io.BytesIO()
-    engine.render(io.BytesIO(data), size, out, phase=lambda name: marks.append((name, c())))
+    engine.render(io.BytesIO(data), size, out, phase=lambda name, img: marks.append((name, c())))
     fd, tmp = tempfile.mkstemp(dir=tmpdir, suffix=".tmp")
     with os.fdopen(fd, "wb") as handle:
         handle.write(out.getvalue())

@@ -568,17 +568,28 @@ def merge_wrk(runs: list[dict[str, Any]]) -> dict[str, Any]:
 # -- the decode floor ------------------------------------------------------------------
 
 
-def _decode_once(engine: Any, data: bytes, size: Any) -> tuple[int, int]:
-    """Open + the draft huimages chooses for ``size`` + load(); no resize, no encode."""
-    from huimages_wsgi import engine as engine_module
-    from huimages_wsgi.core.geometry import scaled_geometry
+class _Decoded(Exception):
+    """Raised by the floor's phase hook once ``render`` has decoded: nothing more is done."""
 
-    img = engine._open(io.BytesIO(data))
-    orientation = engine_module._orientation(img)
-    upright = engine_module._upright_size(img, orientation)
-    geometry = scaled_geometry(upright[0], upright[1], size)
-    img = engine._decode_scaled(img, orientation, geometry.box, geometry.width, geometry.height)
-    return img.size
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _decode_once(engine: Any, data: bytes, size: Any) -> tuple[int, int]:
+    """Open + the draft huimages chooses for ``size`` + load(); no resize, no encode.
+
+    ``render`` itself, stopped by its public ``phase`` hook when the decode ends."""
+
+    def stop_after_decode(name: str, img: Any) -> None:
+        if name == "decode":
+            raise _Decoded(img.size)
+
+    try:
+        engine.render(io.BytesIO(data), size, io.BytesIO(), phase=stop_after_decode)
+    except _Decoded as decoded:
+        return decoded.size
+    raise RuntimeError("render finished without a decode step")
 
 
 def _floor_worker(data: bytes, size_text: str, count: int, start_at: float, queue: Any) -> None:

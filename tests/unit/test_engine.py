@@ -144,11 +144,12 @@ def test_large_photo_is_decoded_with_dct_scaling(photo_8mp, resize_calls, size, 
     assert Image.open(io.BytesIO(photo_8mp)).size == (3500, 2400)
     assert render(photo_8mp, size).size == out
     assert [decoded_size for decoded_size, _ in resize_calls] == [decoded]
-    # the bench's floor (_decode_scaled) decodes exactly what render decodes
-    img = Image.open(io.BytesIO(photo_8mp))
-    geometry = scaled_geometry(3500, 2400, parse_size(size))
-    scaled = ImageEngine()._decode_scaled(img, 1, geometry.box, geometry.width, geometry.height)
-    assert scaled.size == decoded
+    # the phase hook (the bench's decode floor) sees exactly what render decodes
+    seen = {}
+    ImageEngine().render(io.BytesIO(photo_8mp), parse_size(size), io.BytesIO(),
+                         phase=lambda name, img: seen.setdefault(name, img.size))
+    assert seen["decode"] == decoded
+    assert list(seen) == ["open", "geometry", "decode", "resize", "transpose", "colour", "encode"]
 
 
 def test_render_resamples_with_the_engines_reducing_gap(photo_8mp, resize_calls):

@@ -1,0 +1,77 @@
+"""Opening an image with the node's limits, and what a failed decode means.
+
+``open_image`` reads the header only and refuses anything over the pixel
+limit before a pixel is decoded. ``decoding`` is the one place that turns
+Pillow's exceptions into ours: a decompression bomb is ``ImageTooLarge``
+(422, a limit of this configuration), anything the decoder chokes on is
+``InvalidImage`` (the original is bad).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import BinaryIO
+
+from PIL import Image, UnidentifiedImageError
+
+from ..core.errors import ImageTooLarge, InvalidImage
+
+#: What Pillow raises for data it cannot decode (truncated, corrupt, not an image).
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError)
+_BOMBS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+@contextmanager
+def decoding(message: str = "cannot decode image",
+             instead: InvalidImage | None = None) -> Iterator[None]:
+    """Pillow's failures inside the block as ImageTooLarge or InvalidImage(``message``);
+    ``instead``, when given, is the InvalidImage raised for a failed decode."""
+    try:
+        yield
+    except _BOMBS as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except DECODE_ERRORS as exc:
+        if instead is not None:
+            raise instead from exc
+        raise InvalidImage(f"{message}: {exc}") from exc
+
+
+def open_image(
+    source: BinaryIO, max_pixels: int, formats: Sequence[str] | None = None
+) -> Image.Image:
+    """Parse the header only, then refuse anything over ``max_pixels``.
+
+    This check is the guard, not Pillow's: between its threshold and twice
+    that, Pillow merely emits a DecompressionBombWarning, which the check
+    below turns into a clear refusal of its own; so the warning is ignored
+    here.  A host application that turned it into an error is still
+    answered the same.  ``catch_warnings`` swaps the process-wide filters and
+    is not thread-safe: interleaved threads may leave this one "ignore
+    DecompressionBombWarning" filter installed, which is harmless, as every
+    image it hides is refused here anyway.  Nothing has been decoded or
+    allocated at this point.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source, formats=formats)
+    except _BOMBS as exc:
+        # over twice Pillow's threshold Pillow refuses before we see the size
+        raise ImageTooLarge(f"image has too many pixels; the limit is {max_pixels}") from exc
+    except DECODE_ERRORS as exc:
+        raise InvalidImage(f"cannot decode image: {exc}") from exc
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise InvalidImage("image has no pixels")
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    return img
+
+
+def is_jpeg(img: Image.Image) -> bool:
+    """A JPEG (an MPO's first frame included): libjpeg's DCT scaling applies."""
+    return img.format in ("JPEG", "MPO")
