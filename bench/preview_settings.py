@@ -68,7 +68,7 @@ def measure(data: bytes, setting: str, exact: dict[str, Image.Image]) -> dict:
         for name, wanted in sizes().items():
             scores, times = [], []
             for text in wanted:
-                size = store.parse_size(text)
+                size = store.size_for(text)
                 if text not in exact:
                     geometry = scaled_geometry(upright.width, upright.height, size)
                     exact[text] = upright.resize((geometry.width, geometry.height),

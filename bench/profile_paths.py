@@ -105,11 +105,11 @@ def store_variant(photo: bytes, count: int, tmpdir: Path) -> dict[str, Any]:
     ids = [store.save_image(run.with_comment(photo, f"p{i}")) for i in range(count)]
     out = {}
     for size_text in SIZES:
-        size = store.parse_size(size_text)
+        size = store.size_for(size_text)
         times = []
         for imageid in ids:
             start = time.perf_counter()
-            store.variant(imageid, size)
+            store.variant_path(imageid, size)
             times.append(time.perf_counter() - start)
         out[size_text] = median_ms(times[1:])
     return out
@@ -291,7 +291,7 @@ def main() -> int:
         run.log("warm path in-process")
         store = ImageStore(Config(data_dir=work / "data"))
         imageid = store.save_image(data)
-        cached = store.variant(imageid, store.parse_size(run.WARM_SIZE))
+        cached = store.variant_path(imageid, store.size_for(run.WARM_SIZE))
         report["warm_inprocess"] = warm_inprocess(
             work / "data", imageid, cached, 500 if q else 5000
         )

@@ -75,14 +75,14 @@ def measure(photo: Path, count: int) -> dict:
         for row, specs in sizes.items():
             scores, sources = [], collections.Counter()
             for spec in specs:
-                size = store.parse_size(spec)
+                size = store.size_for(spec)
                 geometry = scaled_geometry(doc["width"], doc["height"], size)
                 exact = exact_source.resize(
                     (geometry.width, geometry.height), Image.Resampling.LANCZOS, box=geometry.box
                 )
                 chosen = choose_preview(previews, doc["width"], doc["height"], size)
                 sources[chosen[0] if chosen else "original"] += 1
-                with Image.open(store.variant(imageid, size)) as served:
+                with Image.open(store.variant_path(imageid, size)) as served:
                     served.load()
                     scores.append(psnr(exact, served))
             rows[row] = {"mean": statistics.mean(scores), "min": min(scores), "n": len(scores),

@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 from ..core.config import Config, parse_bytes
-from ..store.batch import FAILED
+from ..node.parallel import FAILED
 from ..store.imagestore import ImageStore
 from .options import Progress, add_jobs, local_store
 
@@ -57,18 +57,22 @@ def cmd_previews(args: argparse.Namespace, config: Config) -> int:
     progress = Progress(len(ids), "previews", force=args.progress)
     summary: Counter[str] = Counter()
     interrupted = run_bulk(config, previews_step, ids, args.jobs, summary, progress)
-    print(", ".join(f"{summary[outcome]} {outcome}" for outcome in PREVIEW_OUTCOMES))
+    print(", ".join(f"{summary[outcome]} {outcome}" for outcome in (*PREVIEW_OUTCOMES, FAILED)))
     return 130 if interrupted else 1 if summary[FAILED] else 0
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
-    from ..store.broken import CHECK_OUTCOMES, PROBLEMS, check_images, marked_ids
+    from ..node.parallel import check_step, run_jobs
+    from ..store.broken import CHECK_OUTCOMES, PROBLEMS, marked_ids
 
     if bool(args.all) == bool(args.ids):
         raise SystemExit("huimages: check wants either --all or image IDs")
     store = local_store(config, "check")
     ids = list(marked_ids(store)) if args.all else args.ids
-    summary = check_images(store, ids, lambda imageid, outcome: print(f"{imageid}: {outcome}"))
+    summary: Counter[str] = Counter()
+    for imageid, outcome in run_jobs(config, lambda _: store, check_step, ids, 1):
+        summary[outcome] += 1
+        print(f"{imageid}: {outcome}")
     print(", ".join(f"{summary[outcome]} {outcome}" for outcome in (*CHECK_OUTCOMES, FAILED)
                     if summary[outcome]) or "nothing marked broken")
     return 1 if summary[FAILED] or any(summary[outcome] for outcome in PROBLEMS) else 0

@@ -1,6 +1,6 @@
 """Bulk jobs on every core (``--jobs N``) and every node (``--shard K/N``).
 
-``huimages put``, ``previews`` and ``migrate`` hand their items to
+``huimages put``, ``previews``, ``migrate`` and ``check`` hand their items to
 :func:`run_jobs`: with one job they run here, as before; with more, in a
 pool of worker processes (``concurrent.futures.ProcessPoolExecutor``), each
 holding its own ImageStore built from the same configuration. At most a few
@@ -34,10 +34,11 @@ from typing import Any
 from ..core.config import Config
 from ..core.errors import HuImagesError
 from ..core.ids import is_valid_id
-from ..store.batch import FAILED
 
 log = logging.getLogger("huimages_wsgi")
 
+#: The outcome of a step that failed with one of our errors: counted, and the run goes on.
+FAILED = "failed"
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 #: Items in flight per worker: enough to keep each busy, few enough to stop quickly.
 IN_FLIGHT_PER_JOB = 2
@@ -155,6 +156,16 @@ def previews_step(store: Any, imageid: str) -> str:
         return ensure_previews(store, imageid)
     except HuImagesError as exc:
         log.warning("making previews of %s failed: %s", imageid, exc)
+        return FAILED
+
+
+def check_step(store: Any, imageid: str) -> str:
+    from ..store.broken import check_image
+
+    try:
+        return check_image(store, imageid)
+    except HuImagesError as exc:
+        log.warning("checking %s failed: %s", imageid, exc)
         return FAILED
 
 

@@ -7,20 +7,16 @@ its original back from the blob store. Idempotent and safe to interrupt.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable
-
 from ..core.previews import planned_previews, record_previews, recorded_previews
 from ..storage import Doc
 from ..storage.base import GuardedReader, source_dimensions
-from .batch import FAILED, tally
 from .imagestore import ImageStore
 
 MADE = "made"
 ALREADY_THERE = "already there"
 NOT_NEEDED = "not needed"
 NOT_SUPPORTED = "not supported"
-PREVIEW_OUTCOMES = (MADE, ALREADY_THERE, NOT_NEEDED, NOT_SUPPORTED, FAILED)
+PREVIEW_OUTCOMES = (MADE, ALREADY_THERE, NOT_NEEDED, NOT_SUPPORTED)
 
 
 def ensure_previews(store: ImageStore, imageid: str) -> str:
@@ -54,13 +50,3 @@ def ensure_previews(store: ImageStore, imageid: str) -> str:
 
     store.catalog.update(imageid, change)
     return MADE
-
-
-def backfill_previews(
-    store: ImageStore,
-    imageids: Iterable[str],
-    on_step: Callable[[str, str], None] = lambda imageid, outcome: None,
-) -> Counter[str]:
-    """``ensure_previews`` for many images; safe to interrupt and run again."""
-    return tally(imageids, lambda imageid: ensure_previews(store, imageid), on_step,
-                 "making previews of")

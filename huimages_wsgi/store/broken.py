@@ -17,8 +17,7 @@ old way is un-deleted, as long as its original is still stored.
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ImageNotFound, ImageTooLarge, InvalidImage
@@ -29,7 +28,6 @@ from ..storage.base import (
     marked_the_old_way,
     timestamp,
 )
-from .batch import tally
 
 if TYPE_CHECKING:
     from .imagestore import ImageStore
@@ -110,12 +108,3 @@ def marked_ids(store: ImageStore) -> Iterator[str]:
     for imageid in store.catalog.ids(include_deleted=True):
         if broken_mark(store.catalog.get(imageid)) is not None:
             yield imageid
-
-
-def check_images(
-    store: ImageStore,
-    imageids: Iterable[str],
-    on_step: Callable[[str, str], None] = lambda imageid, outcome: None,
-) -> Counter[str]:
-    """``check_image`` for many; an image that fails (a backend error) is counted, not fatal."""
-    return tally(imageids, lambda imageid: check_image(store, imageid), on_step, "checking")

@@ -241,7 +241,7 @@ class HttpImageStore(BaseImageStore):
 
     def scaled_imagedata(self, imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
         """The variant as the server renders it (its cache, its engine)."""
-        parsed = self.parse_size(size)
+        parsed = self.size_for(size)
         secret = self.config.secret
         signature = sign(secret, parsed.name, validate_id(imageid)) if secret else ""
         path = image_path(imageid, parsed.name, ext, "", signature)
@@ -252,5 +252,5 @@ class HttpImageStore(BaseImageStore):
                 raise SignatureError(str(exc)) from None
             raise
 
-    def variant(self, imageid: str, size: Any, ext: str = "jpeg") -> Any:
+    def variant_path(self, imageid: str, size: Any, ext: str = "jpeg") -> Any:
         raise NotAvailableRemotely("variants are rendered by the server: use scaled_imagedata")

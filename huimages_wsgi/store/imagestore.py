@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,7 +34,6 @@ from ..storage import (
     timestamp,
 )
 from ..storage.disk import check_writable
-from .batch import tally
 from .links import Links
 from .renderer import Renderer
 
@@ -97,7 +95,7 @@ class BaseImageStore:
         self.sizes = SizeRules(config.presets, config.allowed_sizes, config.max_dimension)
         self.links = Links(config, self.sizes, lambda imageid: self.catalog.get(imageid))
 
-    def parse_size(self, text: str) -> Size:
+    def size_for(self, text: str) -> Size:
         """Parse and apply the configured limits (box size, allow-list)."""
         return self.sizes.parse(text)
 
@@ -323,9 +321,9 @@ class ImageStore(BaseImageStore):
     # -- rendering (render.py) -----------------------------------------------
 
     def scaled_imagedata(self, imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
-        return self.variant(imageid, self.parse_size(size), ext).read_bytes()
+        return self.variant_path(imageid, self.size_for(size), ext).read_bytes()
 
-    def variant(self, imageid: str, size: Size, ext: str = "jpeg") -> Path:
+    def variant_path(self, imageid: str, size: Size, ext: str = "jpeg") -> Path:
         """The path of one variant's cached file, made once if missing (render.py)."""
         return Path(self.renderer.variant(imageid, size, ext).path)
 
@@ -361,12 +359,6 @@ class ImageStore(BaseImageStore):
         if not self.has_legacy_attachments:
             raise NotConfigured("migrate needs HUIMAGESCOUCHSERVER (the legacy attachments)")
         return migrate_one(self.blobs, imageid)  # type: ignore[arg-type]
-
-    def migrate(
-        self, imageids: Iterable[str], on_step: Callable[[str, str], None] = lambda i, o: None
-    ) -> Counter[str]:
-        """``migrate_one`` for many images; safe to interrupt and run again."""
-        return tally(imageids, self.migrate_one, on_step, "migrating")
 
 
 class NotConfigured(HuImagesError):

@@ -36,8 +36,7 @@ class Mount:
     never do (``sizes.PRESET_NAME_RE``), so no endpoint can shadow an image
     URL, and an image request pays one character comparison. A routed
     request sees its name moved from PATH_INFO to SCRIPT_NAME, as under any
-    WSGI mount. ``.store``/``.config`` are the image app's; setting the store
-    swaps it everywhere.
+    WSGI mount. ``.store``/``.config`` are the image app's.
     """
 
     def __init__(
@@ -55,12 +54,6 @@ class Mount:
     @property
     def store(self) -> ImageStore:
         return self.images.store
-
-    @store.setter
-    def store(self, store: ImageStore) -> None:
-        for app in (self.images, *self.routes.values()):
-            if hasattr(app, "store"):
-                app.store = store  # type: ignore[attr-defined]
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = request_path(environ)
@@ -80,14 +73,16 @@ class Mount:
         return self.images(environ, start_response)
 
 
-def make_app(config: Config | None = None) -> WSGIApp:
+def make_app(config: Config | None = None, store: ImageStore | None = None) -> WSGIApp:
     """The standalone application (also the gunicorn factory: ``huimages_wsgi:make_app()``).
 
     The image server at the root, the service endpoints beside it (each one
     line, switched by configuration), and around all of it the metrics and
-    access log.
+    access log. ``store``, when given, is served instead of a store built
+    from ``config`` (one with its own engine or backends, as ImageMiddleware
+    takes one).
     """
-    store = ImageStore(config)
+    store = store or ImageStore(config)
     config = store.config
     ensure_logging(config.log_format, config.access_log)
     return_large_buffers()  # threaded workers keep no photo per arena (memory.py)

@@ -194,7 +194,7 @@ class BrowseApp:
             ("Bytes", doc.get("length", "?")),
             ("Uploaded", _when(doc.get("ctime"))),
         ]
-        ext = self.store.original_ext(imageid, doc)  # o/<ID>.heic for a HEIC (originals.py)
+        ext = self.store.original_ext(imageid, doc)  # o/<ID>.heic for a HEIC (core/formats.py)
         original = f"{_RELATIVE_ROOT}/o/{imageid}.{ext}"
         body = (
             pager

@@ -294,10 +294,6 @@ class Instrumented:
     def store(self) -> ImageStore:
         return self.app.store  # type: ignore[attr-defined]
 
-    @store.setter
-    def store(self, store: ImageStore) -> None:
-        self.app.store = store  # type: ignore[attr-defined]
-
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
         path = _logged_path(environ) if self.log_requests else ""

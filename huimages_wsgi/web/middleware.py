@@ -56,22 +56,11 @@ class ImageMiddleware:
         self.app = app or not_found_app
         self.prefix = prefix.rstrip("/")
         self.store = store or ImageStore(config)
-
-    @property
-    def store(self) -> ImageStore:
-        return self._store
-
-    @store.setter
-    def store(self, store: ImageStore) -> None:
-        """Everything a request needs that does not depend on the request, taken from the
-        store (so swapping the store never leaves the old cache or secret in use)."""
-        self._store = store
-        self.config = store.config
-        self.sizes = store.sizes
-        self.responder = FileResponder.from_config(store.config)
-        observer = self.admission.observer if hasattr(self, "admission") else None
-        self.admission = RenderSlots.from_config(store.config)  # renders at once per node
-        self.admission.observer = observer
+        # everything a request needs that does not depend on the request
+        self.config = self.store.config
+        self.sizes = self.store.sizes
+        self.responder = FileResponder.from_config(self.config)
+        self.admission = RenderSlots.from_config(self.config)  # renders at once per node
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = self.image_path(environ)

@@ -13,6 +13,7 @@ from webob import Request
 from huimages_wsgi import ImageMiddleware, ImageStore, make_app
 from huimages_wsgi.cli.main import main
 from huimages_wsgi.core.errors import ImageBroken, ImageNotFound
+from huimages_wsgi.node.parallel import check_step, run_jobs
 from huimages_wsgi.storage import is_live
 from huimages_wsgi.store.broken import (
     CLEARED,
@@ -24,7 +25,6 @@ from huimages_wsgi.store.broken import (
     REPAIRED,
     STILL_BROKEN,
     check_image,
-    check_images,
     marked_ids,
 )
 
@@ -69,8 +69,8 @@ def test_a_damaged_original_is_marked_not_deleted_and_check_clears_the_mark(any_
     data = f.photo_jpeg(400, 300, seed=4)
     imageid = any_store.save_image(data)
     any_store.blobs.put(imageid, data[:500], "image/jpeg", 400, 300)  # damaged in storage
-    app = make_app(any_store.config.with_changes(upload_token="t"))
-    app.store = ImageStore(app.config, catalog=any_store.catalog, blobs=any_store.blobs)
+    config = any_store.config.with_changes(upload_token="t")
+    app = make_app(store=ImageStore(config, catalog=any_store.catalog, blobs=any_store.blobs))
     response = get(app, f"/100x100/{imageid}.jpeg")
     assert response.status_int == 404
     doc = any_store.get_imagedoc(imageid)  # still there: live, marked
@@ -80,7 +80,7 @@ def test_a_damaged_original_is_marked_not_deleted_and_check_clears_the_mark(any_
     assert imageid in any_store.catalog.ids() and any_store.get_random_imageid() == imageid
     # later requests answer from the mark, without decoding again
     with pytest.raises(ImageBroken, match="huimages check"):
-        any_store.variant(imageid, any_store.parse_size("50x50"))
+        any_store.variant_path(imageid, any_store.size_for("50x50"))
     assert list(marked_ids(any_store)) == [imageid]
     assert check_image(any_store, imageid) == STILL_BROKEN
     any_store.blobs.put(imageid, data, "image/jpeg", 400, 300)  # restored from a backup
@@ -106,12 +106,10 @@ def test_check_repairs_images_hidden_by_the_old_deleted_mark(any_store):
     with pytest.raises(ImageNotFound):
         any_store.get_imagedoc(healthy)
     assert sorted(marked_ids(any_store)) == sorted([healthy, damaged, gone])
-    outcomes = {}
-    summary = check_images(any_store, [healthy, damaged, gone, by_hand],
-                           lambda imageid, outcome: outcomes.update({imageid: outcome}))
+    ids = [healthy, damaged, gone, by_hand]
+    outcomes = dict(run_jobs(any_store.config, lambda _: any_store, check_step, ids, 1))
     assert outcomes == {healthy: REPAIRED, damaged: STILL_BROKEN, gone: NO_ORIGINAL,
                         by_hand: DELETED}
-    assert summary[REPAIRED] == 1
     doc = any_store.get_imagedoc(healthy)
     assert doc["deleted"] is False and "broken" not in doc
     for imageid in (damaged, gone, by_hand):  # left exactly as they were: hidden

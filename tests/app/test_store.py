@@ -154,13 +154,13 @@ def test_browsing(store):
 def test_delete_removes_original_and_cache_and_can_be_undone_by_upload(store):
     data = f.solid_jpeg()
     imageid = store.save_image(data)
-    cached = store.variant(imageid, store.parse_size("10x10"))
+    cached = store.variant_path(imageid, store.size_for("10x10"))
     store.delete_image(imageid)
     assert not cached.exists() and not primary_has(store, imageid)
     with pytest.raises(ImageNotFound):
         store.get_imagedoc(imageid)
     with pytest.raises(ImageNotFound):
-        store.variant(imageid, store.parse_size("20x20"))
+        store.variant_path(imageid, store.size_for("20x20"))
     assert store.scaled_dimensions(imageid, "10x10") == (None, None)
     assert store.save_image(data) == imageid
     assert store.get_imagedoc(imageid)["deleted"] is False
@@ -184,7 +184,7 @@ def test_a_delete_that_fails_midway_is_completed_by_deleting_again(store, part, 
     """Bytes first: a blob store failure leaves the image live, so deleting again does it
     all; a cache failure comes after the mark, and deleting again finishes the purge."""
     imageid = store.save_image(f.solid_jpeg())
-    cached = store.variant(imageid, store.parse_size("10x10"))
+    cached = store.variant_path(imageid, store.size_for("10x10"))
     target = getattr(store, part)
     setattr(target, method, _outage(exc))  # on the instance: the class is untouched
     try:
@@ -247,12 +247,12 @@ def test_a_full_cache_disk_is_a_503_and_never_marks_the_image_broken(store, size
     healthy = store.cache
     store.cache = FullDiskCache(healthy.root)
     with pytest.raises(WriteFailed) as caught:
-        store.variant(imageid, store.parse_size(size))
+        store.variant_path(imageid, store.size_for(size))
     assert caught.value.status == 503
     doc = store.get_imagedoc(imageid)  # raises ImageNotFound if it was marked deleted
     assert "broken" not in doc
     store.cache = healthy  # once there is room again, the variant is made
-    assert store.variant(imageid, store.parse_size(size)).stat().st_size > 0
+    assert store.variant_path(imageid, store.size_for(size)).stat().st_size > 0
 
 
 def test_a_full_cache_disk_answers_503_with_retry_after(tmp_path):
@@ -328,13 +328,13 @@ def test_undecodable_stored_original_is_marked_broken(store, caplog):
     imageid = store.save_image(data)
     store.blobs.put(imageid, data[:300], "image/jpeg", 1, 1)  # damaged in storage after upload
     with pytest.raises(ImageNotFound):
-        store.variant(imageid, store.parse_size("10x10"))
+        store.variant_path(imageid, store.size_for("10x10"))
     doc = store.catalog.get(imageid)
     assert not doc["deleted"] and doc["broken"]["reason"] and doc["broken"]["time"]
     assert "broken" in caplog.text
     caplog.clear()
     with pytest.raises(ImageNotFound):
-        store.variant(imageid, store.parse_size("20x20"))
+        store.variant_path(imageid, store.size_for("20x20"))
     assert "broken" not in caplog.text  # logged once
 
 
@@ -377,17 +377,17 @@ def test_a_failing_read_of_the_original_is_503_and_never_marks_it_broken(tmp_pat
     healthy_open = store.blobs.open
     store.blobs.open = lambda i: io.BufferedReader(FailingRead(healthy_open(i), 2000))
     with pytest.raises(BackendUnavailable, match="cannot read the original"):
-        store.variant(imageid, store.parse_size(size))
+        store.variant_path(imageid, store.size_for(size))
     assert is_live(store.catalog.get(imageid))
-    assert not store.cache.path(store.parse_size(size).name, imageid).exists()
+    assert not store.cache.path(store.size_for(size).name, imageid).exists()
     store.blobs.open = healthy_open  # the disk recovers: so does the image
-    assert store.variant(imageid, store.parse_size(size)).stat().st_size > 0
+    assert store.variant_path(imageid, store.size_for(size)).stat().st_size > 0
 
 
 def test_a_failing_read_during_a_previews_run_is_counted_not_fatal(tmp_path):
     """``huimages previews --all`` goes on past an original the disk cannot read."""
-    from huimages_wsgi.store.backfill import MADE, backfill_previews
-    from huimages_wsgi.store.batch import FAILED
+    from huimages_wsgi.node.parallel import FAILED, previews_step, run_jobs
+    from huimages_wsgi.store.backfill import MADE
 
     store = ImageStore(Config(data_dir=tmp_path / "data"))
     unreadable, fine = (store.save_image(f.photo_jpeg(1600, 1200, seed=s)) for s in (3, 4))
@@ -396,6 +396,6 @@ def test_a_failing_read_during_a_previews_run_is_counted_not_fatal(tmp_path):
     healthy_open = store.blobs.open
     store.blobs.open = lambda i: (io.BufferedReader(FailingRead(healthy_open(i), 2000))
                                   if i == unreadable else healthy_open(i))
-    summary = backfill_previews(store, [unreadable, fine])
-    assert summary[FAILED] == 1 and summary[MADE] == 1
+    outcomes = dict(run_jobs(store.config, lambda _: store, previews_step, [unreadable, fine], 1))
+    assert outcomes == {unreadable: FAILED, fine: MADE}
     assert is_live(store.catalog.get(unreadable))

@@ -294,7 +294,7 @@ def test_an_existing_huimages_database_works_unchanged(s3_couch, couch_server, s
     s3_server.client().put_object(Bucket=s3_couch.s3_bucket, Key=imageid, Body=data)
     store = ImageStore(s3_couch)
     assert store.scaled_dimensions(imageid, "200x200") == (200, 150)
-    with Image.open(store.variant(imageid, store.parse_size("200x200"))) as image:
+    with Image.open(store.variant_path(imageid, store.size_for("200x200"))) as image:
         assert image.size == (200, 150)
     assert DESIGN_ID in db  # installed on first use, next to the old documents
 
@@ -460,7 +460,7 @@ def test_attachment_only_original_is_served_and_moved_to_s3(legacy):
     data = f.photo_jpeg(500, 400)
     imageid = legacy.save_image(data)
     assert not primary_has(legacy, imageid)  # stored as huImages 0.x did
-    with Image.open(legacy.variant(imageid, legacy.parse_size("100x100"))) as image:
+    with Image.open(legacy.variant_path(imageid, legacy.size_for("100x100"))) as image:
         assert image.size == (100, 80)
     assert primary_has(legacy, imageid)
     assert read_original(legacy, imageid) == data
@@ -469,7 +469,7 @@ def test_attachment_only_original_is_served_and_moved_to_s3(legacy):
 
 def test_migrate_command_is_resumable_and_idempotent(legacy, tmp_path, s3_server, couch_server):
     ids = [legacy.save_image(f.solid_jpeg(colour=(40 * i, 9, 9))) for i in range(4)]
-    legacy.variant(ids[0], legacy.parse_size("10x10"))  # one moved already by a read
+    legacy.variant_path(ids[0], legacy.size_for("10x10"))  # one moved already by a read
     config = legacy.config
     env = {**s3_server.env, "HUIMAGES_DATA_DIR": str(config.data_dir),
            "HUIMAGES3BUCKET": config.s3_bucket, "HUIMAGESCOUCHSERVER": couch_server.url,
@@ -500,13 +500,13 @@ def test_migration_verifies_the_s3_copy_before_changing_anything(legacy, s3_serv
     primary = legacy.blobs.primary
     legacy.blobs = MigratingBlobStore(Corrupting(primary.bucket), legacy.blobs.legacy)
     with pytest.raises(BackendUnavailable):
-        legacy.variant(imageid, legacy.parse_size("10x10"))
+        legacy.variant_path(imageid, legacy.size_for("10x10"))
     assert not list(legacy.cache.root.glob("*/*.jpeg"))
 
 
 def test_first_read_migration_copies_the_catalog_dimensions(legacy, s3_server):
     imageid = legacy.save_image(f.photo_jpeg(500, 400))
-    legacy.variant(imageid, legacy.parse_size("100x100"))  # moves the original to S3
+    legacy.variant_path(imageid, legacy.size_for("100x100"))  # moves the original to S3
     head = s3_server.client().head_object(Bucket=legacy.config.s3_bucket, Key=imageid)
     assert head["Metadata"] == {"width": "500", "height": "400"}
 

@@ -75,12 +75,12 @@ class Node:
     def __init__(self, server: LiveServer, cache: Path) -> None:
         self.server, self.cache = server, cache
 
-    def variant(self, imageid: str, size: str = "120x120") -> Path:
+    def variant_path(self, imageid: str, size: str = "120x120") -> Path:
         return self.cache / size / f"{imageid}.jpeg"
 
     def cached(self, imageid: str, size: str = "120x120") -> Path:
         assert fetch(f"{self.server.url}/{size}/{imageid}.jpeg")[0] == 200
-        path = self.variant(imageid, size)
+        path = self.variant_path(imageid, size)
         assert path.is_file()
         return path
 
@@ -149,7 +149,7 @@ def test_cli_delete_on_a_purges_b(pair, tmp_path):
     result = a.server.cli("delete", doomed)
     assert "gone from the store" in result.stdout and "follower" in result.stdout
 
-    wait_for(lambda: not doomed_on_b.exists() and not b.variant(doomed, "60x60").exists())
+    wait_for(lambda: not doomed_on_b.exists() and not b.variant_path(doomed, "60x60").exists())
     assert b.answers(doomed, "90x90") == 404
     assert kept_on_b.is_file()
     metrics = fetch(f"{b.server.url}/_metrics")[1].decode()

@@ -71,7 +71,7 @@ def test_purge(env, capsys):
     main(["put", path])
     imageid = capsys.readouterr().out.strip()
     store = ImageStore(Config.from_env())
-    store.variant(imageid, store.parse_size("10x10"))
+    store.variant_path(imageid, store.size_for("10x10"))
     assert main(["purge", imageid]) == 0
     assert "removed 1" in capsys.readouterr().out
 

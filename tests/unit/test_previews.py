@@ -131,7 +131,7 @@ def _check_through_previews(tmp_path: Path, data: bytes, reference: Image.Image,
             original.rename(hidden)
             served_by_previews += 1
         try:
-            ours = _open(store.variant(imageid, store.parse_size(size)))
+            ours = _open(store.variant_path(imageid, store.size_for(size)))
         finally:
             if chosen:
                 hidden.rename(original)
@@ -232,7 +232,7 @@ def test_served_dimensions_equal_predicted_through_previews(
     if chosen:  # hide the original so that only the preview can serve this size
         original = store.blobs.path(imageid)
         original.rename(original.with_name("hidden"))
-    with Image.open(store.variant(imageid, size)) as served:
+    with Image.open(store.variant_path(imageid, size)) as served:
         assert served.size == scaled_dimensions(width, height, size)
     assert served.size == store.scaled_dimensions(imageid, size.name)
 
@@ -242,11 +242,11 @@ def test_a_broken_or_missing_preview_falls_back_to_the_original(tmp_path, caplog
     store = _disk_store(tmp_path)
     imageid = store.save_image(f.photo_jpeg(1600, 1200))
     store.blobs.derived_path(imageid, "p512").write_bytes(b"\xff\xd8 not a jpeg")
-    with Image.open(store.variant(imageid, store.parse_size("240x160"))) as image:
+    with Image.open(store.variant_path(imageid, store.size_for("240x160"))) as image:
         assert image.size == (213, 160)
     assert "not usable" in caplog.text
     store.blobs.derived_path(imageid, "p512").unlink()
-    with Image.open(store.variant(imageid, store.parse_size("75x75!"))) as image:
+    with Image.open(store.variant_path(imageid, store.size_for("75x75!"))) as image:
         assert image.size == (75, 75)
     assert not store.get_imagedoc(imageid).get("broken")  # the original is fine
 
@@ -259,7 +259,7 @@ def test_every_format_renders_from_previews(tmp_path, ext, pillow_format):
     imageid = store.save_image(f.photo_jpeg(1600, 1200))
     original = store.blobs.path(imageid)
     original.rename(original.with_name("hidden"))  # only the preview can serve
-    with Image.open(store.variant(imageid, store.parse_size("240x160"), ext)) as image:
+    with Image.open(store.variant_path(imageid, store.size_for("240x160"), ext)) as image:
         assert (image.format, image.size, image.mode) == (pillow_format, (213, 160), "RGB")
 
 
@@ -267,7 +267,7 @@ def test_the_original_size_is_always_the_uploaded_bytes(tmp_path):
     store = _disk_store(tmp_path)
     data = f.photo_jpeg(1600, 1200)
     imageid = store.save_image(data)
-    assert store.variant(imageid, store.parse_size("o")).read_bytes() == data
+    assert store.variant_path(imageid, store.size_for("o")).read_bytes() == data
 
 
 # -- every backend ----------------------------------------------------------------------
@@ -283,7 +283,7 @@ def test_previews_are_stored_used_and_deleted_on_every_backend(any_store, photo_
     for name in ("p512", "p2048"):
         with store.blobs.open_derived(imageid, name) as handle:
             assert _open(handle.read()).size == tuple(store.get_imagedoc(imageid)["previews"][name])
-    with Image.open(store.variant(imageid, store.parse_size("1024x768"))) as image:
+    with Image.open(store.variant_path(imageid, store.size_for("1024x768"))) as image:
         assert image.size == (1024, 768)
     primary = getattr(store.blobs, "primary", store.blobs)
     if isinstance(primary, S3BlobStore):  # its own private object, typed like the original
@@ -308,7 +308,7 @@ def test_legacy_attachments_keep_no_previews_and_render_from_the_original(
     assert "previews" not in store.get_imagedoc(imageid)
     with pytest.raises(BlobNotFound):
         store.blobs.open_derived(imageid, "p512")
-    with Image.open(store.variant(imageid, store.parse_size("240x160"))) as image:
+    with Image.open(store.variant_path(imageid, store.size_for("240x160"))) as image:
         assert image.size == (213, 160)
 
 
@@ -333,7 +333,7 @@ def test_previews_command_backfills_idempotently(tmp_path):
     small = store.save_image(f.photo_jpeg(300, 200))
     for imageid in old:
         _forget_previews(store, imageid)
-    with Image.open(store.variant(old[0], store.parse_size("240x160"))) as image:
+    with Image.open(store.variant_path(old[0], store.size_for("240x160"))) as image:
         assert image.size == (213, 160)  # no previews yet: rendered from the original
 
     one = _cli(store.config.data_dir, "previews", old[0])

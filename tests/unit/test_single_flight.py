@@ -28,8 +28,7 @@ class CountingEngine(ImageEngine):
 def _request(data_dir: str, tally: str, url: str, results) -> None:
     config = Config(data_dir=Path(data_dir))
     store = ImageStore(config, engine=CountingEngine(Path(tally)))
-    app = make_app(config)
-    app.store = store
+    app = make_app(store=store)
     results.put(Request.blank(url).get_response(app).status_int)
 
 
@@ -38,8 +37,7 @@ def test_threads_decode_once(tmp_path):
     config = Config(data_dir=tmp_path / "data")
     store = ImageStore(config, engine=CountingEngine(tally))
     imageid = store.save_image(f.photo_jpeg(2000, 1500))
-    app = make_app(config)
-    app.store = store
+    app = make_app(store=store)
     statuses = []
     threads = [
         threading.Thread(target=lambda: statuses.append(
