@@ -53,7 +53,7 @@ from ..core.errors import HuImagesError
 from ..core.files import write_atomic
 from ..core.ids import is_valid_id
 from ..storage import Catalog, open_catalog
-from ..storage.base import Change, ChangesGone, Doc, is_live, seq_number
+from ..storage.base import Change, ChangesGone, Doc, broken_mark, is_live, seq_number
 from .status import follower_dir, read_json
 
 log = logging.getLogger("huimages_wsgi")
@@ -71,8 +71,9 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def fingerprint(doc: Doc | None) -> str | None:
-    """What cached variants depend on; None for an image that is not live."""
-    if not is_live(doc):
+    """What cached variants depend on; None for an image that is not live or is marked
+    broken (its variants answer 404 until ``huimages check`` clears the mark)."""
+    if not is_live(doc) or broken_mark(doc) is not None:
         return None
     assert doc is not None
     return json.dumps([doc.get(key) for key in ("width", "height", "length", "contenttype")])

@@ -172,3 +172,24 @@ def test_cli_check_and_info(env, capsys):
     assert "broken" not in json.loads(capsys.readouterr().out)
     assert main(["check", good_id]) == 0
     assert f"{good_id}: ok" in capsys.readouterr().out
+
+
+def test_the_follower_purges_an_image_marked_broken(config, store):
+    """A node's cached variants of an image marked broken elsewhere go (docs/cluster.md);
+    a change that keeps what the variants depend on purges nothing."""
+    from huimages_wsgi.node.follower import Follower
+    from huimages_wsgi.storage.base import Change
+
+    imageid = store.save_image(f.photo_jpeg(400, 300))
+    cached = store.variant_path(imageid, store.size_for("100x100"))
+    follower = Follower(config, catalog=store.catalog)
+    try:
+        assert follower.handle(Change(1, imageid, store.catalog.get(imageid))) == 0
+        store.set_title(imageid, "a title")
+        assert follower.handle(Change(2, imageid, store.catalog.get(imageid))) == 0
+        assert cached.is_file()
+        store.mark_broken(imageid, "cannot decode image: broken data stream")
+        assert follower.handle(Change(3, imageid, store.catalog.get(imageid))) == 1
+        assert not cached.exists()
+    finally:
+        follower.close()
