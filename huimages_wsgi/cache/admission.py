@@ -10,7 +10,7 @@ holds a server thread, and threads must stay free for cache hits). That tells
 a load balancer or CDN early that this node is full. That limit counts every
 miss of the process that is not rendering, from before its catalog lookup
 (:meth:`RenderSlots.place`), but for those waiting for another request of the
-process for the same variant (they share its answer; cache.py): a miss
+process for the same variant (they share its answer; directory.py): a miss
 refused for a full line touches no backend at all, so an overloaded node
 does not also overload its catalog, and its threads are back for cache hits
 at once. Cache hits, 304s and every other endpoint never take a place or a

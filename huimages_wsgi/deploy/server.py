@@ -14,11 +14,11 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
-from ..cache.admission import cpu_count
 from ..core.config import Config
 from ..node.process import start_follower_process, stop_follower_process
 from ..web.app import make_app
 from ..web.logs import make_formatter
+from .gunicorn_conf import render_share
 from .gunicorn_conf import settings as gunicorn_settings
 
 
@@ -78,9 +78,8 @@ def run_gunicorn(
         "logger_class": GUNICORN_LOGGERS[config.log_format],
     }
     if config.render_slots_per_process is None:  # each worker its share of the node's slots
-        slots = cpu_count() if config.render_slots is None else config.render_slots
-        share = max(1, -(-slots // options["workers"]))
-        config = config.with_changes(render_slots_per_process=share)
+        config = config.with_changes(
+            render_slots_per_process=render_share(config, options["workers"]))
     if timeout:
         options["timeout"] = timeout
     followers: list[Any] = []

@@ -1,7 +1,7 @@
 """Bulk jobs on every core (``--jobs N``) and every node (``--shard K/N``).
 
 ``huimages put``, ``previews``, ``migrate`` and ``check`` hand their items to
-:func:`run_jobs`: with one job they run here, as before; with more, in a
+:func:`run_jobs`: with one job they run in this process; with more, in a
 pool of worker processes (``concurrent.futures.ProcessPoolExecutor``), each
 holding its own ImageStore built from the same configuration. At most a few
 items per worker are in flight, so a million IDs never sit in the queue, and

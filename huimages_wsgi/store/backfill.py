@@ -1,7 +1,7 @@
 """Previews for images uploaded before previews existed (``huimages previews``).
 
 An upload makes its previews from the pixels its validation decodes anyway
-(store.py); this does the same, later, for an image that has none, reading
+(imagestore.py); this does the same, later, for an image that has none, reading
 its original back from the blob store. Idempotent and safe to interrupt.
 """
 

@@ -318,17 +318,17 @@ class ImageStore(BaseImageStore):
         self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=timestamp()))
         return self.purge(imageid)
 
-    # -- rendering (render.py) -----------------------------------------------
+    # -- rendering (renderer.py) -----------------------------------------------
 
     def scaled_imagedata(self, imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
         return self.variant_path(imageid, self.size_for(size), ext).read_bytes()
 
     def variant_path(self, imageid: str, size: Size, ext: str = "jpeg") -> Path:
-        """The path of one variant's cached file, made once if missing (render.py)."""
+        """The path of one variant's cached file, made once if missing (renderer.py)."""
         return Path(self.renderer.variant(imageid, size, ext).path)
 
     def mark_broken(self, imageid: str, reason: str) -> None:
-        """Mark an original that does not decode (never deleted; see render.py, broken.py)."""
+        """Mark an original that does not decode (never deleted; see renderer.py, broken.py)."""
         self.renderer.mark_broken(imageid, reason)
 
     # -- operations ----------------------------------------------------------

@@ -1,7 +1,7 @@
 """URLs, ``<img>`` tags and predicted dimensions of variants: ``Links``.
 
 Pure functions of the configuration and an image's catalog document, so the
-local store (store.py) and the HTTP client (httpstore.py) share them by
+local store (imagestore.py) and the HTTP client (httpimagestore.py) share them by
 composition: each hands ``Links`` its own way of reading a document. Nothing
 here renders, stores or talks HTTP.
 

@@ -215,7 +215,7 @@ def test_a_stuck_follower_shows_on_health(pair):
 def test_one_follower_per_node_not_per_worker(pair):
     _, b = pair
     assert b.server.workers == 2
-    found = subprocess.run(["pgrep", "-f", "huimages_wsgi.cli.main follow"], capture_output=True,
+    found = subprocess.run(["pgrep", "-f", "huimages_wsgi.cli follow"], capture_output=True,
                            text=True).stdout.split()
     mine = [pid for pid in found
             if f"HUIMAGES_CACHE_DIR={b.cache}" in _environ(int(pid))]
