@@ -1,7 +1,7 @@
 """``HttpImageStore``: the client library over a server's HTTP API instead of the backends.
 
 With ``HUIMAGES_API_URL`` (and ``HUIMAGES_UPLOAD_TOKEN``) set, ``open_store``
-(the package root, huimages_wsgi/__init__.py) returns an :class:`HttpImageStore`: a store whose writes are
+(store/__init__.py) returns an :class:`HttpImageStore`: a store whose writes are
 ``POST``/``PATCH``/``DELETE`` on ``/_api/images`` and whose metadata reads
 are ``GET /_api/images/<ID>`` (stdlib ``urllib``, nothing to install), so an
 application needs neither S3 nor CouchDB credentials, only the token. URL
