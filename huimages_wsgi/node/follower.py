@@ -26,13 +26,21 @@ shipped webserver configurations never serve):
 ``seen.sqlite3``
     a fingerprint (width, height, length, content type) per live image seen
     in the feed, so a change that keeps it (titles, references, previews)
-    purges nothing, and one that alters it purges.
+    purges nothing, and one that alters it purges. A damaged file is set
+    aside and started afresh, with a full reconcile: it only ever saves
+    purges.
 ``lock``
     an ``flock`` held by the running follower: one per node, whoever starts it.
 
 Purging is idempotent and only ever touches the image a change names, so the
 feed may be replayed from any earlier point. A deletion is purged a second
 time a minute later, in case a request was rendering that image just then.
+
+Nothing ends the follower but a stop: any failure (a catalog that is down, a
+full disk under its files, a bug) is logged with its traceback, counted
+(``errors_total``) and retried with a backoff up to a heartbeat. Should the
+process die all the same, the process that started it starts it again
+(process.py).
 """
 
 from __future__ import annotations
@@ -83,12 +91,43 @@ class SeenStore:
     """Fingerprints of the live images the feed showed, in a small SQLite file."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self.conn.execute("CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, fp TEXT)")
+        #: Set when a damaged file was replaced: the fingerprints are gone.
+        self.restarted = False
+        try:
+            self.conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            self.conn = self._start_afresh(exc)
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, fp TEXT)")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _start_afresh(self, exc: Exception) -> sqlite3.Connection:
+        """Set a damaged file aside (as ``seen.sqlite3.damaged``) and open a new one."""
+        log.error("follower: %s is damaged (%s); starting it afresh", self.path, exc)
+        os.replace(self.path, self.path.with_name(self.path.name + ".damaged"))
+        self.restarted = True
+        return self._open()
 
     def swap(self, imageid: str, fp: str | None) -> str | None:
         """Record ``fp`` (None: forget) and return the previous fingerprint."""
+        try:
+            return self._swap(imageid, fp)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise  # locked, a full disk: retried by the follower's loop
+            self.conn.close()
+            self.conn = self._start_afresh(exc)
+            return self._swap(imageid, fp)
+
+    def _swap(self, imageid: str, fp: str | None) -> str | None:
         row = self.conn.execute("SELECT fp FROM seen WHERE id = ?", (imageid,)).fetchone()
         if fp is None:
             self.conn.execute("DELETE FROM seen WHERE id = ?", (imageid,))
@@ -131,6 +170,8 @@ class Follower:
             "purged_total": int(old.get("purged_total") or 0),
             "changes_total": int(old.get("changes_total") or 0),
             "reconciles_total": int(old.get("reconciles_total") or 0),
+            "errors_total": int(old.get("errors_total") or 0),
+            "restarts_total": int(old.get("restarts_total") or 0),
         }
         self._saved = 0.0
 
@@ -249,25 +290,36 @@ class Follower:
         self.save(identity, since, force=True)
 
     def run(self, stop: Callable[[], bool]) -> None:
-        """Follow until ``stop()``; a failing catalog is retried, never the end."""
+        """Follow until ``stop()``: every failure is logged, counted and retried."""
         delay = 0.5
         while not stop():
             try:
+                if self.seen.restarted:  # the fingerprints are gone: check the whole cache
+                    self.seen.restarted = False
+                    self.forget_checkpoint()
                 self.follow_once(stop)
                 delay = 0.5
             except ChangesGone as exc:
                 log.warning("follower: %s; reconciling the cache", exc)
-                try:
-                    self.checkpoint_path.unlink()
-                except FileNotFoundError:
-                    pass
-            except (HuImagesError, OSError, ValueError) as exc:
-                log.warning("follower: %s; retrying in %.1f s", exc, delay)
-                self.failed(str(exc))
+                self.forget_checkpoint()
+            except Exception as exc:  # the follower outlives any failure
+                if isinstance(exc, (HuImagesError, OSError)):  # a backend or the disk
+                    log.warning("follower: %s; retrying in %.1f s", exc, delay)
+                else:
+                    log.exception("follower: unexpected failure; retrying in %.1f s", delay)
+                self.state["errors_total"] += 1
+                self.failed(f"{type(exc).__name__}: {exc}")
                 deadline = time.monotonic() + delay
                 while time.monotonic() < deadline and not stop():
                     time.sleep(0.1)
                 delay = min(delay * 2, self.heartbeat)
+
+    def forget_checkpoint(self) -> None:
+        """The next feed connection starts with a full reconcile."""
+        try:
+            self.checkpoint_path.unlink()
+        except FileNotFoundError:
+            pass
 
     def close(self) -> None:
         self.seen.close()

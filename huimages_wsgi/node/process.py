@@ -1,11 +1,13 @@
 """One follower per node: started beside ``huimages serve`` and ``huimages fcgi`` as a
-child process, or alone as ``huimages follow``; an ``flock`` makes sure of one."""
+child process, or alone as ``huimages follow``; an ``flock`` makes sure of one, and
+that process keeps the following itself running in a child of its own."""
 
 from __future__ import annotations
 
 import errno
 import fcntl
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -15,10 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.config import Config
-from .follower import Follower
-from .status import follower_dir
+from .follower import Follower, write_json_atomic
+from .status import follower_dir, read_json
 
 log = logging.getLogger("huimages_wsgi")
+
+#: Seconds before a follower that exited is started again, doubling up to the most.
+RESTART_BACKOFF = 1.0
+MAX_RESTART_BACKOFF = 30.0
 
 
 def hold_lock(config: Config, stop: Callable[[], bool]) -> int | None:
@@ -53,7 +59,76 @@ class _Stopped(BaseException):
 
 
 def run_follower(config: Config, parent: int | None = None) -> None:
-    """``huimages follow``: follow until SIGTERM/SIGINT (or until ``parent`` is gone)."""
+    """``huimages follow``: follow until SIGTERM/SIGINT (or until ``parent`` is gone).
+
+    This process holds the node's lock and supervises: the following itself
+    runs in a child (``_follow``), started again with a backoff whenever it
+    exits on its own, each restart counted in the state file (``/_health``,
+    ``/_metrics``). The child leaves when this process does.
+    """
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopping.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+
+    def stop() -> bool:
+        return bool(stopping) or (parent is not None and os.getppid() != parent)
+
+    fd = hold_lock(config, stop)
+    if fd is None:
+        return
+    try:
+        supervise(config, stop)
+    finally:
+        os.close(fd)
+    log.info("follower for %s stopped", config.cache_root)
+
+
+def supervise(config: Config, stop: Callable[[], bool], backoff: float = RESTART_BACKOFF) -> None:
+    """Run ``_follow`` in a child process until ``stop()``; restart it when it exits."""
+    delay = backoff
+    context = multiprocessing.get_context("fork")  # this process has no other thread
+    while not stop():
+        started = time.monotonic()
+        child = context.Process(target=_follow, args=(config, os.getpid()), name="follower")
+        child.start()
+        while child.is_alive() and not stop():
+            child.join(0.2)
+        if child.is_alive():  # asked to stop: the child stops at once, mid-read if need be
+            child.terminate()
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+                child.join()
+            return
+        if time.monotonic() - started > 60:
+            delay = backoff  # it ran a good while: start again quickly
+        log.error("follower process exited with %s; starting it again in %.1f s",
+                  child.exitcode, delay)
+        note_restart(config, child.exitcode)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not stop():
+            time.sleep(0.1)
+        delay = min(delay * 2, MAX_RESTART_BACKOFF)
+
+
+def note_restart(config: Config, exitcode: int | None) -> None:
+    """Count a restart in the state file the dead follower left."""
+    path = follower_dir(config) / "state.json"
+    state = read_json(path) or {}
+    state["restarts_total"] = int(state.get("restarts_total") or 0) + 1
+    state["error"] = f"the follower process exited with {exitcode}; started again"
+    try:
+        write_json_atomic(path, state)
+    except OSError as exc:
+        log.error("follower cannot write its state: %s", exc)
+
+
+def _follow(config: Config, supervisor: int) -> None:
+    """The child: follow until SIGTERM or until the supervisor is gone."""
     stopping: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -64,24 +139,16 @@ def run_follower(config: Config, parent: int | None = None) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
-
-    def stop() -> bool:
-        return bool(stopping) or (parent is not None and os.getppid() != parent)
-
     try:
-        fd = hold_lock(config, stop)
-        if fd is None:
-            return
         follower = Follower(config)
         log.info("follower for %s on %s (heartbeat %.1f s)", config.cache_root,
                  follower.catalog.describe(), follower.heartbeat)
         try:
-            follower.run(stop)
+            follower.run(lambda: bool(stopping) or os.getppid() != supervisor)
         finally:
             follower.close()
-            os.close(fd)
     except _Stopped:
-        log.info("follower for %s stopped", config.cache_root)
+        pass
 
 
 def start_follower_process(config: Config) -> subprocess.Popen | None:

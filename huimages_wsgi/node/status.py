@@ -55,6 +55,8 @@ def follower_status(config: Config, now: float | None = None) -> dict[str, Any] 
         "purged_total": state.get("purged_total", 0),
         "changes_total": state.get("changes_total", 0),
         "reconciles_total": state.get("reconciles_total", 0),
+        "errors_total": state.get("errors_total", 0),
+        "restarts_total": state.get("restarts_total", 0),
         "pid": state.get("pid"),
     }
 
@@ -72,6 +74,8 @@ def follower_check(config: Config) -> dict[str, Any]:
         "last_seq": status["last_seq"],
         "lag_seconds": status["lag_seconds"],
         "seconds_since_feed": status["seconds_since_feed"],
+        "errors_total": status["errors_total"],
+        "restarts_total": status["restarts_total"],
     }
     if status["stuck"]:
         result["error"] = (
@@ -107,6 +111,8 @@ def follower_metrics(config: Config) -> list[str]:
         ("follower_purged_files", "purged_total", "Cached files the follower removed."),
         ("follower_changes", "changes_total", "Catalog changes the follower read."),
         ("follower_reconciles", "reconciles_total", "Full reconciles of the cache."),
+        ("follower_errors", "errors_total", "Failures the follower retried."),
+        ("follower_restarts", "restarts_total", "Times the follower process was started again."),
     ):
         lines += [f"# HELP huimages_{name}_total {text}", f"# TYPE huimages_{name}_total counter",
                   f"huimages_{name}_total {int(status[key] or 0)}"]
