@@ -75,12 +75,25 @@ def photo(width: int, height: int, seed: int) -> bytes:
     return out.getvalue()
 
 
+APP = "huimages_wsgi:make_app()"
+#: name -> (command with {port}, environment). "no admission" runs with
+#: HUIMAGES_RENDER_SLOTS=0: every miss renders at once, whatever the load.
 CONFIGS = {
-    "sync (before)": (["gunicorn", "-k", "sync", "-w", "2", "--timeout", "60"],
-                      {"HUIMAGES_RENDER_SLOTS": "0"}),
-    "gthread 16": (["gunicorn", "-k", "gthread", "-w", "2", "--threads", "16"],
-                   {"HUIMAGES_RENDER_SLOTS": "0"}),
-    "guarded (now)": (["huimages", "serve", "--workers", "2"], {}),
+    "sync, no admission": (["gunicorn", "-k", "sync", "-w", "2", "--timeout", "60",
+                            "-b", "127.0.0.1:{port}", APP], {"HUIMAGES_RENDER_SLOTS": "0"}),
+    "gthread 16": (["gunicorn", "-k", "gthread", "-w", "2", "--threads", "16",
+                    "-b", "127.0.0.1:{port}", APP], {"HUIMAGES_RENDER_SLOTS": "0"}),
+    "huimages serve": (["huimages", "serve", "--workers", "2", "--port", "{port}"], {}),
+    "gthread 64 + admission": (["gunicorn", "-k", "gthread", "-w", "2", "--threads", "64",
+                                "-b", "127.0.0.1:{port}", APP], {}),
+    "granian + admission": (["granian", "--interface", "wsgi", "--workers", "2",
+                             "--blocking-threads", "64", "--backlog", "2048",
+                             "--http1-header-read-timeout", "5000",
+                             "--host", "127.0.0.1", "--port", "{port}",
+                             "--factory", "huimages_wsgi:make_app"], {}),
+    "waitress + admission": (["waitress-serve", "--host=127.0.0.1", "--port={port}",
+                              "--threads=64", "--connection-limit=2000", "--channel-timeout=10",
+                              "--call", "huimages_wsgi:make_app"], {}),
 }
 
 
@@ -91,10 +104,7 @@ class Server:
         cache = base / f"cache-{len(os.listdir(base))}"
         self.env = {**os.environ, "HUIMAGES_DATA_DIR": str(data_dir),
                     "HUIMAGES_CACHE_DIR": str(cache), **env}
-        if command[0] == "gunicorn":
-            command = [*command, "-b", f"127.0.0.1:{self.port}", "huimages_wsgi:make_app()"]
-        else:
-            command = [*command, "--port", str(self.port)]
+        command = [part.replace("{port}", str(self.port)) for part in command]
         self.log = open(base / f"server-{self.port}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen([str(BIN / command[0]), *command[1:]], env=self.env,
                                         stdout=self.log, stderr=subprocess.STDOUT)
@@ -211,19 +221,64 @@ def overload(port: int, ids: list[str], hot: str, seconds: float, connections: i
 
 
 def slow_senders(port: int, hot: str) -> dict:
+    """64 connections that send half a request head and wait, then 20 hits."""
     socks = []
     for _ in range(HALF_OPEN):
         sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         sock.sendall(b"GET / HTTP/1.1\r\nHost: b\r\n")
         socks.append(sock)
+    return _hits_meanwhile(port, hot, socks)
+
+
+def slow_readers(port: int, big: str, hot: str) -> dict:
+    """64 connections that ask for a large file and read nothing, then 20 hits."""
+    socks = []
+    for _ in range(HALF_OPEN):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(f"GET {big} HTTP/1.1\r\nHost: b\r\n\r\n".encode())
+        socks.append(sock)
+    return _hits_meanwhile(port, hot, socks)
+
+
+def trickling_bodies(port: int, hot: str) -> dict:
+    """64 connections that announce a 1 GB body with an image request and trickle it."""
+    socks = []
+    for _ in range(HALF_OPEN):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(f"GET {hot} HTTP/1.1\r\nHost: b\r\nContent-Length: 1000000000\r\n"
+                     f"\r\nx".encode())
+        socks.append(sock)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(1.0):
+            for sock in socks:
+                try:
+                    sock.send(b"x")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        return _hits_meanwhile(port, hot, socks)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _hits_meanwhile(port: int, hot: str, socks: list[socket.socket]) -> dict:
     time.sleep(0.5)
     answered, slowest = 0, 0.0
     try:
         for _ in range(20):
             began = time.perf_counter()
             try:
-                get(port, hot, timeout=5)
-                answered += 1
+                if get(port, hot, timeout=5) == 200 and time.perf_counter() - began <= 1.0:
+                    answered += 1
             except OSError:
                 pass
             slowest = max(slowest, time.perf_counter() - began)
@@ -237,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS),
+                        metavar="NAME", help="the configurations to run, in order")
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="huimages-overload-"))
     rows = {}
@@ -251,30 +308,34 @@ def main(argv: list[str] | None = None) -> int:
                              capture_output=True, text=True, check=True)
         ids = put.stdout.split()
         hot = f"/240x160/{ids[0]}.jpeg"
-        for number, name in enumerate(CONFIGS):
+        for number, name in enumerate(args.configs):
             server = Server(name, data_dir, base)
             try:
                 assert get(server.port, hot) == 200
                 row = overload(server.port, ids, hot, args.seconds, args.connections,
                                offset=number * 100_000)
                 time.sleep(2)  # let the last renders finish
-                row.update(slow_senders(server.port, hot))
+                row["half_open"] = slow_senders(server.port, hot)
+                row["slow_readers"] = slow_readers(server.port, f"/o/{ids[1]}.jpeg", hot)
+                row["trickling"] = trickling_bodies(server.port, hot)
             finally:
                 server.stop()
             rows[name] = row
             print(f"{name}: done", file=sys.stderr)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    header = (f"{'configuration':<15} {'renders/s':>9} {'503':>5} {'fail':>5} {'p50 ms':>7}"
-              f" {'p99 ms':>7} {'hit p99':>8} {'hit max':>8} | {'64 half-open: hits':>19}")
+    header = (f"{'configuration':<24} {'renders/s':>9} {'503':>5} {'fail':>5} {'p50 ms':>7}"
+              f" {'p99 ms':>7} {'hit p99':>8} {'hit max':>8} | hits within 1 s behind 64:"
+              f" half-open, slow readers, trickling bodies")
     lines = [f"overload: {args.connections} connections x {args.seconds:.0f} s of sizes never"
              f" asked before; {os.cpu_count()} cores", header, "-" * len(header)]
     for name, r in rows.items():
+        slow = ", ".join(f"{r[k]['answered_of_20']:>2}/20 ({r[k]['slowest_ms']:>5.0f} ms)"
+                         for k in ("half_open", "slow_readers", "trickling"))
         lines.append(
-            f"{name:<15} {r['renders_per_s']:>9.1f} {r['share_503']:>5.0%} {r['failures']:>5}"
+            f"{name:<24} {r['renders_per_s']:>9.1f} {r['share_503']:>5.0%} {r['failures']:>5}"
             f" {r['p50_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['hit_p99_ms']:>8.0f}"
-            f" {r['hit_max_ms']:>8.0f} | {r['answered_of_20']:>3}/20, slowest"
-            f" {r['slowest_ms']:>6.0f} ms")
+            f" {r['hit_max_ms']:>8.0f} | {slow}")
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -13,20 +13,18 @@ single generation by an ``flock`` on one of a fixed set of lock stripes.
 
 from __future__ import annotations
 
-import copy
 import errno
 import fcntl
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import BinaryIO
 
-from ..core.errors import GenerationBusy, HuImagesError, ImageNotFound
+from ..core.errors import GenerationBusy, ImageNotFound
 from ..core.files import atomic_file, unlink_quietly
 
 LOCK_STRIPES = 4096
@@ -45,33 +43,12 @@ class CachedFile:
         self.path, self.relative, self.ext, self.stat = path, relative, ext, stat
 
 
-class _Making:
-    """A variant one request of this process is making: done, and how it ended."""
-
-    __slots__ = ("done", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-
-def _copy(error: HuImagesError) -> HuImagesError:
-    """The same answer for another request (its own exception object, where it copies)."""
-    try:
-        return copy.copy(error)
-    except Exception:  # an exception class with an unusual constructor
-        return error
-
-
 class Cache:
     def __init__(self, root: Path, lock_timeout: float = 30.0) -> None:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
         self.lock_dir = self.root / ".locks"
         self._root = str(self.root)
-        self._making: dict[tuple[str, str, str], _Making] = {}  # variants being made here
-        self._making_lock = threading.Lock()
-        self._making_pid = os.getpid()
 
     def path(self, size_name: str, imageid: str, ext: str = "jpeg") -> Path:
         """Callers pass only validated size names and IDs: no traversal possible."""
@@ -124,63 +101,25 @@ class Cache:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    @contextmanager
-    def first_in_process(
-        self, size_name: str, imageid: str, ext: str
-    ) -> Iterator[CachedFile | None]:
-        """Single-flight within this process, before anything is held: one request at
-        a time goes on to make a given variant (``yield None``); the others wait here,
-        holding no render slot (a burst of requests for one new image would otherwise
-        hold every slot of the node while all but one sleep in the cross-process lock
-        of ``produce``), and share its outcome: the finished file, or the same answer
-        if it was refused (a 503 when the node is busy, a 404, a 422); only after an
-        unexpected failure does the next one try. The wait is bounded like that
-        lock's: then GenerationBusy (503)."""
-        key = (size_name, imageid, ext)
-        deadline = time.monotonic() + self.lock_timeout
-        if self._making_pid != os.getpid():  # a forked child: none of its parent's renders
-            self._making_lock, self._making, self._making_pid = threading.Lock(), {}, os.getpid()
-        while True:
-            with self._making_lock:
-                making = self._making.get(key)
-                if making is None:
-                    mine = self._making[key] = _Making()
-                    break
-            if not making.done.wait(max(0.0, deadline - time.monotonic())):
-                raise GenerationBusy("this image is being generated; try again shortly")
-            if isinstance(making.error, HuImagesError):
-                raise _copy(making.error)
-            cached = self.lookup(size_name, imageid, ext)
-            if cached is not None:
-                yield cached
-                return
-        try:
-            yield self.lookup(size_name, imageid, ext)  # finished just before we came first?
-        except BaseException as exc:
-            mine.error = exc
-            raise
-        finally:
-            with self._making_lock:
-                if self._making.get(key) is mine:
-                    del self._making[key]
-            mine.done.set()
-
     def produce(
-        self, size_name: str, imageid: str, ext: str, write: Callable[[BinaryIO], object]
+        self, size_name: str, imageid: str, ext: str, write: Callable[[BinaryIO], object],
+        admitted: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> CachedFile:
-        """The finished variant, written once by ``write`` if it is missing (single-flight)."""
-        cached = self.lookup(size_name, imageid, ext)
-        if cached is not None:
-            return cached
+        """The variant, written once by ``write`` (single-flight across the node's
+        processes): the caller has looked it up and missed; it is looked up once more
+        in the lock (another request may have made it meanwhile), and only then is
+        the render admitted (``admitted()`` is held while writing). So a request that
+        waits for another to make the same variant holds no render slot."""
         path = self.path(size_name, imageid, ext)
         with self._stripe_lock(path):
             cached = self.lookup(size_name, imageid, ext)  # made by another request meanwhile
             if cached is not None:
                 return cached
-            path.parent.mkdir(parents=True, exist_ok=True)
-            require_plain_dir(path.parent)  # a link may have appeared meanwhile
-            with atomic_file(path) as handle:
-                write(handle)
+            with admitted():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                require_plain_dir(path.parent)  # a link may have appeared meanwhile
+                with atomic_file(path) as handle:
+                    write(handle)
         cached = self.lookup(size_name, imageid, ext)
         if cached is None:  # pruned or purged in the microseconds since the rename
             raise GenerationBusy("the variant was removed while being made; retry")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..core.config import Config
@@ -12,21 +13,24 @@ from .options import local_store, octal, positive
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    from ..deploy.server import run_gunicorn
+    from ..deploy.server import run_server
 
     if config.browse is None:  # HUIMAGES_BROWSE unset: on for the embedded default only
         config = config.with_changes(browse=not (config.s3_bucket or config.couch_server))
     if args.access_log:
         config = config.with_changes(access_log=True)
-    if config.follow is None:  # HUIMAGES_FOLLOW unset: the node's follower runs in the master
+    if config.follow is None:  # HUIMAGES_FOLLOW unset: the node's follower runs beside
         config = config.with_changes(follow=True)
-    run_gunicorn(
+    if (args.certfile is None) != (args.keyfile is None):
+        raise SystemExit("huimages: --certfile and --keyfile go together")
+    run_server(
         config,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        timeout=args.timeout,
         threads=args.threads,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
     )
     return 0
 
@@ -84,16 +88,18 @@ def cmd_follow(args: argparse.Namespace, config: Config) -> int:
 
 def add_parsers(commands: Any) -> None:
     """The commands that run a node."""
-    serve = commands.add_parser("serve", help="run the image server under gunicorn")
+    serve = commands.add_parser("serve", help="run the image server (granian, with TLS if asked)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=positive, metavar="N",
                        help="worker processes (default: one per core, or WEB_CONCURRENCY)")
     serve.add_argument("--threads", type=positive, metavar="N",
-                       help="threads per worker, each serving one connection at a time"
-                       " (default 64; renders are bounded by HUIMAGES_RENDER_SLOTS)")
-    serve.add_argument("--timeout", type=positive, default=60, metavar="SECONDS",
-                       help="restart a worker whose event loop is silent this long")
+                       help="threads per worker that run the app, each one request at a"
+                       " time (default 64); slow clients hold none")
+    serve.add_argument("--certfile", type=Path, metavar="PEM",
+                       help="serve HTTPS with this certificate (chain)")
+    serve.add_argument("--keyfile", type=Path, metavar="PEM",
+                       help="its private key, PKCS#8 (BEGIN PRIVATE KEY)")
     serve.add_argument("--access-log", action="store_true",
                        help="log every request to stderr (HUIMAGES_ACCESS_LOG)")
     serve.set_defaults(handler=cmd_serve)

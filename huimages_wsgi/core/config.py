@@ -54,6 +54,17 @@ def parse_bytes(text: str) -> int:
     return int(text)
 
 
+def _as_text(value: Any) -> str:
+    """A setting as ``ENV_READERS`` reads it back."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (frozenset, set)):
+        return ",".join(sorted(value))
+    if isinstance(value, Mapping):
+        return ",".join(f"{name}={box}" for name, box in value.items())
+    return str(value)
+
+
 def _parse_names(text: str) -> frozenset[str]:
     return frozenset(s.strip() for s in text.split(",") if s.strip())
 
@@ -89,6 +100,7 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "render_slots": (("HUIMAGES_RENDER_SLOTS",), int),
     "render_wait": (("HUIMAGES_RENDER_WAIT",), float),
     "render_slots_per_process": (("HUIMAGES_RENDER_SLOTS_PER_PROCESS",), int),
+    "render_queue": (("HUIMAGES_RENDER_QUEUE",), int),
     "background": (("HUIMAGES_BACKGROUND",), str.strip),
     "follow": (("HUIMAGES_FOLLOW",), _parse_bool),
     "follow_heartbeat": (("HUIMAGES_FOLLOW_HEARTBEAT",), float),
@@ -133,13 +145,15 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "access_log": ("off", "one structured line per request (also `huimages serve"
                    " --access-log`)"),
     "log_format": ("`text`", "`text` (logfmt) or `json`"),
-    "render_slots": ("one per core", "renders at once per node (admission control; `0`: no"
-                     " limit); a miss that gets no slot in time is a 503"),
-    "render_wait": ("1.5", "seconds a miss may wait for a render slot before its 503"),
-    "render_slots_per_process": ("slots / workers in `huimages serve`, else any",
-                                 "of those slots, at most this many in one worker process"
-                                 " for renders that decode the whole original (bounds a"
-                                 " worker's memory; renders from previews take any)"),
+    "render_slots": ("one per core", "renders at once per worker process (admission"
+                     " control; `0`: no admission at all, every miss renders at once)"),
+    "render_wait": ("1.5", "seconds a miss may expect to wait for a render slot; beyond,"
+                    " a 503 with Retry-After at once"),
+    "render_slots_per_process": ("cores / workers in `huimages serve`, else the slots",
+                                 "of those, how many may decode a whole original at once"
+                                 " (each holds a decoded photo: bounds a worker's memory)"),
+    "render_queue": ("48", "misses one worker process lets wait for a slot (each holds a"
+                     " server thread; keep it below the threads); more get a 503 at once"),
     "follow": ("on in `huimages serve` and `huimages fcgi`", "the node's change-feed follower"
                " that purges variants of images deleted anywhere (`0`: none; docs/cluster.md)"),
     "follow_heartbeat": ("5", "seconds between the follower's heartbeats; silent for 3 of"
@@ -195,13 +209,15 @@ class Config:
     access_log: bool = False  # one structured line per request
     log_format: str = "text"  # "text" (logfmt) or "json"
 
-    # admission control (admission.py): renders at once per node (None: one per core,
-    # 0: no limit) and the seconds a miss may wait for a slot before its 503
+    # admission control (admission.py): renders at once per worker process (None: one
+    # per core, 0: no admission) and the seconds a miss may expect to wait for a slot
     render_slots: int | None = None
     render_wait: float = 1.5
-    # of those, at most this many in one worker process (None: any; `huimages serve` sets
-    # slots / workers, so one worker's memory holds at most its share of decoded photos)
+    # of those, how many may decode a whole original at once (None: any; `huimages serve`
+    # sets cores / workers, so the node holds about one decoded photo per core)
     render_slots_per_process: int | None = None
+    # misses one process lets wait for a slot; more are refused at once
+    render_queue: int = 48
     # What transparent pixels of an original become in a .jpeg variant (any CSS-like colour
     # Pillow's ImageColor reads: "#ffffff", "white", "rgb(0,0,0)"); other formats keep alpha.
     background: str = "#ffffff"
@@ -238,6 +254,8 @@ class Config:
             raise ValueError("render_slots must be 0 (no limit) or more")
         if self.render_slots_per_process is not None and self.render_slots_per_process < 1:
             raise ValueError("render_slots_per_process must be 1 or more")
+        if self.render_queue < 0:
+            raise ValueError("render_queue must be 0 or more")
         if not 0 <= self.render_wait <= 600:
             raise ValueError("render_wait must be between 0 and 600 seconds")
 
@@ -274,6 +292,19 @@ class Config:
             raise TypeError(f"unknown configuration keys: {sorted(unknown)}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def environ(self) -> dict[str, str | None]:
+        """The environment variables ``from_env`` reads this configuration back from,
+        for a process this one starts (a server's workers, the follower); None for a
+        variable to remove (a setting left at None, whatever the parent's environment
+        says)."""
+        env: dict[str, str | None] = {}
+        for name, (env_names, _) in ENV_READERS.items():
+            value = getattr(self, name)
+            for other in env_names[1:]:
+                env[other] = None  # the first name speaks for the setting
+            env[env_names[0]] = None if value is None else _as_text(value)
+        return env
 
     @classmethod
     def from_mapping(

@@ -1,20 +1,18 @@
-"""The gunicorn settings of ``huimages serve``, also usable on gunicorn's command line.
-
-``huimages serve`` applies :func:`settings`; running gunicorn directly gets
-the same worker model with::
+"""gunicorn settings for running the app with gunicorn's own command line::
 
     gunicorn -c python:huimages_wsgi.deploy.gunicorn_conf 'huimages_wsgi:make_app()'
 
-(``--workers``/``--threads``/``--bind`` on that command line still win), and
-the same node: gunicorn's ``when_ready`` and ``on_exit`` hooks below start and
-stop the node's change-feed follower in the master, and ``post_fork`` gives
-each worker its share of the node's render slots, as ``huimages serve`` does.
-The worker class (:mod:`huimages_wsgi.deploy.worker`) reads request heads in its
-event loop and bounds every socket operation, so slow clients cost file
-descriptors rather than threads; the many threads only ever wait (slow
-readers, backends, render slots), while rendering itself is bounded per node
-by :mod:`huimages_wsgi.cache.admission`. docs/serving.md explains the choice and
-the figures behind it.
+(``--workers``/``--threads``/``--bind`` on that command line still win). It
+runs a node like ``huimages serve``: gunicorn's stock ``gthread`` worker with
+64 threads per worker and a worker per core, the node's change-feed follower
+started and stopped by the master (``when_ready``, ``on_exit``), and each
+worker's share of whole-original decodes (``post_fork``), all through
+gunicorn's documented settings and server hooks. What it lacks is granian's
+handling of slow clients: gthread reads a request head and body in a worker
+thread, so a connection that sends slowly holds a thread until gunicorn's
+timeouts end it. Behind nginx, which buffers requests, that never happens;
+facing clients directly, ``huimages serve`` is the one to run.
+docs/serving.md has the figures.
 """
 
 from __future__ import annotations
@@ -22,29 +20,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..cache.admission import cpu_count
 from ..core.config import Config
 from ..node.process import start_follower_process, stop_follower_process
+from .sizing import DEFAULT_THREADS, decode_share, default_workers
 
-#: threads per worker process: enough for slow readers (each holds one while it reads)
-DEFAULT_THREADS = 64
-WORKER_CLASS = "huimages_wsgi.deploy.worker.GuardedThreadWorker"
-
-
-def default_workers() -> int:
-    """One process per core (renders are CPU-bound and hold the GIL in parts);
-    ``WEB_CONCURRENCY`` overrides it, as gunicorn's own default does."""
-    try:
-        return max(1, int(os.environ.get("WEB_CONCURRENCY", "")))
-    except ValueError:
-        return cpu_count()
-
-
-def render_share(config: Config, workers: int) -> int:
-    """Each worker's share of the node's render slots: the slots (a core each by
-    default) divided among the workers, rounded up."""
-    slots = cpu_count() if config.render_slots is None else config.render_slots
-    return max(1, -(-slots // workers))
+WORKER_CLASS = "gthread"
 
 
 def settings(workers: int | None = None, threads: int | None = None) -> dict[str, Any]:
@@ -53,11 +33,9 @@ def settings(workers: int | None = None, threads: int | None = None) -> dict[str
         "worker_class": WORKER_CLASS,
         "workers": workers or default_workers(),
         "threads": threads or DEFAULT_THREADS,
-        # connections per worker, including those still sending their head (no thread)
+        # connections per worker, kept-alive ones waiting in its event loop included
         "worker_connections": 1000,
-        # the master restarts a worker whose event loop is silent this long; the
-        # loop beats every second whatever its threads do, so renders never trip it
-        "timeout": 60,
+        "timeout": 60,  # the master restarts a worker silent this long
         "graceful_timeout": 10,
         "keepalive": 5,  # seconds an idle kept-alive connection stays open
         # request heads: image URLs are short; the API's headers too
@@ -73,7 +51,7 @@ def settings(workers: int | None = None, threads: int | None = None) -> dict[str
 # ``gunicorn -c python:huimages_wsgi.deploy.gunicorn_conf``.
 globals().update(settings())
 
-# -- gunicorn's server hooks, for that command line (``huimages serve`` sets its own) --
+# -- gunicorn's server hooks -----------------------------------------------------------
 
 _followers: list[Any] = []
 
@@ -99,9 +77,8 @@ def on_exit(server: Any) -> None:
 def post_fork(server: Any, worker: Any) -> None:
     """In each new worker, before it loads the app: the node's settings as
     ``huimages serve`` gives them, where the environment leaves them open (the
-    follower on, so /_health and /_metrics report it; its share of the slots)."""
+    follower on, so /_health and /_metrics report it; its share of decodes)."""
     config = node_config()
     os.environ.setdefault("HUIMAGES_FOLLOW", "1" if config.follow else "0")
     if config.render_slots_per_process is None:
-        os.environ["HUIMAGES_RENDER_SLOTS_PER_PROCESS"] = str(
-            render_share(config, server.cfg.workers))
+        os.environ["HUIMAGES_RENDER_SLOTS_PER_PROCESS"] = str(decode_share(server.cfg.workers))

@@ -1,88 +1,94 @@
-"""Running the standalone app under gunicorn from Python.
+"""``huimages serve``: the standalone app under granian, with the node's follower.
 
-gunicorn's ``BaseApplication`` lets us hand each worker the already-built
-configuration instead of re-reading the environment in the worker. The
-master (arbiter) starts the node's one change-feed follower (follower.py) as
-a child process once it is ready, and stops it on exit: one per node, not
-one per worker.
+granian (a Rust HTTP server with a WSGI interface, used through its public
+``Granian`` class) reads request heads and bodies and writes answers on its
+own event loop, so slow clients, half-sent heads and trickling bodies cost it
+a connection, never a Python thread; the app runs on each worker's pool of
+blocking threads (``--threads``). A request head must arrive within
+``HEADER_TIMEOUT`` seconds. TLS is granian's (``--certfile`` and a PKCS#8
+``--keyfile``). The main process starts the node's one change-feed follower
+when it is ready and stops it on the way out, and starts a worker again if
+one dies. docs/serving.md has the measurements behind the choice.
+
+The configuration built by the ``huimages`` command reaches the workers as
+their environment (``Config.environ``), the way every child process of the
+node gets it.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
-from gunicorn.glogging import Logger
+from granian import Granian
+from granian.constants import Interfaces
+from granian.http import HTTP1Settings
 
 from ..core.config import Config
 from ..node.process import start_follower_process, stop_follower_process
 from ..web.app import make_app
-from ..web.logs import make_formatter
-from .gunicorn_conf import render_share
-from .gunicorn_conf import settings as gunicorn_settings
+from .sizing import DEFAULT_THREADS, decode_share, default_workers
+
+#: Seconds a client may take to send a request head; then the connection is closed.
+HEADER_TIMEOUT = 10.0
+#: Seconds a stopping worker gets to finish its requests.
+STOP_TIMEOUT = 10
 
 
-class StructuredGunicornLogger(Logger):
-    """gunicorn's own lines (start, worker exits, timeouts) in HUIMAGES_LOG_FORMAT too.
-
-    gunicorn's access log stays off: the app writes its own structured one
-    (``HUIMAGES_ACCESS_LOG``/``--access-log``), which also knows cache hits.
-    """
-
-    log_format = "text"
-
-    def setup(self, cfg: Any) -> None:
-        super().setup(cfg)
-        for handler in self.error_log.handlers:
-            handler.setFormatter(make_formatter(self.log_format))
+def log_config(log_format: str) -> dict[str, Any]:
+    """granian's own lines (start, workers, errors) in HUIMAGES_LOG_FORMAT too."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"huimages": {"()": "huimages_wsgi.web.logs.make_formatter",
+                                    "log_format": log_format}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "huimages"}},
+        "loggers": {"_granian": {"handlers": ["stderr"], "level": "INFO", "propagate": False}},
+    }
 
 
-class JsonGunicornLogger(StructuredGunicornLogger):
-    log_format = "json"
-
-
-GUNICORN_LOGGERS = {"text": StructuredGunicornLogger, "json": JsonGunicornLogger}
-
-
-class _Gunicorn(BaseApplication):
-    def __init__(self, config: Config, options: dict[str, Any]) -> None:
-        self.huimages_config = config
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self):  # noqa: ANN201 - gunicorn's signature
-        return make_app(self.huimages_config)
-
-
-def run_gunicorn(
+def run_server(
     config: Config,
     host: str = "127.0.0.1",
     port: int = 8080,
     workers: int | None = None,
-    timeout: int | None = None,
     threads: int | None = None,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
 ) -> None:
-    """Block serving the app; the catalog is opened once so errors show before forking.
-
-    The worker model and its limits are gunicorn_conf.settings(); None takes
-    the defaults for this machine (a worker per core, 64 threads each).
-    """
-    make_app(config)  # fail fast on a bad configuration, in the parent
-    options: dict[str, Any] = {
-        **gunicorn_settings(workers=workers, threads=threads),
-        "bind": f"{host}:{port}",
-        "logger_class": GUNICORN_LOGGERS[config.log_format],
-    }
-    if config.render_slots_per_process is None:  # each worker its share of the node's slots
-        config = config.with_changes(
-            render_slots_per_process=render_share(config, options["workers"]))
-    if timeout:
-        options["timeout"] = timeout
+    """Serve until SIGTERM/SIGINT; a bad configuration fails here, before listening."""
+    make_app(config)
+    workers = workers or default_workers()
+    if config.render_slots_per_process is None:
+        config = config.with_changes(render_slots_per_process=decode_share(workers))
+    for name, value in config.environ().items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    server = Granian(
+        "huimages_wsgi.deploy.server:worker_app",
+        factory=True,
+        interface=Interfaces.WSGI,
+        address=host,
+        port=port,
+        workers=workers,
+        blocking_threads=threads or DEFAULT_THREADS,
+        backlog=2048,
+        http1_settings=HTTP1Settings(header_read_timeout=int(HEADER_TIMEOUT * 1000)),
+        ssl_cert=certfile,
+        ssl_key=keyfile,
+        respawn_failed_workers=True,
+        workers_kill_timeout=STOP_TIMEOUT,
+        log_dictconfig=log_config(config.log_format),
+    )
     followers: list[Any] = []
-    options["when_ready"] = lambda server: followers.append(start_follower_process(config))
-    options["on_exit"] = lambda server: [stop_follower_process(f) for f in followers]
-    _Gunicorn(config, options).run()
+    server.on_startup(lambda: followers.append(start_follower_process(config)))
+    server.on_shutdown(lambda: [stop_follower_process(process) for process in followers])
+    server.serve()
+
+
+def worker_app() -> Any:
+    """The app of one granian worker, from the configuration ``run_server`` handed down."""
+    return make_app(Config.from_env())

@@ -97,7 +97,7 @@ def supervise(config: Config, stop: Callable[[], bool], backoff: float = RESTART
         child.start()
         while child.is_alive() and not stop():
             child.join(0.2)
-        if child.is_alive():  # asked to stop: the child stops at once, mid-read if need be
+        if stop() or _stopping_soon(stop):  # the child stops at once, mid-read if need be
             child.terminate()
             child.join(10)
             if child.is_alive():
@@ -113,6 +113,17 @@ def supervise(config: Config, stop: Callable[[], bool], backoff: float = RESTART
         while time.monotonic() < deadline and not stop():
             time.sleep(0.1)
         delay = min(delay * 2, MAX_RESTART_BACKOFF)
+
+
+def _stopping_soon(stop: Callable[[], bool]) -> bool:
+    """Whether a stop arrives in the next moment: a signal to the whole process group
+    (Ctrl-C, a service manager) may reach the child a little before this process."""
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        if stop():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def note_restart(config: Config, exitcode: int | None) -> None:
@@ -161,17 +172,11 @@ def start_follower_process(config: Config) -> subprocess.Popen | None:
     if not config.follow:
         return None
     env = dict(os.environ)
-    env.update(
-        HUIMAGES_DATA_DIR=str(config.data_dir),
-        HUIMAGES_CACHE_DIR=str(config.cache_root),
-        HUIMAGES_BACKEND_TIMEOUT=str(config.backend_timeout),
-        HUIMAGES_FOLLOW_HEARTBEAT=str(config.follow_heartbeat),
-        HUIMAGES_LOG_FORMAT=config.log_format,
-    )
-    for name in ("HUIMAGESCOUCHSERVER", "COUCHSERVER", "HUIMAGES_COUCHDB_NAME"):
-        env.pop(name, None)
-    if config.couch_server:
-        env.update(HUIMAGESCOUCHSERVER=config.couch_server, HUIMAGES_COUCHDB_NAME=config.couch_db)
+    for name, value in config.environ().items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     command = [sys.executable, "-m", "huimages_wsgi.cli", "follow", "--parent", str(os.getpid())]
     process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
     process.owner_pid = os.getpid()  # type: ignore[attr-defined]

@@ -325,7 +325,10 @@ class ImageStore(BaseImageStore):
 
     def variant_path(self, imageid: str, size: Size, ext: str = "jpeg") -> Path:
         """The path of one variant's cached file, made once if missing (renderer.py)."""
-        return Path(self.renderer.variant(imageid, size, ext).path)
+        cached = self.cache.lookup(size.name, validate_id(imageid), ext)
+        if cached is None:
+            cached = self.renderer.variant(imageid, size, ext)
+        return Path(cached.path)
 
     def mark_broken(self, imageid: str, reason: str) -> None:
         """Mark an original that does not decode (never deleted; see renderer.py, broken.py)."""

@@ -1,11 +1,12 @@
 """Making a missing variant: ``Renderer.variant`` puts it into the cache, once.
 
-The miss path, end to end: check that the size and format go together, take
-a place in the admission line (admission.py), read the catalog document, take
-a render slot, then inside the cache's single-flight lock render from
-the smallest upload-time preview that has enough pixels (previews.py), or
-from the original, with the engine (engine.py). ``o`` is the original's
-bytes, checked to still be an image.
+The miss path, end to end: check that the size and format go together,
+refuse at once if the admission queue is full (admission.py), read the
+catalog document, choose the preview, then inside the cache's single-flight
+lock look once more, take a render slot and render from the smallest
+upload-time preview that has enough pixels (previews.py), or from the
+original, with the engine (engine.py). ``o`` is the original's bytes,
+checked to still be an image.
 
 Only an original that does not decode is evidence against the image: it is
 marked broken in the catalog (never deleted; broken.py). An original over a
@@ -18,9 +19,10 @@ the image.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from typing import BinaryIO
 
-from ..cache.admission import RenderSlots
+from ..cache.admission import Admission
 from ..cache.directory import Cache, CachedFile
 from ..core.errors import (
     ImageBroken,
@@ -48,31 +50,36 @@ class Renderer:
         self.catalog, self.blobs, self.engine, self.cache = catalog, blobs, engine, cache
 
     def variant(
-        self, imageid: str, size: Size, ext: str = "jpeg", admission: RenderSlots | None = None
+        self, imageid: str, size: Size, ext: str = "jpeg", admission: Admission | None = None
     ) -> CachedFile:
-        """The cached file for one variant, generated once if missing.
+        """The cached file for one variant, made once if missing.
 
-        With ``admission``, the requests of this process for one variant send
-        one of them on (the others share its answer), which takes a place in
-        the line (a 503 at once if it is full, before the catalog is asked),
-        reads the catalog, then waits for a render slot (before the
-        single-flight lock, so a wait for a slot never holds that lock); a
-        render that will decode the whole original counts towards this
-        process's share.
+        The caller has looked the variant up and missed (or wants it made if
+        missing). One plan per miss: the format is checked, the catalog read
+        once, the preview chosen once; then ``Cache.produce`` looks it up once
+        more in the node's single-flight lock and, with ``admission``, holds
+        a render slot while writing (a 503 when the node expects to be busy
+        too long; a queue that is already full refuses before the catalog is
+        asked).
         """
         check_variant(size, ext)
-        cached = self.cache.lookup(size.name, validate_id(imageid), ext)
-        if cached is not None:
-            return cached
-        if admission is None:
-            return self.produce(imageid, size, ext, self.live_doc(imageid))
-        with self.cache.first_in_process(size.name, imageid, ext) as cached:
-            if cached is not None:
-                return cached  # made meanwhile by another request
-            with admission.place():
-                doc = self.live_doc(imageid)
-                with admission.slot(full_decode=self.decodes_original(doc, size)):
-                    return self.produce(imageid, size, ext, doc)
+        validate_id(imageid)
+        if admission is not None:
+            admission.check_room()
+        doc = self.live_doc(imageid)
+        preview = None if size.is_original else self.preview_for(doc, size)
+        # a full decode: no preview serves it, or o (its check decodes all but JPEGs)
+        full = preview is None
+
+        def admitted() -> AbstractContextManager[object]:
+            return nullcontext() if admission is None else admission.render(full)
+
+        try:
+            return self.cache.produce(
+                size.name, imageid, ext,
+                lambda out: self.write(imageid, size, ext, out, preview), admitted)
+        except OSError as exc:  # a full or failing cache disk: the image is fine
+            raise WriteFailed(f"cannot write {size.name}/{imageid}.{ext}: {exc}") from exc
 
     def live_doc(self, imageid: str) -> Doc:
         """The catalog document of an image that may be rendered; 404 if it is unknown,
@@ -88,17 +95,9 @@ class Renderer:
             )
         return doc
 
-    def produce(self, imageid: str, size: Size, ext: str, doc: Doc) -> CachedFile:
-        """Make the variant in the cache's single-flight lock (no admission)."""
-        try:
-            return self.cache.produce(
-                size.name, imageid, ext, lambda out: self.write(imageid, size, ext, out, doc)
-            )
-        except OSError as exc:  # a full or failing cache disk: the image is fine
-            raise WriteFailed(f"cannot write {size.name}/{imageid}.{ext}: {exc}") from exc
-
     def write(
-        self, imageid: str, size: Size, ext: str, out: BinaryIO, doc: Doc | None = None
+        self, imageid: str, size: Size, ext: str, out: BinaryIO,
+        preview: tuple[str, tuple[int, int]] | None = None,
     ) -> None:
         """Only an original that does not decode is marked broken (never deleted):
         a limit of this configuration is a 422 that leaves the image alone, and
@@ -106,7 +105,7 @@ class Renderer:
         from the copy of ``o``, which ``variant`` turns into WriteFailed)
         passes through. ``o`` is served at the extension of what the bytes
         are; any other is a 404 naming the right URL."""
-        if doc is not None and self.write_from_preview(imageid, size, ext, out, doc):
+        if preview is not None and self.write_from_preview(imageid, size, ext, out, preview):
             return
         with self.blobs.open(imageid) as handle:
             source = GuardedReader(handle, f"the original of {imageid}")
@@ -128,16 +127,6 @@ class Renderer:
                 raise ImageBroken(f"image {imageid} cannot be decoded") from exc
 
     @staticmethod
-    def decodes_original(doc: Doc, size: Size) -> bool:
-        """Whether making ``size`` may decode the whole original: no preview serves it,
-        or it is ``o`` (the check before the copy decodes any original but a JPEG).
-        A preview that turns out to be unusable (logged by ``write_from_preview``)
-        makes a render decode the original after all, under the slot it took."""
-        if size.is_original:  # a copy, after a check that decodes all but most JPEGs
-            return True
-        return Renderer.preview_for(doc, size) is None
-
-    @staticmethod
     def preview_for(doc: Doc, size: Size) -> tuple[str, tuple[int, int]] | None:
         """The smallest recorded preview with enough pixels for ``size`` (its name) and
         the original's upright size; None when only the original will do."""
@@ -146,18 +135,18 @@ class Renderer:
         return None if chosen is None else (chosen[0], source)
 
     def write_from_preview(
-        self, imageid: str, size: Size, ext: str, out: BinaryIO, doc: Doc
+        self, imageid: str, size: Size, ext: str, out: BinaryIO,
+        preview: tuple[str, tuple[int, int]],
     ) -> bool:
-        """Render from the smallest preview with enough pixels; False to use the original.
+        """Render from ``preview`` (its name, the original's upright size); False to
+        use the original.
 
         Dimensions come from the original's size in the document, never from
         the preview's. A preview that is missing or does not decode is only a
-        lost shortcut: it is logged, and the original is used.
+        lost shortcut: it is logged, and the original is used (under the
+        render slot this miss took for a preview).
         """
-        chosen = self.preview_for(doc, size)
-        if chosen is None:
-            return False
-        name, source = chosen
+        name, source = preview
         try:
             with self.blobs.open_derived(imageid, name) as preview:
                 self.engine.render(preview, size, out, ext, original_size=source)

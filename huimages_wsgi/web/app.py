@@ -96,7 +96,8 @@ def make_app(config: Config | None = None, store: ImageStore | None = None) -> W
         "_browse": BrowseApp(store) if config.browse else None,
     }
     images = ImageMiddleware(not_found_app, prefix="", store=store)
-    images.admission.observer = metrics.admission if metrics else None  # queue, waits, 503s
+    if images.admission is not None:  # queue, waits, 503s on /_metrics
+        images.admission.observer = metrics.admission if metrics else None
     root = RootPage(config, browse=routes["_browse"] is not None)
     app: WSGIApp = Mount(images, routes, root)
     if metrics or config.access_log:

@@ -17,7 +17,6 @@ import mmap
 import os
 import threading
 import time
-import weakref
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 from webob import Request, Response
 
 from ..core.config import Config
+from ..core.forks import forget_after_fork
 from ..node.status import follower_metrics
 from ..store.imagestore import ImageStore
 from .environ_keys import CACHE_KEY, ROUTE_KEY, SENDFILE_BYTES_KEY
@@ -57,9 +57,6 @@ _SLOTS = _ADMISSION0 + len(_ADMISSION)
 _SLOT_BYTES = _SLOTS * 8
 _MAX_PROCESSES = 4096
 
-_live: weakref.WeakSet[Metrics] = weakref.WeakSet()
-
-
 class Metrics:
     """Node-wide counters, correct under gunicorn with any number of workers.
 
@@ -84,7 +81,7 @@ class Metrics:
         self._view: memoryview | None = None
         self._broken = False
         self.follower_config: Config | None = None  # set: also show the node's follower
-        _live.add(self)
+        forget_after_fork(self)
 
     # -- writing: one process, one slot ------------------------------------------------
 
@@ -143,7 +140,7 @@ class Metrics:
     def _slot_path(self, index: int) -> Path:
         return self.directory / f"v{LAYOUT}-slot-{index:04d}.bin"
 
-    def _forget_after_fork(self) -> None:
+    def after_fork(self) -> None:
         """In a forked child: let go of the parent's slot without releasing its lock."""
         self._lock = threading.Lock()
         if self._view is not None:
@@ -242,13 +239,6 @@ def _bucket(seconds: float) -> int:
 def _number(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
-
-def _after_fork_in_child() -> None:
-    for metrics in list(_live):
-        metrics._forget_after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class MetricsApp:

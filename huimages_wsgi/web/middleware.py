@@ -24,11 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..cache.admission import RenderSlots
+from ..cache.admission import Admission
 from ..cache.directory import CachedFile
 from ..core.config import Config
 from ..core.errors import GenerationBusy, MethodNotAllowed, SignatureError
 from ..core.signing import verify
+from ..core.sizes import Size
 from ..core.urls import ImageRequest, query_param, request_path
 from ..store.imagestore import ImageStore
 from .environ_keys import CACHE_KEY
@@ -60,7 +61,7 @@ class ImageMiddleware:
         self.config = self.store.config
         self.sizes = self.store.sizes
         self.responder = FileResponder.from_config(self.config)
-        self.admission = RenderSlots.from_config(self.config)  # renders at once per node
+        self.admission = Admission.from_config(self.config)  # renders at once, queue, wait
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = self.image_path(environ)
@@ -76,13 +77,14 @@ class ImageMiddleware:
         self, environ: dict[str, Any], start_response: Callable, path: str
     ) -> Iterable[bytes]:
         """parse → lookup → (miss: make) → respond; failures raise HuImagesError."""
-        wanted, size_name = self.parse(environ, path)
-        cached = self.store.cache.lookup(size_name, wanted.imageid, wanted.ext)
+        wanted, size = self.parse(environ, path)
+        cached = self.store.cache.lookup(size.name, wanted.imageid, wanted.ext)
         if cached is not None:
             answer = self.responder.respond(environ, start_response, cached)
             if answer is not None:
                 return answer  # else pruned since the lookup: make it again
-        answer = self.responder.respond(environ, start_response, self.make(environ, wanted))
+        made = self.make(environ, wanted, size)
+        answer = self.responder.respond(environ, start_response, made)
         if answer is None:  # pruned or purged between making and opening: rare
             raise GenerationBusy("the variant was removed while being served; retry")
         return answer
@@ -96,19 +98,19 @@ class ImageMiddleware:
             return None
         return path[len(self.prefix) :]
 
-    def parse(self, environ: dict[str, Any], path: str) -> tuple[ImageRequest, str]:
-        """The variant asked for and its size's cache directory; 405, 404 or 400 otherwise."""
+    def parse(self, environ: dict[str, Any], path: str) -> tuple[ImageRequest, Size]:
+        """The variant asked for and its size; 405, 404 or 400 otherwise."""
         method = environ.get("REQUEST_METHOD", "")
         if method not in READ_METHODS:
             raise MethodNotAllowed(f"method {method} not allowed: use GET or HEAD")
         wanted = ImageRequest.parse(path)
-        return wanted, self.sizes.parse(wanted.size_text).name
+        return wanted, self.sizes.parse(wanted.size_text)
 
-    def make(self, environ: dict[str, Any], wanted: ImageRequest) -> CachedFile:
+    def make(self, environ: dict[str, Any], wanted: ImageRequest, size: Size) -> CachedFile:
         """The expensive path: check the signature, then render (once) into the cache,
-        holding a render slot (admission.py: a 503 after HUIMAGES_RENDER_WAIT)."""
+        holding a render slot (admission.py: a 503 when the node expects to be busy
+        longer than HUIMAGES_RENDER_WAIT)."""
         environ[CACHE_KEY] = "miss"  # for the instrumentation: metrics and access log
-        size = self.sizes.parse(wanted.size_text)
         secret = self.config.secret
         if secret and not verify(secret, size.name, wanted.imageid, query_param(environ, "sig")):
             raise SignatureError("missing or invalid signature for a variant not yet cached")

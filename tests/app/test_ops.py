@@ -283,7 +283,7 @@ def test_metrics_are_node_totals_across_gunicorn_workers(three_workers):
         assert event["level"] == "info" and event["ts"].endswith("Z")
     scrapes = [e for e in access if e["path"] == "/_metrics"]
     assert len(scrapes) == 12 and all(e["cache"] is None for e in scrapes)
-    assert any(e["logger"].startswith("gunicorn") for e in events)  # gunicorn's own lines too
+    assert any(e["logger"].startswith("_granian") for e in events)  # the server's own lines too
 
 
 # -- log formats ------------------------------------------------------------------------------

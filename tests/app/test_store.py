@@ -4,7 +4,8 @@ import datetime
 import errno
 import io
 from collections.abc import Callable
-from typing import BinaryIO, NoReturn
+from contextlib import nullcontext
+from typing import Any, BinaryIO, NoReturn
 
 import pytest
 from PIL import Image
@@ -234,9 +235,10 @@ class FullDiskCache(Cache):
     """A cache on a full disk: every variant write, or its flush at close, fails with ENOSPC."""
 
     def produce(
-        self, size_name: str, imageid: str, ext: str, write: Callable[[BinaryIO], object]
+        self, size_name: str, imageid: str, ext: str, write: Callable[[BinaryIO], object],
+        admitted: Callable[[], Any] = nullcontext,
     ) -> NoReturn:
-        with io.BufferedWriter(f.FullDisk()) as handle:
+        with admitted(), io.BufferedWriter(f.FullDisk()) as handle:
             write(handle)
         raise AssertionError("a full disk took the variant")
 

@@ -4,7 +4,6 @@ import io
 import os
 import threading
 import time
-from contextlib import ExitStack
 from wsgiref.util import FileWrapper
 
 import pytest
@@ -12,7 +11,6 @@ from PIL import Image
 from webob import Request
 
 from huimages_wsgi import Config, ImageMiddleware, ImageStore, make_app
-from huimages_wsgi.cache.admission import RenderSlots
 from huimages_wsgi.core.urls import request_path
 from huimages_wsgi.storage import is_live
 
@@ -313,23 +311,22 @@ def test_a_generation_held_too_long_elsewhere_is_503_with_retry_after(tmp_path):
         holder.join()
 
 
-def test_a_render_from_a_preview_is_not_held_back_by_the_process_share(tmp_path):
-    """With the process's share of whole-original decodes in use, a size a preview
-    serves still renders in the node's free slot; one that needs the original waits
-    and is refused with 503 and Retry-After (admission.py)."""
+def test_a_render_from_a_preview_is_not_held_back_by_a_waiting_decode(tmp_path):
+    """With the process's decode slot in use, a size a preview serves still renders in
+    a free slot; one that needs the original expects a long wait and is refused at
+    once with 503 and Retry-After (admission.py)."""
     config = Config(data_dir=tmp_path / "data", render_slots=2, render_slots_per_process=1,
                     render_wait=0.3)
     app = ImageMiddleware(prefix="", store=ImageStore(config))
     imageid = app.store.save_image(f.photo_jpeg(1600, 1200))  # previews: p512
     doc = app.store.catalog.get(imageid)
     renderer, sizes = app.store.renderer, app.store.sizes
-    assert not renderer.decodes_original(doc, sizes.parse("200x150"))
-    assert renderer.decodes_original(doc, sizes.parse("1500x1100"))
-    assert renderer.decodes_original(doc, sizes.parse("o"))  # its check may decode
+    assert renderer.preview_for(doc, sizes.parse("200x150")) is not None
+    assert renderer.preview_for(doc, sizes.parse("1500x1100")) is None
     holding, release = threading.Event(), threading.Event()
 
     def decode_an_original_elsewhere():
-        with app.admission.slot(full_decode=True):
+        with app.admission.render(full=True):
             holding.set()
             release.wait(10)
 
@@ -338,8 +335,10 @@ def test_a_render_from_a_preview_is_not_held_back_by_the_process_share(tmp_path)
     try:
         assert holding.wait(10)
         assert get(app, f"/200x150/{imageid}.jpeg").status_int == 200
+        started = time.monotonic()
         response = get(app, f"/1500x1100/{imageid}.jpeg")
         assert response.status_int == 503 and response.headers["Retry-After"], response.body
+        assert time.monotonic() - started < 0.5
     finally:
         release.set()
         holder.join()
@@ -359,8 +358,8 @@ def count_catalog_reads(app: ImageMiddleware) -> list[tuple]:
 
 
 def test_a_burst_for_one_new_variant_takes_one_render_slot(tmp_path):
-    """Requests of one process for the same missing variant wait for the first one
-    without a render slot, so the other slots of the node stay free for other misses."""
+    """Requests for the same missing variant wait for the first one in the cache's
+    single-flight lock, before admission: one render slot, one render."""
     config = Config(data_dir=tmp_path / "data", render_slots=4, render_wait=10)
     app = ImageMiddleware(prefix="", store=ImageStore(config))
     imageid = app.store.save_image(f.photo_jpeg(800, 600))
@@ -373,22 +372,15 @@ def test_a_burst_for_one_new_variant_takes_one_render_slot(tmp_path):
 
     app.admission.observer = observe
     rendering, go_on = threading.Event(), threading.Event()
-    render = app.store.engine.render
+    render, renders = app.store.engine.render, []
 
     def slow_render(*args, **kwargs):
+        renders.append(1)
         rendering.set()
         assert go_on.wait(10)
         return render(*args, **kwargs)
 
     app.store.engine.render = slow_render
-    arrived = threading.Semaphore(0)
-    first_in_process = app.store.cache.first_in_process
-
-    def counted_first_in_process(*args, **kwargs):
-        arrived.release()  # each request comes here just before it waits or goes on
-        return first_in_process(*args, **kwargs)
-
-    app.store.cache.first_in_process = counted_first_in_process
     catalog_reads = count_catalog_reads(app)
     answers = []
     burst = [threading.Thread(target=lambda: answers.append(get(app, f"/300x200/{imageid}.jpeg")))
@@ -396,61 +388,88 @@ def test_a_burst_for_one_new_variant_takes_one_render_slot(tmp_path):
     for thread in burst:
         thread.start()
     assert rendering.wait(10)
-    for _ in burst:
-        assert arrived.acquire(timeout=10)
-    time.sleep(0.2)  # from there to the slot (or the wait) takes microseconds
+    wait_until(lambda: len(catalog_reads) == 6)  # all six are at the lock by now
     assert running[0] == 1, f"{running[0]} render slots held for one variant"
     go_on.set()
     for thread in burst:
         thread.join(20)
     assert [a.status_int for a in answers] == [200] * 6
-    assert len({a.body for a in answers}) == 1 and most[0] == 1
-    assert len(catalog_reads) == 1, "the others share the first one's catalog read too"
+    assert len({a.body for a in answers}) == 1 and most[0] == 1 and len(renders) == 1
 
 
-def test_a_burst_for_one_new_variant_on_a_busy_node_shares_one_503(tmp_path):
-    """The requests waiting for the first one get its answer: when the node is busy,
-    one wait for a slot and a 503 for all, not one wait after another."""
+def test_a_storm_of_cheap_renders_queues_and_a_storm_of_decodes_is_refused(tmp_path):
+    """Admission by the expected wait: renders from previews take milliseconds, so many
+    queue and all finish; decodes of a whole original are refused once the queue ahead
+    of them would last longer than the wait."""
     config = Config(data_dir=tmp_path / "data", render_slots=1, render_wait=1.0)
     app = ImageMiddleware(prefix="", store=ImageStore(config))
-    imageid = app.store.save_image(f.photo_jpeg(800, 600))
-    elsewhere = RenderSlots(config.cache_root / ".locks", slots=1, wait=1.0)
-    answers = []
-    burst = [threading.Thread(target=lambda: answers.append(get(app, f"/300x200/{imageid}.jpeg")))
-             for _ in range(4)]
-    with elsewhere.slot():  # another worker holds the node's only slot throughout
-        started = time.monotonic()
-        for thread in burst:
-            thread.start()
-        for thread in burst:
-            thread.join(20)
-        took = time.monotonic() - started
-    assert [a.status_int for a in answers] == [503] * 4
-    assert all(a.headers["Retry-After"] for a in answers)
-    assert took < 2.5, f"{took:.1f} s: the waiters waited for a slot one after another"
+    imageid = app.store.save_image(f.photo_jpeg(1600, 1200))  # previews: p512
+    cheap = [get_in_thread(app, f"/{100 + n}x{80 + n}/{imageid}.jpeg") for n in range(12)]
+    assert [answer().status_int for answer in cheap] == [200] * 12
+    admission = app.admission
+    for _ in range(8):  # what renders of this whole original take here
+        with admission.render(full=True):
+            time.sleep(0.25)
+    dear = [get_in_thread(app, f"/{1300 + n}x{1000 + n}/{imageid}.jpeg") for n in range(12)]
+    statuses = [answer().status_int for answer in dear]
+    assert statuses.count(200) >= 1 and statuses.count(503) >= 6, statuses
 
 
-def test_a_miss_refused_for_a_full_line_does_not_ask_the_catalog(tmp_path):
-    """Under overload a miss is a 503 before any backend is asked: an unknown ID is then
-    a 503 too (a 404 would need the catalog), and the answer does not wait."""
-    config = Config(data_dir=tmp_path / "data", render_slots=1, render_wait=5.0)
+def test_a_miss_refused_for_a_full_queue_does_not_ask_the_catalog(tmp_path):
+    """With the queue full, a miss is a 503 before any backend is asked: an unknown ID
+    is then a 503 too (a 404 would need the catalog), and the answer does not wait."""
+    config = Config(data_dir=tmp_path / "data", render_slots=1, render_wait=5.0,
+                    render_queue=3)
     app = ImageMiddleware(prefix="", store=ImageStore(config))
     imageid = app.store.save_image(f.photo_jpeg(800, 600))
     unknown = "A" * 32 + "01"
     catalog_reads = count_catalog_reads(app)
-    with ExitStack() as line:
-        for _ in range(app.admission.line_limit):
-            line.enter_context(app.admission.place())  # misses of this process still waiting
+    release, held = threading.Event(), []
+
+    def hold(full: bool) -> None:
+        with app.admission.render(full):
+            held.append(1)
+            release.wait(10)
+
+    holders = [threading.Thread(target=hold, args=(False,)) for _ in range(4)]
+    for thread in holders:  # one renders, three wait: the queue is full
+        thread.start()
+    try:
+        wait_until(lambda: len(app.admission._waiting) == 3)
         started = time.monotonic()
         answers = [get(app, f"/300x200/{imageid}.jpeg"), get(app, f"/300x200/{unknown}.jpeg")]
         assert time.monotonic() - started < 2.0
+    finally:
+        release.set()
+        for thread in holders:
+            thread.join(10)
     assert [a.status_int for a in answers] == [503, 503]
     assert all(a.headers["Retry-After"] for a in answers)
     assert catalog_reads == []
-    # every place comes back, after a 404 too: one leak per request would fill the line
-    for _ in range(app.admission.line_limit + 1):
+    # the queue empties again after every answer, a 404 too
+    for _ in range(5):
         assert get(app, f"/300x200/{unknown}.jpeg").status_int == 404
     assert get(app, f"/300x200/{imageid}.jpeg").status_int == 200
+
+
+def get_in_thread(app, path: str):
+    """Start a GET of ``path`` in a thread; returns a function that waits for its answer."""
+    answers = []
+    thread = threading.Thread(target=lambda: answers.append(get(app, path)))
+    thread.start()
+
+    def answer():
+        thread.join(30)
+        return answers[0]
+
+    return answer
+
+
+def wait_until(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.01)
 
 
 DAMAGED = {

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,12 +40,12 @@ from ..webservers import free_port, make_base_dir, remove_base_dir
 TOKEN = "doc-test-token-" + "7" * 24
 
 
-def fetch(url: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+def fetch(url: str, timeout: float = 10.0) -> tuple[int, Any, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as answer:
-            return answer.status, dict(answer.headers), answer.read()
+            return answer.status, answer.headers, answer.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, error.headers, error.read()
 
 
 def eventually(check: Callable[[], object], server: ShellServer | None = None,

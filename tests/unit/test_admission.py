@@ -1,211 +1,160 @@
-"""Render admission (admission.py): slots per node across processes, a share per process."""
+"""Admission by expected wait (cache/admission.py): a counter and a condition per process."""
 
-import multiprocessing
+from __future__ import annotations
+
 import threading
 import time
-from contextlib import ExitStack
 
 import pytest
 
-from huimages_wsgi.cache.admission import RenderBusy, RenderSlots
+from huimages_wsgi.cache.admission import FIRST_GUESS, Admission, RenderBusy
 from huimages_wsgi.core.config import Config
 
 
-def hold(
-    slots: RenderSlots, holding: threading.Event, release: threading.Event,
-    full_decode: bool = True,
-) -> None:
-    with slots.slot(full_decode):
-        holding.set()
-        release.wait(10)
+def hold(admission: Admission, full: bool, holding: threading.Event,
+         release: threading.Event) -> threading.Thread:
+    def run() -> None:
+        with admission.render(full):
+            holding.set()
+            release.wait(10)
 
-
-class InLine:
-    """An observer that lets a test wait until a number of renders are queued."""
-
-    def __init__(self) -> None:
-        self.queued = 0
-        self.changed = threading.Condition()
-
-    def __call__(self, kind: str, value: float) -> None:
-        if kind == "queued":
-            with self.changed:
-                self.queued += int(value)
-                self.changed.notify_all()
-
-    def wait_for(self, count: int) -> bool:
-        with self.changed:
-            return self.changed.wait_for(lambda: self.queued == count, timeout=10)
-
-
-def test_a_process_takes_at_most_its_share_of_the_node_s_slots(tmp_path):
-    """Two node slots, one per process: a second render of the same process waits for the
-    first and is refused after the wait, though the node has a slot free."""
-    slots = RenderSlots(tmp_path, slots=2, wait=0.3, per_process=1)
-    holding, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold, args=(slots, holding, release))
-    holder.start()
-    try:
-        assert holding.wait(10)
-        started = time.monotonic()
-        with pytest.raises(RenderBusy):
-            with slots.slot():
-                pass
-        assert time.monotonic() - started >= 0.3
-    finally:
-        release.set()
-        holder.join()
-    with slots.slot():  # the share is free again
-        pass
-
-
-def test_renders_from_previews_are_not_counted_in_the_share(tmp_path):
-    """The share bounds the decoded originals a process holds; a render from a preview
-    takes any free slot of the node, and does not use up the share either."""
-    slots = RenderSlots(tmp_path, slots=3, wait=0.3, per_process=1)
-    holding, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold, args=(slots, holding, release, True))
-    holder.start()
-    try:
-        assert holding.wait(10)
-        with slots.slot(full_decode=False):  # the node's second slot, at once
-            with pytest.raises(RenderBusy):  # a second whole original: over the share
-                with slots.slot(full_decode=True):
-                    pass
-    finally:
-        release.set()
-        holder.join()
-    with slots.slot(full_decode=False), slots.slot(full_decode=True):
-        pass  # a preview render held: the share is still free
-
-
-def test_a_decode_waiting_for_the_share_does_not_hold_back_renders_from_previews(tmp_path):
-    """The waiter queue is first come, first served per kind: a whole-original decode
-    queued behind this process's share must not keep a preview render from a free slot."""
-    in_line = InLine()
-    slots = RenderSlots(tmp_path, slots=2, wait=3.0, observer=in_line, per_process=1)
-    holding, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold, args=(slots, holding, release, True))
-    waiter_done = threading.Event()
-
-    def second_decode() -> None:
-        with slots.slot(full_decode=True):  # waits for the holder's share
-            waiter_done.set()
-
-    waiter = threading.Thread(target=second_decode)
-    holder.start()
-    try:
-        assert holding.wait(10)
-        waiter.start()
-        assert in_line.wait_for(1)  # the second decode is queued now
-        assert not waiter_done.is_set()
-        started = time.monotonic()
-        with slots.slot(full_decode=False):  # the node's free slot
-            took = time.monotonic() - started
-        assert took < 1.5, f"a preview render waited {took:.2f} s behind a share-bound decode"
-    finally:
-        release.set()
-        holder.join()
-        waiter.join()
-    assert waiter_done.is_set()  # and the queued decode got its turn
-
-
-def test_waiters_of_both_kinds_are_served_in_arrival_order(tmp_path):
-    in_line = InLine()
-    slots = RenderSlots(tmp_path, slots=1, wait=5.0, observer=in_line)
-    holding, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold, args=(slots, holding, release, False))
-    order: list[str] = []
-
-    def wait_for(full_decode: bool, name: str) -> None:
-        with slots.slot(full_decode):
-            order.append(name)
-
-    holder.start()
+    thread = threading.Thread(target=run)
+    thread.start()
     assert holding.wait(10)
-    waiters = [threading.Thread(target=wait_for, args=(True, "decode")),
-               threading.Thread(target=wait_for, args=(False, "preview"))]
-    for queued, waiter in enumerate(waiters, 1):  # the decode first, then the preview
-        waiter.start()
-        assert in_line.wait_for(queued)
+    return thread
+
+
+def wait_until(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def test_renders_beyond_the_slots_wait_and_start_in_arrival_order():
+    admission = Admission(slots=1, decode_slots=1, wait=5.0, queue=10)
+    release, order = threading.Event(), []
+    first = hold(admission, False, threading.Event(), release)
+    waiters = []
+    for number in range(3):
+        def run(number: int = number) -> None:
+            with admission.render(False):
+                order.append(number)
+
+        waiters.append(threading.Thread(target=run))
+        waiters[-1].start()
+        wait_until(lambda number=number: len(admission._waiting) == number + 1)
     release.set()
-    for thread in (holder, *waiters):
+    for thread in [first, *waiters]:
         thread.join(10)
-    assert order == ["decode", "preview"]
+    assert order == [0, 1, 2]
 
 
-def test_without_a_share_one_process_may_use_every_slot(tmp_path):
-    slots = RenderSlots(tmp_path, slots=2, wait=0.3)
-    holding, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold, args=(slots, holding, release))
-    holder.start()
-    try:
-        assert holding.wait(10)
-        with slots.slot():  # the second slot, at once
+def test_a_miss_is_refused_at_once_when_its_expected_wait_is_too_long():
+    admission = Admission(slots=1, decode_slots=1, wait=0.5, queue=100)
+    admission._seconds[False] = 0.2  # renders take 0.2 s here
+    release = threading.Event()
+    threads = [hold(admission, False, threading.Event(), release)]
+    for _ in range(2):  # 2 x 0.2 s ahead: 0.4 s, still within 0.5 s
+        threads.append(threading.Thread(target=lambda: admission.render(False).__enter__()))
+    for thread in threads[1:]:
+        thread.start()
+    wait_until(lambda: len(admission._waiting) == 2)
+    assert admission.expected_wait(False) == pytest.approx(0.6)
+    started = time.monotonic()
+    with pytest.raises(RenderBusy) as refused, admission.render(False):
+        pass
+    assert time.monotonic() - started < 0.1 and refused.value.status == 503
+    release.set()
+    for thread in threads:
+        thread.join(10)
+
+
+def test_a_full_queue_refuses_before_anything_else():
+    admission = Admission(slots=1, decode_slots=1, wait=60.0, queue=0)
+    release = threading.Event()
+    thread = hold(admission, False, threading.Event(), release)
+    with pytest.raises(RenderBusy):
+        admission.check_room()
+    with pytest.raises(RenderBusy), admission.render(False):
+        pass
+    release.set()
+    thread.join(10)
+
+
+def test_a_waiting_decode_does_not_hold_back_renders_from_previews():
+    admission = Admission(slots=2, decode_slots=1, wait=5.0, queue=10)
+    release = threading.Event()
+    decoding = hold(admission, True, threading.Event(), release)
+    second = threading.Thread(target=lambda: admission.render(True).__enter__())
+    second.start()  # waits: the one decode slot is taken
+    wait_until(lambda: len(admission._waiting) == 1)
+    started = time.monotonic()
+    with admission.render(False):  # the free slot: it starts at once
+        assert time.monotonic() - started < 0.5
+    release.set()
+    decoding.join(10)
+    second.join(10)
+
+
+def test_a_decode_waits_for_the_decodes_ahead_of_it():
+    admission = Admission(slots=4, decode_slots=1, wait=1.0, queue=10)
+    admission._seconds[True] = 0.6
+    release = threading.Event()
+    thread = hold(admission, True, threading.Event(), release)
+    assert admission.expected_wait(False) == 0.0  # three slots are free
+    assert admission.expected_wait(True) == pytest.approx(0.6)  # the running decode
+    waiter = threading.Thread(target=lambda: admission.render(True).__enter__())
+    waiter.start()
+    wait_until(lambda: len(admission._waiting) == 1)
+    with pytest.raises(RenderBusy), admission.render(True):  # 1.2 s expected
+        pass
+    release.set()
+    thread.join(10)
+    waiter.join(10)
+
+
+def test_a_miss_that_waited_its_whole_wait_is_refused():
+    admission = Admission(slots=1, decode_slots=1, wait=0.3, queue=10)
+    admission._seconds[False] = 0.0  # nothing suggests a wait
+    release = threading.Event()
+    thread = hold(admission, False, threading.Event(), release)
+    started = time.monotonic()
+    with pytest.raises(RenderBusy), admission.render(False):
+        pass
+    assert 0.25 < time.monotonic() - started < 2.0
+    assert not admission._waiting  # it left the queue
+    release.set()
+    thread.join(10)
+
+
+def test_the_render_time_follows_what_renders_take():
+    admission = Admission(slots=1, decode_slots=1, wait=5.0, queue=10)
+    assert admission._seconds[False] == FIRST_GUESS[False]
+    for _ in range(20):
+        with admission.render(False):
+            time.sleep(0.05)
+    assert admission._seconds[False] == pytest.approx(0.05, rel=0.5)
+    assert admission._seconds[True] == FIRST_GUESS[True]
+
+
+def test_the_observer_sees_queue_running_waits_and_refusals():
+    events = []
+    admission = Admission(slots=1, decode_slots=1, wait=0.1, queue=10,
+                          observer=lambda kind, value: events.append((kind, value)))
+    with admission.render(False):
+        with pytest.raises(RenderBusy), admission.render(False):
             pass
-    finally:
-        release.set()
-        holder.join()
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("queued") == 4 and sum(v for k, v in events if k == "queued") == 0
+    assert ("running", 1) in events and ("running", -1) in events
+    assert ("refused", 1) in events and "waited" in kinds
 
 
-def _hold_in_child(lock_dir, holding, release) -> None:
-    slots = RenderSlots(lock_dir, slots=1, wait=5)
-    with slots.slot():
-        holding.set()
-        release.wait(10)
-
-
-def test_slots_are_per_node_across_processes(tmp_path):
-    context = multiprocessing.get_context("fork")
-    holding, release = context.Event(), context.Event()
-    child = context.Process(target=_hold_in_child, args=(tmp_path, holding, release))
-    child.start()
-    try:
-        assert holding.wait(10)
-        with pytest.raises(RenderBusy):
-            with RenderSlots(tmp_path, slots=1, wait=0.2).slot():
-                pass
-    finally:
-        release.set()
-        child.join(10)
-    with RenderSlots(tmp_path, slots=1, wait=0.2).slot():  # freed when the child let go
-        pass
-
-
-def test_the_share_comes_from_the_configuration(tmp_path):
-    config = Config(data_dir=tmp_path, render_slots=4, render_slots_per_process=2)
-    slots = RenderSlots.from_config(config)
-    assert (slots.slots, slots.per_process) == (4, 2)
-    with pytest.raises(ValueError):
-        Config(data_dir=tmp_path, render_slots_per_process=0)
-
-
-def test_a_full_line_refuses_a_miss_at_once_and_renders_do_not_count_in_it(tmp_path):
-    """Misses in place (looking up their image, or waiting) fill the line; the next one
-    is refused without waiting, and a miss holding a slot has left the line."""
-    slots = RenderSlots(tmp_path, slots=1, wait=5.0)
-    assert slots.line_limit == 16
-    with ExitStack() as held:
-        held.enter_context(slots.place())
-        held.enter_context(slots.slot())  # rendering: not in the line
-        for _ in range(slots.line_limit):
-            held.enter_context(slots.place())
-        started = time.monotonic()
-        with pytest.raises(RenderBusy):
-            with slots.place():
-                pass
-        assert time.monotonic() - started < 1.0  # not after the 5 s wait
-    with slots.place(), slots.slot():  # every place given back
-        pass
-
-
-def test_renders_without_usable_slot_files_are_not_held_in_the_line(tmp_path):
-    """Slot files that cannot be used switch admission off: renders then run without a
-    limit, and the line must not count them as waiting (else a 17th miss were refused)."""
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-    slots = RenderSlots(blocker, slots=1, wait=0.2)
-    with ExitStack() as rendering:
-        for _ in range(slots.line_limit + 1):
-            rendering.enter_context(slots.place())
-            rendering.enter_context(slots.slot())
+def test_the_admission_comes_from_the_configuration():
+    assert Admission.from_config(Config(render_slots=0)) is None
+    admission = Admission.from_config(Config(render_slots=3, render_slots_per_process=1,
+                                             render_wait=2.0, render_queue=7))
+    assert (admission.slots, admission.decode_slots, admission.wait, admission.queue) == (
+        3, 1, 2.0, 7)
+    assert Admission.from_config(Config(render_slots=2)).decode_slots == 2
