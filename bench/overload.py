@@ -5,16 +5,20 @@ Usage (from the repository root)::
 
     .venv/bin/python bench/overload.py [--seconds 10] [--connections 200]
 
-In one run, on one data dir (four 2400x1800 photos uploaded with
-``huimages put``), each configuration is started on 127.0.0.1 on a free port
-(and stopped again), each with a cache of its own:
+In one run, on one data dir (four 2400x1800 photos and one 8064x6048
+uploaded with ``huimages put``), each configuration is started on 127.0.0.1
+on a free port (and stopped again, with every process of its group), each
+with a cache of its own, and asked the same sizes:
 
-* ``sync (before)``: gunicorn ``-k sync -w 2``, no render admission
-  (``HUIMAGES_RENDER_SLOTS=0``): what ``huimages serve`` ran until issue #12;
+* ``sync, no admission``: gunicorn ``-k sync -w 2`` with
+  ``HUIMAGES_RENDER_SLOTS=0``: every miss renders when its worker gets to it;
+  the unguarded baseline for the work done;
 * ``gthread 16``: stock gunicorn ``-k gthread -w 2 --threads 16``, no admission;
-* ``guarded (now)``: ``huimages serve --workers 2`` with its defaults
-  (``huimages_wsgi.deploy.worker.GuardedThreadWorker``, 64 threads, render slots =
-  cores, wait 1.5 s).
+* ``huimages serve``: ``huimages serve --workers 2`` with its defaults (granian,
+  256 threads per worker, admission by expected wait);
+* ``gthread 64 + admission``, ``granian + admission``, ``waitress +
+  admission``: the same app and admission (at its default queue of 48) under
+  other servers, with 64 threads each.
 
 Rows per configuration:
 
@@ -23,9 +27,12 @@ Rows per configuration:
   that gets a 503 waits 0.25 s. Completed renders/s, share of 503s,
   connection failures, p50/p99 of all answers, and p99/max of cache hits
   fetched meanwhile by a separate thread (one every 50 ms);
-* slow senders: 64 connections that send half a request head and wait, then
-  20 cache hits one after the other: how many were answered within 5 s, and
-  the slowest.
+* slow clients: 64 connections that send half a request head, 64 that ask for
+  a large original and read nothing, 64 that announce a 1 GB body and trickle
+  it, each followed by 20 cache hits: how many were answered within 1 s;
+* on ``huimages serve``, a storm of ``--decode-storm`` clients asking sizes of
+  the 48 MP original that only a large decode serves: the answers, the
+  slowest, and the workers' peak RSS.
 
 Prints a table and writes it, with the raw figures, to
 ``bench/results/overload-<timestamp>.json``.
@@ -40,6 +47,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -107,7 +115,8 @@ class Server:
         command = [part.replace("{port}", str(self.port)) for part in command]
         self.log = open(base / f"server-{self.port}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen([str(BIN / command[0]), *command[1:]], env=self.env,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+                                        stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -121,12 +130,18 @@ class Server:
         raise RuntimeError(f"{name} did not start")
 
     def stop(self) -> None:
+        """Stop the server and every process of its group: a worker still busy with the
+        storm's backlog must not steal the next configuration's CPU."""
         self.process.terminate()
         try:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.log.close()
 
 
@@ -288,12 +303,73 @@ def _hits_meanwhile(port: int, hot: str, socks: list[socket.socket]) -> dict:
     return {"answered_of_20": answered, "slowest_ms": slowest * 1000}
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a server's workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def decode_storm(server: Server, imageid: str, seconds: float, connections: int,
+                 wait: float) -> dict:
+    """``connections`` clients asking sizes of one 48 MP original that no preview serves,
+    each a large decode: the workers' peak RSS, and how long the slowest answer took."""
+    counter = [0]
+    statuses: dict[int, int] = {}
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def client() -> None:
+        while time.perf_counter() < stop_at:
+            counter[0] += 1
+            n = counter[0]
+            began = time.perf_counter()
+            try:
+                status, _ = await fetch(server.port, f"/{3000 + n}x{2200 + n}/{imageid}.jpeg",
+                                        30.0)
+            except (OSError, EOFError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                status = 0
+            latencies.append(time.perf_counter() - began)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 503:
+                await asyncio.sleep(0.25)
+
+    async def run() -> None:
+        await asyncio.gather(*(client() for _ in range(connections)))
+
+    asyncio.run(run())
+    workers = children(server.process.pid)
+    return {"statuses": statuses, "max_ms": max(latencies, default=0) * 1000,
+            "p99_ms": percentile(latencies, 0.99) * 1000, "within_s": wait + 1.0,
+            "worker_peak_rss_mb": max((peak_rss_mb(pid) for pid in workers), default=0.0)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS),
                         metavar="NAME", help="the configurations to run, in order")
+    parser.add_argument("--decode-storm", type=int, default=40, metavar="CONNECTIONS",
+                        help="then, on huimages serve, that many clients asking sizes of a"
+                        " 48 MP original only a large decode serves (0: skip)")
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="huimages-overload-"))
     rows = {}
@@ -308,16 +384,25 @@ def main(argv: list[str] | None = None) -> int:
                              capture_output=True, text=True, check=True)
         ids = put.stdout.split()
         hot = f"/240x160/{ids[0]}.jpeg"
-        for number, name in enumerate(args.configs):
+        big = base / "camera48.jpg"
+        big.write_bytes(photo(8064, 6048, 9))
+        big_id = subprocess.run(
+            [str(BIN / "huimages"), "--data-dir", str(data_dir), "put", str(big)],
+            capture_output=True, text=True, check=True).stdout.strip()
+        for name in args.configs:
             server = Server(name, data_dir, base)
             try:
                 assert get(server.port, hot) == 200
-                row = overload(server.port, ids, hot, args.seconds, args.connections,
-                               offset=number * 100_000)
+                # the same sizes for every configuration, each on a cache of its own:
+                # the same work, never asked before
+                row = overload(server.port, ids, hot, args.seconds, args.connections, offset=0)
                 time.sleep(2)  # let the last renders finish
                 row["half_open"] = slow_senders(server.port, hot)
                 row["slow_readers"] = slow_readers(server.port, f"/o/{ids[1]}.jpeg", hot)
                 row["trickling"] = trickling_bodies(server.port, hot)
+                if name == "huimages serve" and args.decode_storm:
+                    storm = decode_storm(server, big_id, args.seconds, args.decode_storm, 1.5)
+                    rows["48 MP decode storm"] = storm
             finally:
                 server.stop()
             rows[name] = row
@@ -330,12 +415,20 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"overload: {args.connections} connections x {args.seconds:.0f} s of sizes never"
              f" asked before; {os.cpu_count()} cores", header, "-" * len(header)]
     for name, r in rows.items():
+        if "half_open" not in r:
+            continue
         slow = ", ".join(f"{r[k]['answered_of_20']:>2}/20 ({r[k]['slowest_ms']:>5.0f} ms)"
                          for k in ("half_open", "slow_readers", "trickling"))
         lines.append(
             f"{name:<24} {r['renders_per_s']:>9.1f} {r['share_503']:>5.0%} {r['failures']:>5}"
             f" {r['p50_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['hit_p99_ms']:>8.0f}"
             f" {r['hit_max_ms']:>8.0f} | {slow}")
+    storm = rows.get("48 MP decode storm")
+    if storm:
+        lines.append(
+            f"48 MP decode storm on huimages serve, {args.decode_storm} clients: answers"
+            f" {storm['statuses']}, slowest {storm['max_ms']:.0f} ms (bound"
+            f" {storm['within_s']:.1f} s), worker peak RSS {storm['worker_peak_rss_mb']:.0f} MB")
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Admission of renders by the wait they can expect: a counter and a condition per process.
+"""Admission of renders by the wait they can expect: counters under one lock per process.
 
 Rendering is CPU-bound: letting every miss render at once makes all of them
 slow, cache hits with them. So each process renders at most ``slots`` misses
@@ -12,14 +12,15 @@ miss that finds ``HUIMAGES_RENDER_QUEUE`` misses already waiting (each holds a
 server thread, and threads must stay free for cache hits). A miss admitted
 but still waiting when its wait is over is refused the same way.
 
-Renders from upload-time previews take a few milliseconds, so many of them
-queue within the wait and the node finishes what it is asked; a storm of
-full decodes (a miss no preview serves, or ``o`` of a non-JPEG) expects
-long waits and gets quick 503s. A full decode holds a decoded photo, so at
-most ``decode_slots`` of them run at once in a process
-(``HUIMAGES_RENDER_SLOTS_PER_PROCESS``; ``huimages serve`` sets the node's
-cores divided among its workers): that bounds a worker's memory. A waiting
-decode never holds back a render from a preview that a free slot can take.
+Renders from upload-time previews, and from originals libjpeg decodes at a
+small DCT scale, take a few milliseconds, so many of them queue within the
+wait and the node finishes what it is asked; a storm of large decodes (more
+than ``LARGE_DECODE`` pixels: a size no preview serves of a big original, a
+non-JPEG decoded whole) expects long waits and gets quick 503s. A large
+decode holds a decoded photo, so at most ``decode_slots`` of them run at once
+in a process (``HUIMAGES_RENDER_SLOTS_PER_PROCESS``; ``huimages serve`` sets
+the node's cores divided among its workers): that bounds a worker's memory.
+A waiting large decode never holds back a render that a free slot can take.
 
 Nothing is shared between processes: every worker admits by its own queue,
 each sized for a whole node's cores, as the kernel shares the cores out
@@ -42,8 +43,15 @@ from ..core.forks import forget_after_fork
 
 log = logging.getLogger("huimages_wsgi")
 
-#: Seconds a render is assumed to take before any was measured, by kind.
+#: A render decoding more pixels than this is a large decode: it takes a decode slot
+#: (about 16 MB decoded; a 12 MP photo's half-scale decode is 3 MP).
+LARGE_DECODE = 4_000_000
+#: Seconds a render is assumed to take before any was measured, by kind (large?).
 FIRST_GUESS = {False: 0.02, True: 0.25}
+#: Misses a process lets wait when nothing says how many threads its server has.
+DEFAULT_QUEUE = 48
+#: Threads a server keeps free of waiting misses, for hits and the other endpoints.
+HIT_THREADS = 16
 #: Weight of the newest render in the running estimate of its kind.
 SMOOTHING = 0.2
 
@@ -72,11 +80,13 @@ def cpu_count() -> int:
 
 
 class _Waiter:
-    __slots__ = ("full", "granted")
+    """One miss in the queue; ``granted`` is set (under the lock) when it may start."""
 
-    def __init__(self, full: bool) -> None:
-        self.full = full
-        self.granted = False
+    __slots__ = ("large", "granted")
+
+    def __init__(self, large: bool) -> None:
+        self.large = large
+        self.granted = threading.Event()
 
 
 class Admission:
@@ -89,11 +99,11 @@ class Admission:
         self.wait = wait
         self.queue = queue
         self.observer = observer
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting: deque[_Waiter] = deque()
         self._running = 0
         self._decoding = 0
-        self._seconds = dict(FIRST_GUESS)  # recent render time, by kind (full decode?)
+        self._seconds = dict(FIRST_GUESS)  # recent render time, by kind (large decode?)
         forget_after_fork(self)
 
     @classmethod
@@ -103,23 +113,24 @@ class Admission:
         if slots <= 0:
             return None
         decode = config.render_slots_per_process or slots
-        return cls(slots, decode, config.render_wait, config.render_queue)
+        queue = DEFAULT_QUEUE if config.render_queue is None else config.render_queue
+        return cls(slots, decode, config.render_wait, queue)
 
     def after_fork(self) -> None:
         """A forked child starts with none of its parent's renders or waiters."""
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting, self._running, self._decoding = deque(), 0, 0
 
-    def expected_wait(self, full: bool) -> float:
+    def expected_wait(self, large: bool) -> float:
         """Seconds a miss arriving now would wait for a slot, by the recent render times."""
-        with self._cond:
-            return self._expected_wait(full)
+        with self._lock:
+            return self._expected_wait(large)
 
-    def _expected_wait(self, full: bool) -> float:
-        ahead = sum(self._seconds[waiter.full] for waiter in self._waiting)
+    def _expected_wait(self, large: bool) -> float:
+        ahead = sum(self._seconds[waiter.large] for waiter in self._waiting)
         expected = ahead / self.slots
-        if full:  # it also waits for a decode slot, behind the decodes ahead of it
-            decodes = self._decoding + sum(waiter.full for waiter in self._waiting)
+        if large:  # it also waits for a decode slot, behind the decodes ahead of it
+            decodes = self._decoding + sum(waiter.large for waiter in self._waiting)
             expected = max(expected, decodes * self._seconds[True] / self.decode_slots)
         elif self._running >= self.slots:  # and for a render to end
             expected += self._seconds[False] / self.slots
@@ -132,30 +143,28 @@ class Admission:
             raise self._refused("its queue is full")
 
     @contextmanager
-    def render(self, full: bool) -> Iterator[None]:
-        """Hold a slot (and for a full decode a decode slot) while rendering."""
-        me = _Waiter(full)
+    def render(self, large: bool) -> Iterator[None]:
+        """Hold a slot (and for a large decode a decode slot) while rendering."""
+        me = _Waiter(large)
         began = time.monotonic()
-        with self._cond:
+        with self._lock:
             # waiters are there only while they cannot start, so this one can start
             # now exactly when a slot (and for a decode, a decode slot) is free
             free = self._running < self.slots and (
-                not full or self._decoding < self.decode_slots)
+                not large or self._decoding < self.decode_slots)
             if not free and len(self._waiting) >= self.queue:
                 raise self._refused("its queue is full")
-            if not free and self._expected_wait(full) > self.wait:
+            if not free and self._expected_wait(large) > self.wait:
                 raise self._refused(f"it expects to be busy for more than {self.wait:g} s")
             self._waiting.append(me)
             self._note("queued", 1)
             self._dispatch()
-            deadline = began + self.wait
-            while not me.granted:
-                left = deadline - time.monotonic()
-                if left <= 0:
+        if not me.granted.wait(self.wait):  # only its own grant wakes a waiter
+            with self._lock:
+                if not me.granted.is_set():  # else granted just now: it goes on
                     self._waiting.remove(me)
                     self._note("queued", -1)
                     raise self._refused(f"no render slot within {self.wait:g} s")
-                self._cond.wait(left)
         self._note("waited", time.monotonic() - began)
         self._note("running", 1)
         started = time.monotonic()
@@ -163,30 +172,27 @@ class Admission:
             yield
         finally:
             seconds = time.monotonic() - started
-            with self._cond:
+            with self._lock:
                 self._running -= 1
-                self._decoding -= full
-                estimate = self._seconds[full]
-                self._seconds[full] = estimate + SMOOTHING * (seconds - estimate)
+                self._decoding -= large
+                estimate = self._seconds[large]
+                self._seconds[large] = estimate + SMOOTHING * (seconds - estimate)
                 self._dispatch()
             self._note("running", -1)
 
     def _dispatch(self) -> None:
         """Start waiters in arrival order while slots are free; a decode waiting for a
         decode slot lets the renders behind it pass."""
-        started = False
         for waiter in list(self._waiting):
             if self._running >= self.slots:
                 break
-            if waiter.full and self._decoding >= self.decode_slots:
+            if waiter.large and self._decoding >= self.decode_slots:
                 continue
             self._waiting.remove(waiter)
             self._note("queued", -1)
-            waiter.granted, started = True, True
             self._running += 1
-            self._decoding += waiter.full
-        if started:
-            self._cond.notify_all()
+            self._decoding += waiter.large
+            waiter.granted.set()
 
     def _refused(self, why: str) -> RenderBusy:
         self._note("refused", 1)

@@ -152,8 +152,9 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "render_slots_per_process": ("cores / workers in `huimages serve`, else the slots",
                                  "of those, how many may decode a whole original at once"
                                  " (each holds a decoded photo: bounds a worker's memory)"),
-    "render_queue": ("48", "misses one worker process lets wait for a slot (each holds a"
-                     " server thread; keep it below the threads); more get a 503 at once"),
+    "render_queue": ("threads - 16 in `huimages serve` and `gunicorn -c`, else 48",
+                     "misses one worker process lets wait for a slot (each holds a server"
+                     " thread: keep some threads for hits); more get a 503 at once"),
     "follow": ("on in `huimages serve` and `huimages fcgi`", "the node's change-feed follower"
                " that purges variants of images deleted anywhere (`0`: none; docs/cluster.md)"),
     "follow_heartbeat": ("5", "seconds between the follower's heartbeats; silent for 3 of"
@@ -216,8 +217,9 @@ class Config:
     # of those, how many may decode a whole original at once (None: any; `huimages serve`
     # sets cores / workers, so the node holds about one decoded photo per core)
     render_slots_per_process: int | None = None
-    # misses one process lets wait for a slot; more are refused at once
-    render_queue: int = 48
+    # misses one process lets wait for a slot (None: 48; the servers we run set their
+    # threads minus HIT_THREADS); more are refused at once
+    render_queue: int | None = None
     # What transparent pixels of an original become in a .jpeg variant (any CSS-like colour
     # Pillow's ImageColor reads: "#ffffff", "white", "rgb(0,0,0)"); other formats keep alpha.
     background: str = "#ffffff"
@@ -254,7 +256,7 @@ class Config:
             raise ValueError("render_slots must be 0 (no limit) or more")
         if self.render_slots_per_process is not None and self.render_slots_per_process < 1:
             raise ValueError("render_slots_per_process must be 1 or more")
-        if self.render_queue < 0:
+        if self.render_queue is not None and self.render_queue < 0:
             raise ValueError("render_queue must be 0 or more")
         if not 0 <= self.render_wait <= 600:
             raise ValueError("render_wait must be between 0 and 600 seconds")

@@ -90,3 +90,26 @@ def high_density_size(
     bigger = Size(f"{width}x{height}", size.kind, width, height)
     gain = scaled_dimensions(src_w, src_h, bigger)[0] / scaled_dimensions(src_w, src_h, size)[0]
     return bigger if gain >= min_gain else None
+
+
+#: The DCT scales libjpeg decodes a JPEG at, coarsest first.
+DCT_REDUCTIONS = (8, 4, 2, 1)
+
+
+def decoded_pixels(src_w: int, src_h: int, size: Size, dct_scaled: bool) -> int:
+    """Pixels a render of ``size`` decodes from an original of ``src_w`` x ``src_h``.
+
+    A JPEG (``dct_scaled``) decodes at the coarsest DCT scale that still covers
+    the output region at full resolution, as ``imaging.scale.draft_original``
+    asks libjpeg to; anything else decodes whole. ``o`` is a copy, checked by a
+    decode of anything but a JPEG. What a render holds in memory follows this.
+    """
+    if size.is_original:
+        return 0 if dct_scaled else src_w * src_h
+    geometry = scaled_geometry(src_w, src_h, size)
+    left, top, right, bottom = geometry.box
+    need_w = src_w * geometry.width / (right - left)
+    need_h = src_h * geometry.height / (bottom - top)
+    reduction = next((r for r in DCT_REDUCTIONS if dct_scaled
+                      and src_w / r >= need_w and src_h / r >= need_h), 1)
+    return -(-src_w // reduction) * -(-src_h // reduction)

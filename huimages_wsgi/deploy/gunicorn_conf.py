@@ -4,9 +4,9 @@
 
 (``--workers``/``--threads``/``--bind`` on that command line still win). It
 runs a node like ``huimages serve``: gunicorn's stock ``gthread`` worker with
-64 threads per worker and a worker per core, the node's change-feed follower
+as many threads per worker and a worker per core, the node's change-feed follower
 started and stopped by the master (``when_ready``, ``on_exit``), and each
-worker's share of whole-original decodes (``post_fork``), all through
+worker's share of whole-original decodes and its render queue (``post_fork``), all through
 gunicorn's documented settings and server hooks. What it lacks is granian's
 handling of slow clients: gthread reads a request head and body in a worker
 thread, so a connection that sends slowly holds a thread until gunicorn's
@@ -22,7 +22,7 @@ from typing import Any
 
 from ..core.config import Config
 from ..node.process import start_follower_process, stop_follower_process
-from .sizing import DEFAULT_THREADS, decode_share, default_workers
+from .sizing import DEFAULT_THREADS, decode_share, default_workers, render_queue
 
 WORKER_CLASS = "gthread"
 
@@ -82,3 +82,5 @@ def post_fork(server: Any, worker: Any) -> None:
     os.environ.setdefault("HUIMAGES_FOLLOW", "1" if config.follow else "0")
     if config.render_slots_per_process is None:
         os.environ["HUIMAGES_RENDER_SLOTS_PER_PROCESS"] = str(decode_share(server.cfg.workers))
+    if config.render_queue is None:
+        os.environ["HUIMAGES_RENDER_QUEUE"] = str(render_queue(server.cfg.threads))

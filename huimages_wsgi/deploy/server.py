@@ -28,7 +28,7 @@ from granian.http import HTTP1Settings
 from ..core.config import Config
 from ..node.process import start_follower_process, stop_follower_process
 from ..web.app import make_app
-from .sizing import DEFAULT_THREADS, decode_share, default_workers
+from .sizing import DEFAULT_THREADS, decode_share, default_workers, render_queue
 
 #: Seconds a client may take to send a request head; then the connection is closed.
 HEADER_TIMEOUT = 10.0
@@ -59,9 +59,11 @@ def run_server(
 ) -> None:
     """Serve until SIGTERM/SIGINT; a bad configuration fails here, before listening."""
     make_app(config)
-    workers = workers or default_workers()
+    workers, threads = workers or default_workers(), threads or DEFAULT_THREADS
     if config.render_slots_per_process is None:
         config = config.with_changes(render_slots_per_process=decode_share(workers))
+    if config.render_queue is None:
+        config = config.with_changes(render_queue=render_queue(threads))
     for name, value in config.environ().items():
         if value is None:
             os.environ.pop(name, None)
@@ -74,7 +76,7 @@ def run_server(
         address=host,
         port=port,
         workers=workers,
-        blocking_threads=threads or DEFAULT_THREADS,
+        blocking_threads=threads,
         backlog=2048,
         http1_settings=HTTP1Settings(header_read_timeout=int(HEADER_TIMEOUT * 1000)),
         ssl_cert=certfile,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 
-from ..cache.admission import cpu_count
+from ..cache.admission import HIT_THREADS, cpu_count
 
-#: Threads per worker process: every miss waiting for a render slot holds one
-#: (at most HUIMAGES_RENDER_QUEUE, 48 by default), and the rest answer hits.
-DEFAULT_THREADS = 64
+#: Threads per worker process: every miss waiting for a render slot holds one (at
+#: most HUIMAGES_RENDER_QUEUE, the threads minus ``HIT_THREADS`` by default), and the
+#: rest answer hits. Waiting threads cost no CPU; renders are bounded by the slots.
+DEFAULT_THREADS = 256
 
 
 def default_workers() -> int:
@@ -22,6 +23,11 @@ def default_workers() -> int:
         return max(1, int(os.environ.get("WEB_CONCURRENCY", "")))
     except ValueError:
         return cpu_count()
+
+
+def render_queue(threads: int) -> int:
+    """Misses one worker lets wait: its threads, less those kept for hits."""
+    return max(1, threads - HIT_THREADS)
 
 
 def decode_share(workers: int) -> int:

@@ -22,7 +22,7 @@ import logging
 from contextlib import AbstractContextManager, nullcontext
 from typing import BinaryIO
 
-from ..cache.admission import Admission
+from ..cache.admission import LARGE_DECODE, Admission
 from ..cache.directory import Cache, CachedFile
 from ..core.errors import (
     ImageBroken,
@@ -33,6 +33,7 @@ from ..core.errors import (
     WriteFailed,
 )
 from ..core.formats import check_variant, ext_for_type, wrong_original_ext
+from ..core.geometry import decoded_pixels
 from ..core.ids import validate_id
 from ..core.previews import choose_preview, recorded_previews
 from ..core.sizes import Size
@@ -68,11 +69,10 @@ class Renderer:
             admission.check_room()
         doc = self.live_doc(imageid)
         preview = None if size.is_original else self.preview_for(doc, size)
-        # a full decode: no preview serves it, or o (its check decodes all but JPEGs)
-        full = preview is None
+        large = preview is None and self.decodes_large(doc, size)
 
         def admitted() -> AbstractContextManager[object]:
-            return nullcontext() if admission is None else admission.render(full)
+            return nullcontext() if admission is None else admission.render(large)
 
         try:
             return self.cache.produce(
@@ -125,6 +125,16 @@ class Renderer:
             except InvalidImage as exc:
                 self.mark_broken(imageid, str(exc))
                 raise ImageBroken(f"image {imageid} cannot be decoded") from exc
+
+    @staticmethod
+    def decodes_large(doc: Doc, size: Size) -> bool:
+        """Whether rendering ``size`` from the original decodes a large image (by the
+        recorded size; one the document does not know counts as large)."""
+        source = source_dimensions(doc)
+        if source is None:
+            return True
+        jpeg = str(doc.get("contenttype") or "image/jpeg").startswith("image/jpeg")
+        return decoded_pixels(*source, size, dct_scaled=jpeg) > LARGE_DECODE
 
     @staticmethod
     def preview_for(doc: Doc, size: Size) -> tuple[str, tuple[int, int]] | None:

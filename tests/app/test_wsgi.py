@@ -318,15 +318,19 @@ def test_a_render_from_a_preview_is_not_held_back_by_a_waiting_decode(tmp_path):
     config = Config(data_dir=tmp_path / "data", render_slots=2, render_slots_per_process=1,
                     render_wait=0.3)
     app = ImageMiddleware(prefix="", store=ImageStore(config))
-    imageid = app.store.save_image(f.photo_jpeg(1600, 1200))  # previews: p512
+    # a PNG is decoded whole: 2400x1800 is a large decode where no preview serves
+    imageid = app.store.save_image(f.encode(f.photo(2400, 1800), "PNG"))  # previews: p512
     doc = app.store.catalog.get(imageid)
     renderer, sizes = app.store.renderer, app.store.sizes
     assert renderer.preview_for(doc, sizes.parse("200x150")) is not None
     assert renderer.preview_for(doc, sizes.parse("1500x1100")) is None
+    assert renderer.decodes_large(doc, sizes.parse("1500x1100"))
+    jpeg = app.store.catalog.get(app.store.save_image(f.photo_jpeg(2400, 1800)))
+    assert not renderer.decodes_large(jpeg, sizes.parse("1100x800"))  # libjpeg at 1/2
     holding, release = threading.Event(), threading.Event()
 
     def decode_an_original_elsewhere():
-        with app.admission.render(full=True):
+        with app.admission.render(large=True):
             holding.set()
             release.wait(10)
 
@@ -399,16 +403,16 @@ def test_a_burst_for_one_new_variant_takes_one_render_slot(tmp_path):
 
 def test_a_storm_of_cheap_renders_queues_and_a_storm_of_decodes_is_refused(tmp_path):
     """Admission by the expected wait: renders from previews take milliseconds, so many
-    queue and all finish; decodes of a whole original are refused once the queue ahead
-    of them would last longer than the wait."""
+    queue and all finish; large decodes of the whole original are refused once the
+    queue ahead of them would last longer than the wait."""
     config = Config(data_dir=tmp_path / "data", render_slots=1, render_wait=1.0)
     app = ImageMiddleware(prefix="", store=ImageStore(config))
-    imageid = app.store.save_image(f.photo_jpeg(1600, 1200))  # previews: p512
+    imageid = app.store.save_image(f.encode(f.photo(2400, 1800), "PNG"))  # decoded whole
     cheap = [get_in_thread(app, f"/{100 + n}x{80 + n}/{imageid}.jpeg") for n in range(12)]
     assert [answer().status_int for answer in cheap] == [200] * 12
     admission = app.admission
     for _ in range(8):  # what renders of this whole original take here
-        with admission.render(full=True):
+        with admission.render(large=True):
             time.sleep(0.25)
     dear = [get_in_thread(app, f"/{1300 + n}x{1000 + n}/{imageid}.jpeg") for n in range(12)]
     statuses = [answer().status_int for answer in dear]
@@ -426,8 +430,8 @@ def test_a_miss_refused_for_a_full_queue_does_not_ask_the_catalog(tmp_path):
     catalog_reads = count_catalog_reads(app)
     release, held = threading.Event(), []
 
-    def hold(full: bool) -> None:
-        with app.admission.render(full):
+    def hold(large: bool) -> None:
+        with app.admission.render(large):
             held.append(1)
             release.wait(10)
 

@@ -215,11 +215,23 @@ def test_a_stuck_follower_shows_on_health(pair):
 def test_one_follower_per_node_not_per_worker(pair):
     _, b = pair
     assert b.server.workers == 2
-    found = subprocess.run(["pgrep", "-f", "huimages_wsgi.cli follow"], capture_output=True,
-                           text=True).stdout.split()
-    mine = [pid for pid in found
-            if f"HUIMAGES_CACHE_DIR={b.cache}" in _environ(int(pid))]
-    assert len(mine) == 1
+
+    def followers() -> set[int]:
+        found = subprocess.run(["pgrep", "-f", "huimages_wsgi.cli follow"],
+                               capture_output=True, text=True).stdout.split()
+        return {int(pid) for pid in found
+                if f"HUIMAGES_CACHE_DIR={b.cache}" in _environ(int(pid))}
+
+    deadline = time.monotonic() + 15  # the supervisor starts its child when it has the lock
+    while len(mine := followers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # one supervising process for the node, and the child it keeps following
+    supervisors = [pid for pid in mine if _parent(pid) not in mine]
+    assert len(supervisors) == 1 and len(mine) == 2, mine
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _environ(pid: int) -> str:

@@ -269,7 +269,7 @@ def test_deployment_gunicorn_runs_the_worker_and_the_follower(base: Path):
 
         eventually(follower_ok, server)
         assert fetch(f"http://127.0.0.1:{port}/75x75!/{imageid}.jpeg")[0] == 200
-        assert "Using worker: huimages_wsgi.deploy.worker.GuardedThreadWorker" in server.output()
+        assert "Using worker: gthread" in server.output()
     finally:
         server.stop()
 

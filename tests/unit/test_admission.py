@@ -11,10 +11,10 @@ from huimages_wsgi.cache.admission import FIRST_GUESS, Admission, RenderBusy
 from huimages_wsgi.core.config import Config
 
 
-def hold(admission: Admission, full: bool, holding: threading.Event,
+def hold(admission: Admission, large: bool, holding: threading.Event,
          release: threading.Event) -> threading.Thread:
     def run() -> None:
-        with admission.render(full):
+        with admission.render(large):
             holding.set()
             release.wait(10)
 
@@ -158,3 +158,4 @@ def test_the_admission_comes_from_the_configuration():
     assert (admission.slots, admission.decode_slots, admission.wait, admission.queue) == (
         3, 1, 2.0, 7)
     assert Admission.from_config(Config(render_slots=2)).decode_slots == 2
+    assert Admission.from_config(Config()).queue == 48
