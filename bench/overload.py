@@ -342,8 +342,8 @@ def decode_storm(server: Server, imageid: str, seconds: float, connections: int,
             n = counter[0]
             began = time.perf_counter()
             try:
-                status, _ = await fetch(server.port, f"/{3000 + n}x{2200 + n}/{imageid}.jpeg",
-                                        30.0)
+                size = f"{3000 + n % 997}x{2200 + n // 997}"  # within the largest box
+                status, _ = await fetch(server.port, f"/{size}/{imageid}.jpeg", 30.0)
             except (OSError, EOFError, asyncio.TimeoutError, asyncio.IncompleteReadError):
                 status = 0
             latencies.append(time.perf_counter() - began)

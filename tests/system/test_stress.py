@@ -1,6 +1,6 @@
 """Slow clients and overload against the real servers (issue #12), on 127.0.0.1, bounded.
 
-* ``huimages serve`` (gunicorn, :mod:`huimages_wsgi.deploy.worker`, two workers) with
+* ``huimages serve`` (granian, :mod:`huimages_wsgi.deploy.server`, two workers) with
   64 half-open connections, 64 slow readers of a large original and 16
   trickled upload bodies: a cache hit and a fresh render still answer within
   a second, the half-open connections are closed by the server after the
@@ -54,7 +54,7 @@ CLIENT_TIMEOUT = 15.0  # an answer slower than this counts as a timeout
 HALF_OPEN = 64
 SLOW_READERS = 64
 TRICKLED_UPLOADS = 16
-HEADER_TIMEOUT = 10.0  # huimages_wsgi.deploy.worker.HEADER_TIMEOUT
+HEADER_TIMEOUT = 10.0  # huimages_wsgi.deploy.server.HEADER_TIMEOUT
 TOKEN = "stress-test-token"
 
 
