@@ -149,29 +149,26 @@ def put_step(store: Any, item: tuple[str, dict[str, Any]]) -> tuple[bool, str]:
         return False, str(exc)
 
 
+def _outcome(what: str, imageid: str, step: Callable[[], str]) -> str:
+    """``step()``'s outcome, or ``FAILED`` (logged) when it fails with one of our errors."""
+    try:
+        return step()
+    except HuImagesError as exc:
+        log.warning("%s %s failed: %s", what, imageid, exc)
+        return FAILED
+
+
 def previews_step(store: Any, imageid: str) -> str:
     from ..store.backfill import ensure_previews
 
-    try:
-        return ensure_previews(store, imageid)
-    except HuImagesError as exc:
-        log.warning("making previews of %s failed: %s", imageid, exc)
-        return FAILED
+    return _outcome("making previews of", imageid, lambda: ensure_previews(store, imageid))
 
 
 def check_step(store: Any, imageid: str) -> str:
     from ..store.broken import check_image
 
-    try:
-        return check_image(store, imageid)
-    except HuImagesError as exc:
-        log.warning("checking %s failed: %s", imageid, exc)
-        return FAILED
+    return _outcome("checking", imageid, lambda: check_image(store, imageid))
 
 
 def migrate_step(store: Any, imageid: str) -> str:
-    try:
-        return store.migrate_one(imageid)
-    except HuImagesError as exc:
-        log.warning("migrating %s failed: %s", imageid, exc)
-        return FAILED
+    return _outcome("migrating", imageid, lambda: store.migrate_one(imageid))
