@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import ImageColor
+from PIL import Image, ImageColor
 
 from .sizes import DEFAULT_PRESETS, validate_presets
 
@@ -25,7 +25,9 @@ LOG_FORMATS = ("text", "json")
 DEFAULT_MAX_DIMENSION = 4096  # widest or tallest variant a URL may ask for
 # Pillow's own decompression-bomb threshold (a quarter GiB decoded at 3 bytes per
 # pixel), adopted on purpose so that the two guards agree: 89.5 megapixels holds
-# every common camera; raising HUIMAGES_MAX_PIXELS raises Pillow's threshold with it.
+# every common camera. HUIMAGES_MAX_PIXELS may go up to twice Pillow's threshold, where
+# Pillow only warns (and we decide); beyond, Pillow refuses before we see the size, and
+# changing its process-wide threshold is the host application's call, not ours.
 DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_MAX_UPLOAD_BYTES = 50 << 20
 #: The internal location nginx serves the cache under for X-Accel-Redirect.
@@ -52,6 +54,15 @@ def parse_bytes(text: str) -> int:
     if text and text[-1] in units:
         return int(float(text[:-1]) * units[text[-1]])
     return int(text)
+
+
+def check_pixel_limit(max_pixels: int) -> None:
+    """ValueError for a pixel limit Pillow itself would refuse images under."""
+    pillow = Image.MAX_IMAGE_PIXELS
+    if max_pixels < 1 or (pillow is not None and max_pixels > 2 * pillow):
+        raise ValueError(
+            f"max_pixels must be between 1 and {2 * pillow if pillow else 'any'}: twice"
+            " Pillow's Image.MAX_IMAGE_PIXELS, above which Pillow refuses an image itself")
 
 
 def _as_text(value: Any) -> str:
@@ -126,7 +137,8 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "secret": ("unset", "require signed URLs to generate variants"),
     "allowed_sizes": ("unset", "comma-separated allow-list of sizes/presets"),
     "max_dimension": ("4096", "largest width or height a URL may ask for"),
-    "max_pixels": (str(DEFAULT_MAX_PIXELS), "largest original (Pillow's bomb-guard threshold)"),
+    "max_pixels": (str(DEFAULT_MAX_PIXELS), "largest original (Pillow's bomb-guard threshold;"
+                   " at most twice it)"),
     "max_upload_bytes": ("50M", "largest upload"),
     "lock_timeout": ("30", "seconds a request waits for another worker generating the same"
                      " variant"),
@@ -252,6 +264,7 @@ class Config:
             raise ValueError("follow_heartbeat must be a positive number of seconds")
         if self.allowed_sizes is not None:
             object.__setattr__(self, "allowed_sizes", frozenset(self.allowed_sizes))
+        check_pixel_limit(self.max_pixels)
         if self.render_slots is not None and self.render_slots < 0:
             raise ValueError("render_slots must be 0 (no limit) or more")
         if self.render_slots_per_process is not None and self.render_slots_per_process < 1:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from PIL import Image
-
 from ..core.sizes import Size
 from . import scale, upload
 from .scale import Phase
@@ -32,13 +30,6 @@ __all__ = ["ImageEngine", "ImageInfo", "Phase", "Preview"]
 class ImageEngine(EngineSettings):
     """Scaling and validation with one set of limits and quality settings (the fields
     of ``EngineSettings``)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        # Pillow's threshold is process-wide: keep it at or above ours, so that it
-        # never refuses an original we accept and its warning band (above it, up
-        # to twice it) only ever holds images that ``open_image`` refuses anyway.
-        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, self.max_pixels)
 
     def inspect(self, data: bytes, previews: bool = False) -> ImageInfo:
         """Validate an upload completely; with ``previews``, make them from the same decode."""

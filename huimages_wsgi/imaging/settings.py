@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageColor
 
-from ..core.config import DEFAULT_MAX_PIXELS
+from ..core.config import DEFAULT_MAX_PIXELS, check_pixel_limit
 
 
 @dataclass
@@ -39,4 +39,5 @@ class EngineSettings:
     background_rgb: tuple[int, int, int] = field(init=False)
 
     def __post_init__(self) -> None:
+        check_pixel_limit(self.max_pixels)  # Pillow's own threshold is left as it is
         self.background_rgb = ImageColor.getrgb(self.background)[:3]  # type: ignore[assignment]

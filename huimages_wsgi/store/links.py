@@ -45,6 +45,10 @@ class Links:
     def __init__(self, config: Config, sizes: SizeRules, read_doc: DocReader) -> None:
         self.config, self.sizes, self.read_doc = config, sizes, read_doc
 
+    def reading(self, doc: Doc) -> Links:
+        """The same links over one document already read: no catalog read at all."""
+        return Links(self.config, self.sizes, lambda imageid: doc)
+
     def url_for(
         self,
         imageid: str,

@@ -178,11 +178,12 @@ class ApiApp:
 
     def summary(self, imageid: str) -> dict[str, Any]:
         """What an uploader needs next: the ID, the dimensions and ready-made URLs."""
-        doc = self.store.get_imagedoc(imageid)
-        urls = {"o": self.store.imageurl(imageid)}
+        doc = self.store.get_imagedoc(imageid)  # the one catalog read of the answer
+        links = self.store.links.reading(doc)
+        urls = {"o": links.imageurl(imageid)}
         for name in self.config.presets:
             try:
-                urls[name] = self.store.scaled_imageurl(imageid, name)
+                urls[name] = links.scaled_imageurl(imageid, name)
             except HuImagesError:  # a preset outside HUIMAGES_ALLOWED_SIZES has no URL
                 continue
         return {

@@ -73,6 +73,13 @@ def test_raw_upload_answers_201_with_id_dimensions_and_urls(api):
     served = Request.blank(f"/75x75!/{imageid}/red-bike.jpeg").get_response(api)
     assert served.status_int == 200 and Image.open(io.BytesIO(served.body)).size == (75, 75)
 
+    endpoint = getattr(api, "app", api).routes["_api"]  # under the instrumentation
+    reads, catalog_get = [], api.store.catalog.get
+    api.store.catalog.get = lambda *args: reads.append(args) or catalog_get(*args)
+    assert endpoint.summary(imageid)["urls"] == body["urls"]
+    assert len(reads) == 1  # the upload's answer reads the catalog once
+    api.store.catalog.get = catalog_get
+
     again = upload(api, data, "?title=Blue%20bike")
     assert again.status_int == 200 and again.json["id"] == imageid  # same bytes, same image
     assert api.store.get_imagedoc(imageid)["title"] == ["Red bike", "Blue bike"]

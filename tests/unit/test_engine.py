@@ -222,6 +222,18 @@ def test_config_and_engine_share_one_pixel_limit():
     assert Image.MAX_IMAGE_PIXELS >= DEFAULT_MAX_PIXELS  # Pillow never refuses below ours
 
 
+def test_the_engine_leaves_pillows_threshold_alone():
+    """A library sets no process-wide state: a higher limit is checked, never set."""
+    before = Image.MAX_IMAGE_PIXELS
+    ImageEngine(max_pixels=2 * before)
+    assert Image.MAX_IMAGE_PIXELS == before
+    for limit in (2 * before + 1, 0):
+        with pytest.raises(ValueError, match="max_pixels"):
+            ImageEngine(max_pixels=limit)
+        with pytest.raises(ValueError, match="max_pixels"):
+            Config(max_pixels=limit)
+
+
 @pytest.mark.parametrize("action", ["ignore", "error"])
 def test_pillows_warning_band_is_refused_whatever_the_warning_filters(action):
     """Between its threshold and twice that, Pillow only warns: we refuse, always."""
