@@ -214,7 +214,8 @@ class Metrics:
         for name, kind, kind_text, text in (
             ("render_queue_depth", "queued", "gauge", "Misses waiting for a render slot now."),
             ("renders_running", "running", "gauge", "Renders holding a slot now."),
-            ("render_waits_total", "waits", "counter", "Renders that had to wait for a slot."),
+            ("render_waits_total", "waits", "counter",
+             "Renders admitted (each counted with its wait, often none)."),
             ("render_wait_seconds_total", "waited", "counter", "Time renders waited for a slot."),
             ("render_refusals_total", "refused", "counter",
              "Misses answered 503 because no render slot came free in time."),
