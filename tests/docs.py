@@ -115,8 +115,10 @@ def run_sh(text: str, cwd: Path, env: dict[str, str], timeout: float = 120.0
 class ShellServer:
     """A shell block that starts servers (``a & b``), in its own process group."""
 
-    def __init__(self, text: str, cwd: Path, env: dict[str, str]) -> None:
-        self.log = cwd / f"doc-block-{os.getpid()}-{time.monotonic_ns()}.log"
+    def __init__(self, text: str, cwd: Path, env: dict[str, str],
+                 log_dir: Path | None = None) -> None:
+        """``log_dir`` (default ``cwd``) holds the block's output."""
+        self.log = (log_dir or cwd) / f"doc-block-{os.getpid()}-{time.monotonic_ns()}.log"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(["bash", "-c", text], cwd=cwd, env=env,
                                          stdin=subprocess.DEVNULL, stdout=out,

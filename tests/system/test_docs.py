@@ -105,7 +105,7 @@ def test_readme_quick_start_then_first_steps(base: Path):
     assert "make test" in (REPO / ".ci" / "run").read_text().splitlines()  # what CI runs
     port = free_port()
     env = shell_env(PORT=str(port), HUIMAGES_DATA_DIR=str(base / "data"))
-    server = ShellServer(serve, REPO, env)
+    server = ShellServer(serve, REPO, env, log_dir=base)  # make runs in the repository
     try:
         eventually(lambda: fetch(f"http://127.0.0.1:{port}/")[0], server, timeout=120)
         photo = write_photo(base / "photo.jpg")
