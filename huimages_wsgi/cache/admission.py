@@ -101,6 +101,7 @@ class Admission:
         self.observer = observer
         self._lock = threading.Lock()
         self._waiting: deque[_Waiter] = deque()
+        self._queued = {False: 0, True: 0}  # waiters by kind (large decode?): O(1) estimates
         self._running = 0
         self._decoding = 0
         self._seconds = dict(FIRST_GUESS)  # recent render time, by kind (large decode?)
@@ -120,6 +121,7 @@ class Admission:
         """A forked child starts with none of its parent's renders or waiters."""
         self._lock = threading.Lock()
         self._waiting, self._running, self._decoding = deque(), 0, 0
+        self._queued = {False: 0, True: 0}
 
     def expected_wait(self, large: bool) -> float:
         """Seconds a miss arriving now would wait for a slot, by the recent render times."""
@@ -127,10 +129,10 @@ class Admission:
             return self._expected_wait(large)
 
     def _expected_wait(self, large: bool) -> float:
-        ahead = sum(self._seconds[waiter.large] for waiter in self._waiting)
+        ahead = sum(count * self._seconds[kind] for kind, count in self._queued.items())
         expected = ahead / self.slots
         if large:  # it also waits for a decode slot, behind the decodes ahead of it
-            decodes = self._decoding + sum(waiter.large for waiter in self._waiting)
+            decodes = self._decoding + self._queued[True]
             expected = max(expected, decodes * self._seconds[True] / self.decode_slots)
         elif self._running >= self.slots:  # and for a render to end
             expected += self._seconds[False] / self.slots
@@ -157,12 +159,14 @@ class Admission:
             if not free and self._expected_wait(large) > self.wait:
                 raise self._refused(f"it expects to be busy for more than {self.wait:g} s")
             self._waiting.append(me)
+            self._queued[large] += 1
             self._note("queued", 1)
             self._dispatch()
         if not me.granted.wait(self.wait):  # only its own grant wakes a waiter
             with self._lock:
                 if not me.granted.is_set():  # else granted just now: it goes on
                     self._waiting.remove(me)
+                    self._queued[large] -= 1
                     self._note("queued", -1)
                     raise self._refused(f"no render slot within {self.wait:g} s")
         self._note("waited", time.monotonic() - began)
@@ -189,6 +193,7 @@ class Admission:
             if waiter.large and self._decoding >= self.decode_slots:
                 continue
             self._waiting.remove(waiter)
+            self._queued[waiter.large] -= 1
             self._note("queued", -1)
             self._running += 1
             self._decoding += waiter.large
