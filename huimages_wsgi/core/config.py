@@ -9,7 +9,7 @@ can live in one process.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -308,18 +308,19 @@ class Config:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def environ(self) -> dict[str, str | None]:
-        """The environment variables ``from_env`` reads this configuration back from,
-        for a process this one starts (a server's workers, the follower); None for a
-        variable to remove (a setting left at None, whatever the parent's environment
-        says)."""
-        env: dict[str, str | None] = {}
+    def export(self, env: MutableMapping[str, str]) -> None:
+        """Write into ``env`` the variables ``from_env`` reads this configuration back
+        from, for a process this one starts (a server's workers, the follower); those of
+        settings left at None, and the older names, are removed, whatever ``env`` held.
+        Presets read back merged over the defaults, as ``from_env`` always reads them."""
         for name, (env_names, _) in ENV_READERS.items():
             value = getattr(self, name)
             for other in env_names[1:]:
-                env[other] = None  # the first name speaks for the setting
-            env[env_names[0]] = None if value is None else _as_text(value)
-        return env
+                env.pop(other, None)  # the first name speaks for the setting
+            if value is None:
+                env.pop(env_names[0], None)
+            else:
+                env[env_names[0]] = _as_text(value)
 
     @classmethod
     def from_mapping(

@@ -64,11 +64,7 @@ def run_server(
         config = config.with_changes(render_slots_per_process=decode_share(workers))
     if config.render_queue is None:
         config = config.with_changes(render_queue=render_queue(threads))
-    for name, value in config.environ().items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    config.export(os.environ)  # the workers' configuration
     server = Granian(
         "huimages_wsgi.deploy.server:worker_app",
         factory=True,

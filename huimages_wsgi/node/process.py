@@ -172,11 +172,7 @@ def start_follower_process(config: Config) -> subprocess.Popen | None:
     if not config.follow:
         return None
     env = dict(os.environ)
-    for name, value in config.environ().items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
+    config.export(env)
     command = [sys.executable, "-m", "huimages_wsgi.cli", "follow", "--parent", str(os.getpid())]
     process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
     process.owner_pid = os.getpid()  # type: ignore[attr-defined]

@@ -69,7 +69,8 @@ def test_huimages_serve_answers_https(backend, any_config, certificate, tmp_path
 
     store = backend_store(backend, any_config)
     imageid = store.save_image(f.photo_jpeg(640, 480, seed=31))
-    env = {name: value for name, value in any_config.environ().items() if value is not None}
+    env: dict[str, str] = {}
+    any_config.export(env)
     server = TlsServer(any_config.data_dir, *certificate, env).start()
     try:
         deadline = time.monotonic() + 30  # ok once the follower has caught up

@@ -4,6 +4,7 @@ import pytest
 
 from huimages_wsgi import ImageStore
 from huimages_wsgi.core.config import Config
+from huimages_wsgi.core.sizes import DEFAULT_PRESETS
 from huimages_wsgi.storage.couch import CouchAttachmentStore, CouchCatalog
 from huimages_wsgi.storage.disk import DiskBlobStore
 from huimages_wsgi.storage.migrating import MigratingBlobStore
@@ -191,3 +192,14 @@ def test_the_configuration_reference_is_generated_from_the_code():
         value = getattr(Config(), name)
         if default.isdigit():  # the numbers the table states are the real defaults
             assert value == int(default), name
+
+
+def test_a_configuration_exported_to_an_environment_reads_back_the_same():
+    """How a server's workers and the follower get the configuration the CLI built."""
+    config = Config(data_dir="/srv/x", allowed_sizes=frozenset({"o", "square"}), browse=True,
+                    render_wait=2.5, secret="s", follow_heartbeat=1.0,
+                    presets={**DEFAULT_PRESETS, "big": "800x600"}, max_upload_bytes=1234)
+    env = {"HUIMAGES_SECRET": "old", "S3BUCKET": "older-name", "HUIMAGES_API_URL": "x"}
+    config.export(env)
+    assert Config.from_env(env) == config
+    assert "S3BUCKET" not in env and "HUIMAGES_API_URL" not in env  # None: removed
