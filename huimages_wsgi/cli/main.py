@@ -15,6 +15,7 @@ from typing import Any
 
 from ..core.config import Config
 from ..core.errors import HuImagesError
+from ..imaging.decode import silence_bomb_warnings
 from ..web.logs import configure_logging
 from . import bulk, images, serving, webconfig
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(verbose=args.verbose)
+    silence_bomb_warnings()
     try:
         overrides: dict[str, Any] = {"data_dir": args.data_dir, "cache_dir": args.cache_dir}
         config = Config.from_env(**overrides)

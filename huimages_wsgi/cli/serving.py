@@ -46,20 +46,25 @@ def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
     options: dict[str, Any] = {}
     if args.umask is not None:
         options["umask"] = args.umask
-    if args.max_workers is not None and args.forking:
-        # flup raises maxChildren to maxSpare (5) unless told otherwise
-        options.update(maxChildren=args.max_workers, maxSpare=min(5, args.max_workers))
+    processes = 1
+    if args.forking:
+        from ..cache.admission import cpu_count
+        from ..deploy.sizing import decode_share
+
+        processes = args.max_workers or cpu_count()
+        if config.render_slots_per_process is None:  # the node's decodes shared out
+            config = config.with_changes(render_slots_per_process=decode_share(processes))
     elif args.max_workers is not None:
         options["maxThreads"] = args.max_workers
     app = make_app(config)  # a bad configuration fails here, before listening
     where = args.socket or args.bind
-    mode = "forking" if args.forking else "threaded"
+    mode = f"{processes} processes" if args.forking else "threaded"
     print(f"huimages fcgi: serving {config.cache_root} on {where} ({mode})", file=sys.stderr)
     from ..node.process import start_follower_process, stop_follower_process
 
     follower = start_follower_process(config)  # one per node, beside flup's threads or forks
     try:
-        serve_fcgi(app, socket_path=args.socket, bind=bind, threaded=not args.forking, **options)
+        serve_fcgi(app, socket_path=args.socket, bind=bind, processes=processes, **options)
     finally:
         stop_follower_process(follower)
     return 0
@@ -115,9 +120,10 @@ def add_parsers(commands: Any) -> None:
     where.add_argument("--socket", metavar="PATH", help="listen on this unix socket")
     where.add_argument("--bind", metavar="HOST:PORT", help="listen on TCP (keep it on loopback)")
     fcgi.add_argument("--forking", action="store_true",
-                      help="pre-forked worker processes instead of threads (no GIL contention)")
+                      help="worker processes (one per core, or --max-workers), each with its own"
+                      " threads: no GIL contention between renders")
     fcgi.add_argument("--max-workers", type=positive, metavar="N",
-                      help="most threads (or processes with --forking) at once")
+                      help="most threads at once (with --forking: the processes)")
     fcgi.add_argument("--umask", type=octal, metavar="OCTAL",
                       help="umask while creating the socket (default 111: srw-rw-rw-,"
                       " so a web server running as another user can connect)")

@@ -18,7 +18,7 @@ from ..deploy.webconfig import (
 )
 
 
-def add_config_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_config_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``config`` sub-command to an argparse ``subparsers`` object."""
     p = subparsers.add_parser(
         "config",

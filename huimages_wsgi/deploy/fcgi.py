@@ -1,52 +1,68 @@
-"""Run a WSGI application as an external FastCGI server (flup).
+"""Run a WSGI application as an external FastCGI server (flup, public API only).
 
-The web server (lighttpd, Apache) serves the image cache directly from disk
-and only forwards *misses* to this process over FastCGI; see
-``huimages_wsgi/templates/`` and :mod:`huimages_wsgi.webconfig`.
+The web server (lighttpd, Apache, nginx) serves the image cache directly from
+disk and only forwards *misses* to this process over FastCGI; see
+``deploy/templates/`` and :mod:`huimages_wsgi.deploy.webconfig`.
 
-flup 1.0.3 works unchanged on Python 3.11.  Quirks worth knowing:
+Usage::
+
+    from huimages_wsgi.deploy.fcgi import serve_fcgi
+    serve_fcgi(make_app(), socket_path="/run/huimages/app.sock")
+
+Everything goes through ``flup.server.fcgi.WSGIServer`` and its documented
+arguments. Quirks worth knowing:
 
 * FastCGI params arrive as bytes and flup decodes them as latin-1, which is
   exactly the PEP 3333 "native string" convention, so non-ASCII paths are fine.
 * When the web server sends no (or an empty) ``PATH_INFO``, flup derives it as
   ``REQUEST_URI[len(SCRIPT_NAME):]`` -- *without* percent-decoding and without
-  checking that ``SCRIPT_NAME`` really is a prefix (it only writes a warning to
-  ``wsgi.errors``).  Apache's mod_proxy_fcgi puts the whole decoded path into
-  ``SCRIPT_NAME`` and no ``PATH_INFO``, and lighttpd's ``server.error-handler``
-  sends the handler's URL as ``SCRIPT_NAME``; in both cases flup's guess is
-  garbage.  :func:`fix_path_info` runs *before* flup's own fix-up and derives
-  ``PATH_INFO`` from ``REQUEST_URI`` (path part, percent-decoded, minus a
-  matching ``SCRIPT_NAME``), so the app sees the same environment behind every
+  checking that ``SCRIPT_NAME`` really is a prefix. :func:`request_uri_paths`
+  wraps the application and replaces exactly that guess by the decoded path
+  (:func:`fix_path_info`), so the app sees the same environment behind every
   server.
 * ``run()`` installs handlers for SIGHUP/SIGINT/SIGTERM and returns when one
   arrives, so :func:`serve_fcgi` must be called from the main thread.
-* flup does not remove its unix socket on exit (it does unlink a stale one on
-  start); :func:`serve_fcgi` removes it (in the parent only: fcgi_fork's
-  children leave through ``sys.exit()`` and unwind through the same frames).
-* The pre-forking server ignores SIGTERM on Python 3 (PEP 475 restarts its
-  blocking ``select()``), until a child happens to report; see
-  :class:`_ParentSelect` for the work-around.
+* flup does not remove its unix socket on exit; :func:`serve_fcgi` does.
+* ``processes=N`` does not use flup's pre-forking server (its parent sleeps
+  through SIGTERM on Python 3: PEP 475 restarts its ``select()``). This module
+  binds the socket, forks N children that each run the threaded server on it
+  the way a web server spawns a FastCGI application (the listening socket as
+  file descriptor 0, flup's ``bindAddress=None``), starts a child again when
+  one dies, and stops them all on SIGTERM. The socket is non-blocking: all
+  children wake for a connection and one gets it; a blocking accept() in the
+  others would hold them past SIGTERM.
 * ``debug=True`` renders tracebacks with ``cgitb``, deprecated in 3.11 and
   removed in 3.13; keep the default ``debug=False``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import select as _select
+import signal
+import socket
 import stat
+import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from ..core.urls import split_request_uri
 
-__all__ = ["DEFAULT_SOCKET_UMASK", "fix_path_info", "serve_fcgi"]
+__all__ = ["DEFAULT_SOCKET_UMASK", "fix_path_info", "request_uri_paths", "serve_fcgi"]
 
-#: umask applied while flup creates the unix socket: ``srw-rw-rw-``.  The web
+log = logging.getLogger("huimages_wsgi")
+
+#: umask applied while the unix socket is created: ``srw-rw-rw-``.  The web
 #: server usually runs as another user (www-data) and needs *write* permission
 #: on the socket to connect(); the directory holding the socket is what should
 #: restrict access.  Pass ``umask=0o117`` for ``srw-rw----`` (group access only).
 DEFAULT_SOCKET_UMASK = 0o111
+#: What stops the server (flup stops on the same three).
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: Seconds the children get to finish their requests after SIGTERM.
+STOP_TIMEOUT = 10.0
+
+WSGIApp = Callable[..., Any]
 
 
 def fix_path_info(environ: MutableMapping[str, Any]) -> None:
@@ -66,53 +82,29 @@ def fix_path_info(environ: MutableMapping[str, Any]) -> None:
     environ["SCRIPT_NAME"], environ["PATH_INFO"] = script, path
 
 
-class _ParentSelect:
-    """Stand-in for the ``select`` module inside flup's preforkserver.
+def request_uri_paths(app: WSGIApp) -> WSGIApp:
+    """``app`` behind flup: ``PATH_INFO`` that flup guessed from ``REQUEST_URI`` (the raw
+    path minus as many characters as ``SCRIPT_NAME`` has) is derived again, decoded and
+    with ``SCRIPT_NAME`` checked (:func:`fix_path_info`). A ``PATH_INFO`` the web server
+    sent differs from that guess (it is decoded) and is left alone."""
 
-    The pre-fork parent waits in ``select(children, [], [], None)``.  Since
-    PEP 475 (Python 3.5) a signal whose handler returns no longer interrupts
-    that call, so SIGTERM only sets a flag and the parent keeps sleeping until
-    some child reports -- i.e. it ignored SIGTERM.  Capping the parent's
-    timeout at one second makes it notice the flag.  Children (other pids)
-    keep the unbounded wait: they must not fall through to a blocking
-    accept() on a spurious wake-up.
-    """
+    def paths_from_request_uri(environ: dict[str, Any], start_response: Callable) -> Any:
+        request_uri = environ.get("REQUEST_URI")
+        if request_uri:
+            raw = request_uri.split("?", 1)[0]
+            if environ.get("PATH_INFO") == raw[len(environ.get("SCRIPT_NAME") or ""):]:
+                environ["PATH_INFO"] = ""
+                fix_path_info(environ)
+        return app(environ, start_response)
 
-    def __init__(self, owner_pid: int) -> None:
-        self.owner_pid = owner_pid
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(_select, name)
-
-    def select(self, rlist, wlist, xlist, timeout=None):  # noqa: A003
-        if os.getpid() == self.owner_pid and (timeout is None or timeout > 1.0):
-            timeout = 1.0
-        return _select.select(rlist, wlist, xlist, timeout)
-
-
-def _server_class(threaded: bool) -> type:
-    if threaded:
-        from flup.server.fcgi import WSGIServer as base
-    else:
-        from flup.server import preforkserver
-        from flup.server.fcgi_fork import WSGIServer as base
-
-        preforkserver.select = _ParentSelect(os.getpid())
-
-    class HuimagesFCGIServer(base):  # type: ignore[misc, valid-type]
-        def _sanitizeEnv(self, environ):  # noqa: N802 (flup's name)
-            fix_path_info(environ)
-            super()._sanitizeEnv(environ)
-
-    HuimagesFCGIServer.__name__ = f"HuimagesFCGIServer[{base.__module__}]"
-    return HuimagesFCGIServer
+    return paths_from_request_uri
 
 
 def serve_fcgi(
-    app: Callable[..., Any],
+    app: WSGIApp,
     socket_path: str | os.PathLike[str] | None = None,
     bind: tuple[str, int] | None = None,
-    threaded: bool = True,
+    processes: int = 1,
     **kwargs: Any,
 ) -> None:
     """Serve ``app`` over FastCGI until SIGTERM/SIGINT/SIGHUP.
@@ -121,37 +113,155 @@ def serve_fcgi(
     server runs on the same host) or ``bind`` (``(host, port)``; keep it on
     loopback, FastCGI has no authentication) must be given.
 
-    ``threaded=True`` uses ``flup.server.fcgi.WSGIServer`` (thread pool, extra
-    kwargs ``minSpare``/``maxSpare``/``maxThreads``); ``threaded=False`` uses
-    the pre-forking ``flup.server.fcgi_fork.WSGIServer`` (kwargs ``minSpare``,
-    ``maxSpare``, ``maxChildren``, ``maxRequests``), which sidesteps the GIL
-    for CPU-bound scaling at the cost of memory.  Other kwargs (``environ``,
-    ``umask``, ``multiplexed``, ``debug``...) go to flup unchanged.
+    Each process runs ``flup.server.fcgi.WSGIServer`` (a thread pool; kwargs
+    ``minSpare``/``maxSpare``/``maxThreads``, ``multiplexed``, ``debug``...
+    go to flup unchanged). ``processes`` above 1 forks that many, which
+    sidesteps the GIL for CPU-bound scaling at the cost of memory.
 
     For a unix socket the ``umask`` defaults to :data:`DEFAULT_SOCKET_UMASK`
     because the socket is created with the process umask and a web server
     running as a different user could not connect() to a ``0755`` socket.
-    flup only changes the umask around ``bind()`` (before any worker starts)
-    and restores it afterwards.
+    The umask is changed around ``bind()`` only.
     """
     if (socket_path is None) == (bind is None):
         raise ValueError("serve_fcgi() needs exactly one of socket_path or bind")
-    if socket_path is not None:
-        bind_address: str | tuple[str, int] = os.fspath(socket_path)
-        kwargs.setdefault("umask", DEFAULT_SOCKET_UMASK)
+    if processes < 1:
+        raise ValueError("serve_fcgi() needs processes >= 1")
+    umask = kwargs.pop("umask", DEFAULT_SOCKET_UMASK)
+    path = os.fspath(socket_path) if socket_path is not None else None
+    old = {signum: signal.signal(signum, _raise_stop) for signum in _STOP_SIGNALS}
+    listener = None
+    try:  # a signal before flup installs its own handlers stops the server too
+        listener = _listen(path, bind, umask)
+        if processes == 1:
+            _serve_here(app, listener, kwargs)
+        else:
+            _Children(app, listener, processes, kwargs).run()
+    except _Stop:
+        pass
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+        if listener is not None:
+            listener.close()
+            if path is not None:
+                _remove_socket(path)
+
+
+def _listen(path: str | None, bind: tuple[str, int] | None, umask: int) -> socket.socket:
+    """The listening socket, as flup would bind it (a stale unix socket replaced)."""
+    if path is not None:
+        _remove_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(umask)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
     else:
         host, port = bind  # type: ignore[misc]
-        bind_address = (str(host), int(port))
-        kwargs.pop("umask", None)  # meaningless for TCP
-    server = _server_class(threaded)(app, bindAddress=bind_address, **kwargs)
-    owner = os.getpid()
+        sock = socket.socket(socket.AF_INET6 if ":" in str(host) else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((str(host), int(port)))
+    sock.listen(socket.SOMAXCONN)
+    # Non-blocking: every process wakes when a connection arrives and only one gets
+    # it; the others' accept() says EAGAIN (flup goes back to its select()) instead of
+    # blocking, where a stop signal could no longer reach them (PEP 475).
+    sock.setblocking(False)
+    return sock
+
+
+def _serve_here(app: WSGIApp, listener: socket.socket, options: dict[str, Any]) -> None:
+    """flup's threaded server in this process, on ``listener`` as FastCGI's file
+    descriptor 0 (``bindAddress=None``: a server spawned by its web server)."""
+    from flup.server.fcgi import WSGIServer
+
+    os.dup2(listener.fileno(), 0)
+    WSGIServer(request_uri_paths(app), bindAddress=None, **options).run()
+
+
+class _Stop(BaseException):
+    """Raised by the stop signals' handler outside flup, so a blocking wait ends at once."""
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop
+
+
+class _Children:
+    """``processes`` children serving one socket; started again when they die."""
+
+    def __init__(self, app: WSGIApp, listener: socket.socket, processes: int,
+                 options: dict[str, Any]) -> None:
+        self.app, self.listener, self.processes, self.options = app, listener, processes, options
+        self.pids: set[int] = set()
+
+    def run(self) -> None:
+        """Keep ``processes`` children until a stop signal (:class:`_Stop`), then stop them."""
+        try:
+            while True:
+                while len(self.pids) < self.processes:
+                    self._start()
+                pid, status = os.wait()
+                if pid in self.pids:
+                    self.pids.discard(pid)
+                    log.error("FastCGI process %d exited (status %d); starting another",
+                              pid, status)
+                    time.sleep(0.5)  # a child that dies at once must not spin the parent
+        except _Stop:
+            pass
+        finally:
+            for signum in _STOP_SIGNALS:  # a second signal must not orphan the children
+                signal.signal(signum, signal.SIG_IGN)
+            self._stop()
+
+    def _start(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # no _Stop between fork and add
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._child()
+            self.pids.add(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+    def _child(self) -> None:
+        """Serve until SIGTERM (flup's handlers); never unwind into the parent's code."""
+        code = 0
+        try:
+            for signum in _STOP_SIGNALS:
+                signal.signal(signum, _raise_stop)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            _serve_here(self.app, self.listener, {"multiprocess": True, **self.options})
+        except _Stop:
+            pass
+        except BaseException:  # noqa: BLE001 - logged, and the parent starts another
+            log.exception("FastCGI process failed")
+            code = 1
+        finally:
+            os._exit(code)
+
+    def _stop(self) -> None:
+        for pid in self.pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self.pids and time.monotonic() < deadline:
+            for pid in list(self.pids):
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    self.pids.discard(pid)
+            time.sleep(0.05)
+        for pid in self.pids:
+            log.error("FastCGI process %d did not stop within %g s; killed", pid, STOP_TIMEOUT)
+            _signal(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        self.pids.clear()
+
+
+def _signal(pid: int, signum: int) -> None:
     try:
-        server.run()
-    finally:
-        # fcgi_fork children leave through sys.exit() and run this too: only
-        # the process that created the socket may remove it.
-        if isinstance(bind_address, str) and os.getpid() == owner:
-            _remove_socket(bind_address)
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _remove_socket(path: str) -> None:

@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 from ..core.config import Config
+from ..imaging.decode import silence_bomb_warnings
 from ..node.process import start_follower_process, stop_follower_process
 from .sizing import DEFAULT_THREADS, decode_share, default_workers, render_queue
 
@@ -78,6 +79,7 @@ def post_fork(server: Any, worker: Any) -> None:
     """In each new worker, before it loads the app: the node's settings as
     ``huimages serve`` gives them, where the environment leaves them open (the
     follower on, so /_health and /_metrics report it; its share of decodes)."""
+    silence_bomb_warnings()
     config = node_config()
     os.environ.setdefault("HUIMAGES_FOLLOW", "1" if config.follow else "0")
     if config.render_slots_per_process is None:

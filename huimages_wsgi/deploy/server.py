@@ -26,6 +26,7 @@ from granian.constants import Interfaces
 from granian.http import HTTP1Settings
 
 from ..core.config import Config
+from ..imaging.decode import silence_bomb_warnings
 from ..node.process import start_follower_process, stop_follower_process
 from ..web.app import make_app
 from .sizing import DEFAULT_THREADS, decode_share, default_workers, render_queue
@@ -89,4 +90,5 @@ def run_server(
 
 def worker_app() -> Any:
     """The app of one granian worker, from the configuration ``run_server`` handed down."""
+    silence_bomb_warnings()
     return make_app(Config.from_env())

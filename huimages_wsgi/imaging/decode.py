@@ -44,19 +44,16 @@ def open_image(
     """Parse the header only, then refuse anything over ``max_pixels``.
 
     This check is the guard, not Pillow's: between its threshold and twice
-    that, Pillow merely emits a DecompressionBombWarning, which the check
-    below turns into a clear refusal of its own; so the warning is ignored
-    here.  A host application that turned it into an error is still
-    answered the same.  ``catch_warnings`` swaps the process-wide filters and
-    is not thread-safe: interleaved threads may leave this one "ignore
-    DecompressionBombWarning" filter installed, which is harmless, as every
-    image it hides is refused here anyway.  Nothing has been decoded or
-    allocated at this point.
+    that, Pillow merely emits a DecompressionBombWarning, and the check below
+    refuses clearly whatever the process's warning filters do with it (a
+    filter that makes it an error is answered the same). The filters are the
+    host's: this function never changes them (``warnings.catch_warnings`` is
+    process-wide and not thread-safe); the ``huimages`` processes silence the
+    warning once at start (:func:`silence_bomb_warnings`). Nothing has been
+    decoded or allocated at this point.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(source, formats=formats)
+        img = Image.open(source, formats=formats)
     except _BOMBS as exc:
         # over twice Pillow's threshold Pillow refuses before we see the size
         raise ImageTooLarge(f"image has too many pixels; the limit is {max_pixels}") from exc
@@ -70,6 +67,12 @@ def open_image(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
     return img
+
+
+def silence_bomb_warnings() -> None:
+    """For a process of our own (the CLI, a server worker), once at start: Pillow's
+    DecompressionBombWarning says nothing :func:`open_image` does not refuse clearly."""
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def is_jpeg(img: Image.Image) -> bool:

@@ -125,3 +125,67 @@ def test_fcgi_socket_mode_and_clean_shutdown(options, mode):
                 process.wait()
     finally:
         remove_base_dir(base)
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+def _wait_until(predicate, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(what)
+
+
+def test_forking_restarts_a_dead_process_and_stops_them_all():
+    """``--forking`` runs its own processes on one socket: one that dies is replaced,
+    and SIGTERM stops every one of them (none left serving the socket)."""
+    base = make_base_dir()
+    try:
+        path, log = base / "app.sock", base / "fcgi.log"
+        environ = {**os.environ, "HUIMAGES_DATA_DIR": str(base / "data"), "HUIMAGES_FOLLOW": "0"}
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [str(HUIMAGES), "fcgi", "--socket", str(path), "--forking", "--max-workers", "2"],
+                env=environ, stdout=out, stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_for_socket(path, process, log)
+            def two_children(without=None):
+                children = _children(process.pid)
+                return children if len(children) == 2 and without not in children else None
+
+            victim = min(_wait_until(two_children, "two FastCGI processes"))
+            os.kill(victim, signal.SIGKILL)
+            again = _wait_until(lambda: two_children(without=victim),
+                                "a new process for the one that died")
+            assert "exited" in log.read_text()
+            with socket.socket(socket.AF_UNIX) as probe:  # wakes every process; one accepts
+                probe.connect(str(path))
+            time.sleep(0.5)  # the others have tried to accept too
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0, log.read_text()
+            assert "killed" not in log.read_text()  # each stopped on SIGTERM, none blocked
+            for pid in again:
+                with pytest.raises(ProcessLookupError):
+                    os.kill(pid, 0)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    finally:
+        remove_base_dir(base)

@@ -249,6 +249,23 @@ def test_pillows_warning_band_is_refused_whatever_the_warning_filters(action):
             engine.render(io.BytesIO(data), parse_size("100x100"), io.BytesIO())
 
 
+def test_opening_leaves_the_warning_filters_alone(monkeypatch):
+    """The process's warning filters are the host's, and swapping them is not
+    thread-safe: the pixel check refuses without touching them."""
+    data = f.declared_size_jpeg(10_000, 10_000)
+
+    def touched(*args, **kwargs):
+        raise AssertionError("the warning filters were changed")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        for name in ("catch_warnings", "simplefilter", "filterwarnings", "resetwarnings"):
+            monkeypatch.setattr(warnings, name, touched)
+        with pytest.raises(ImageTooLarge, match="pixels"):
+            ImageEngine().inspect(data)
+        monkeypatch.undo()
+
+
 def _psnr(a: Image.Image, b: Image.Image) -> float:
     hist = ImageChops.difference(a.convert("RGB"), b.convert("RGB")).histogram()
     mse = sum((i % 256) ** 2 * n for i, n in enumerate(hist)) / (a.width * a.height * 3)

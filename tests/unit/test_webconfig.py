@@ -15,7 +15,7 @@ import pytest
 
 from huimages_wsgi.cli.webconfig import add_config_parser, run_config
 from huimages_wsgi.deploy import webconfig
-from huimages_wsgi.deploy.fcgi import fix_path_info, serve_fcgi
+from huimages_wsgi.deploy.fcgi import fix_path_info, request_uri_paths, serve_fcgi
 from huimages_wsgi.deploy.webconfig import render_config
 
 from ..webservers import WebServer, free_port, make_base_dir, remove_base_dir
@@ -224,11 +224,47 @@ def test_fix_path_info(environ, path_info, script_name):
     assert env.get("SCRIPT_NAME") == script_name
 
 
+def _flup_guess(environ):
+    """What flup documents doing before the app runs: an empty PATH_INFO becomes
+    REQUEST_URI's raw path less as many characters as SCRIPT_NAME has."""
+    environ.setdefault("SCRIPT_NAME", "")
+    if not environ.get("PATH_INFO"):
+        raw = environ.get("REQUEST_URI", "").split("?", 1)[0]
+        environ["PATH_INFO"] = raw[len(environ["SCRIPT_NAME"]):]
+    return environ
+
+
+@pytest.mark.parametrize(
+    ("environ", "path_info", "script_name"),
+    [
+        ({"PATH_INFO": "/o/X.jpeg", "REQUEST_URI": "/zzz"}, "/o/X.jpeg", ""),
+        # sent decoded by the web server (Apache's ProxyFCGISetEnvIf): left alone
+        ({"PATH_INFO": "/o/X Y.jpeg", "REQUEST_URI": "/o/X%20Y.jpeg"}, "/o/X Y.jpeg", ""),
+        ({"REQUEST_URI": "/75x75!/X/a%20b%C3%A9.jpeg?sig=1"}, "/75x75!/X/a b\xc3\xa9.jpeg", ""),
+        ({"REQUEST_URI": "/o/X%20Y.jpeg", "SCRIPT_NAME": "/o/X Y.jpeg"}, "/o/X Y.jpeg", ""),
+        ({"REQUEST_URI": "/o/X.jpeg", "SCRIPT_NAME": "/__huimages__"}, "/o/X.jpeg", ""),
+        ({"REQUEST_URI": "/app/o/X%21.jpeg", "SCRIPT_NAME": "/app"}, "/o/X!.jpeg", "/app"),
+        ({"REQUEST_URI": "/application/o", "SCRIPT_NAME": "/app"}, "/application/o", ""),
+    ],
+)
+def test_request_uri_paths_replaces_flups_guess(environ, path_info, script_name):
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        return [b""]
+
+    request_uri_paths(app)(_flup_guess(dict(environ)), None)
+    assert (seen["PATH_INFO"], seen["SCRIPT_NAME"]) == (path_info, script_name)
+
+
 def test_serve_fcgi_needs_one_address():
     with pytest.raises(ValueError):
         serve_fcgi(lambda e, s: [], socket_path=None, bind=None)
     with pytest.raises(ValueError):
         serve_fcgi(lambda e, s: [], socket_path="/tmp/x.sock", bind=("127.0.0.1", 1))
+    with pytest.raises(ValueError):
+        serve_fcgi(lambda e, s: [], socket_path="/tmp/x.sock", processes=0)
 
 
 @pytest.mark.webserver  # runs the server binary's own syntax check
