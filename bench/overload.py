@@ -59,6 +59,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from huimages_wsgi.core.config import Config
+
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 BIN = Path(sys.executable).parent
@@ -180,6 +182,7 @@ def overload(port: int, ids: list[str], hot: str, seconds: float, connections: i
              offset: int) -> dict:
     counter = [offset]
     latencies: list[float] = []
+    by_status: dict[int, list[float]] = {}
     statuses: dict[int, int] = {}
     failures: list[str] = []
     hits: list[float] = []
@@ -197,6 +200,7 @@ def overload(port: int, ids: list[str], hot: str, seconds: float, connections: i
                 failures.append(type(exc).__name__)
                 continue
             latencies.append(time.perf_counter() - began)
+            by_status.setdefault(status, []).append(latencies[-1])
             statuses[status] = statuses.get(status, 0) + 1
             if status == 503:
                 await asyncio.sleep(0.25)
@@ -230,6 +234,10 @@ def overload(port: int, ids: list[str], hot: str, seconds: float, connections: i
         "share_503": statuses.get(503, 0) / total if total else float("nan"),
         "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
         "p99_ms": percentile(latencies, 0.99) * 1000,
+        "p90_ms": percentile(latencies, 0.90) * 1000,
+        "by_status_p50_p99_ms": {status: (statistics.median(values) * 1000,
+                                          percentile(values, 0.99) * 1000)
+                                 for status, values in by_status.items()},
         "hits": len(hits), "hit_p99_ms": percentile(hits, 0.99) * 1000,
         "hit_max_ms": max(hits, default=float("nan")) * 1000,
     }
@@ -401,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["slow_readers"] = slow_readers(server.port, f"/o/{ids[1]}.jpeg", hot)
                 row["trickling"] = trickling_bodies(server.port, hot)
                 if name == "huimages serve" and args.decode_storm:
-                    storm = decode_storm(server, big_id, args.seconds, args.decode_storm, 1.5)
+                    wait = float(server.env.get("HUIMAGES_RENDER_WAIT") or Config().render_wait)
+                    storm = decode_storm(server, big_id, args.seconds, args.decode_storm, wait)
                     rows["48 MP decode storm"] = storm
             finally:
                 server.stop()

@@ -166,7 +166,7 @@ def photo_8mp() -> bytes:
 
 
 class LiveServer:
-    """``huimages serve`` (gunicorn, 2 workers by default) in a subprocess on a free port."""
+    """``huimages serve`` (granian, 2 workers by default) in a subprocess on a free port."""
 
     def __init__(
         self, data_dir: Path, env: dict[str, str] | None = None, workers: int = 2

@@ -69,6 +69,7 @@ class RenderBusy(HuImagesError):
     """
 
     status = 503
+    logged = False
 
 
 def cpu_count() -> int:
@@ -139,10 +140,17 @@ class Admission:
         return expected
 
     def check_room(self) -> None:
-        """Refuse at once when every slot is taken and the queue is full: before the
-        catalog is asked at all."""
-        if self._running >= self.slots and len(self._waiting) >= self.queue:
-            raise self._refused("its queue is full")
+        """Refuse at once, before the catalog is asked, a miss that would be refused
+        anyway: every slot taken and the queue full, or even a render of the cheap kind
+        expecting to wait too long. Under a storm most misses are refused here, so a
+        refusal costs the node next to nothing."""
+        with self._lock:
+            if self._running < self.slots:
+                return
+            if len(self._waiting) >= self.queue:
+                raise self._refused("its queue is full")
+            if self._expected_wait(False) > self.wait:
+                raise self._refused(f"it expects to be busy for more than {self.wait:g} s")
 
     @contextmanager
     def render(self, large: bool) -> Iterator[None]:

@@ -12,6 +12,8 @@ class HuImagesError(Exception):
     """Base class: a problem we expected and can explain to the caller."""
 
     status = 400
+    #: Whether a 5xx of this kind is logged per request (False: counted elsewhere).
+    logged = True
 
 
 class InvalidImageId(HuImagesError, ValueError):

@@ -42,6 +42,7 @@ import os
 import signal
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -195,6 +196,7 @@ class _Children:
                  options: dict[str, Any]) -> None:
         self.app, self.listener, self.processes, self.options = app, listener, processes, options
         self.pids: set[int] = set()
+        self.parent = os.getpid()
 
     def run(self) -> None:
         """Keep ``processes`` children until a stop signal (:class:`_Stop`), then stop them."""
@@ -232,6 +234,8 @@ class _Children:
             for signum in _STOP_SIGNALS:
                 signal.signal(signum, _raise_stop)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            threading.Thread(target=_stop_when_orphaned, args=(self.parent,), daemon=True,
+                             name="parent-watch").start()
             _serve_here(self.app, self.listener, {"multiprocess": True, **self.options})
         except _Stop:
             pass
@@ -255,6 +259,14 @@ class _Children:
             _signal(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         self.pids.clear()
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """In a child: SIGTERM itself (flup then stops) once its parent is gone, killed
+    without the chance to stop it; else it would serve the socket forever."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _signal(pid: int, signum: int) -> None:

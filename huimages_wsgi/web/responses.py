@@ -68,7 +68,8 @@ class InternalError(HuImagesError):
 def guarded(
     call: Callable[[], T], on_error: Callable[[HuImagesError], T], what: Callable[[], str]
 ) -> T:
-    """``call()``, with every failure answered by ``on_error``; 5xx logged, 4xx not.
+    """``call()``, with every failure answered by ``on_error``; 5xx logged (unless the
+    error says it is counted instead, as a busy node's refusals are), 4xx not.
 
     ``what()`` names the request in the log (method and path, never a body);
     it is called only when there is something to log.
@@ -76,7 +77,7 @@ def guarded(
     try:
         return call()
     except HuImagesError as exc:
-        if exc.status >= 500:
+        if exc.status >= 500 and exc.logged:
             log.warning("%s %s: %s", exc.status, what(), exc)
         return on_error(exc)
     except Exception:

@@ -189,3 +189,38 @@ def test_forking_restarts_a_dead_process_and_stops_them_all():
                 process.wait()
     finally:
         remove_base_dir(base)
+
+
+def test_forked_processes_leave_when_their_parent_is_killed():
+    """A parent killed without warning (the OOM killer, SIGKILL) must not leave its
+    processes serving the socket forever: each notices and stops."""
+    base = make_base_dir()
+    try:
+        path, log = base / "app.sock", base / "fcgi.log"
+        environ = {**os.environ, "HUIMAGES_DATA_DIR": str(base / "data"), "HUIMAGES_FOLLOW": "0"}
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [str(HUIMAGES), "fcgi", "--socket", str(path), "--forking", "--max-workers", "2"],
+                env=environ, stdout=out, stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_for_socket(path, process, log)
+            children = _wait_until(lambda: len(_children(process.pid)) == 2 and
+                                   _children(process.pid), "two FastCGI processes")
+        finally:
+            process.kill()
+            process.wait()
+
+        def gone():
+            for pid in children:
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                            return False  # still running (a zombie has stopped)
+                except OSError:
+                    pass
+            return True
+
+        _wait_until(gone, f"orphaned FastCGI processes {children} still run")
+    finally:
+        remove_base_dir(base)

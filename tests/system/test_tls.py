@@ -1,5 +1,7 @@
 """``huimages serve --certfile --keyfile`` answers HTTPS, to a client that checks the
-certificate, on the embedded default and on S3 + CouchDB."""
+certificate, on the embedded default and on S3 + CouchDB; so does the documented
+``gunicorn -c python:huimages_wsgi.deploy.gunicorn_conf`` command with gunicorn's own
+``--certfile``/``--keyfile`` (stock gthread; the worker it replaced hung there)."""
 
 from __future__ import annotations
 
@@ -29,18 +31,25 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 class TlsServer(LiveServer):
-    def __init__(self, data_dir: Path, cert: Path, key: Path, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, cert: Path, key: Path, env: dict[str, str],
+                 server: str = "huimages serve") -> None:
         super().__init__(data_dir, env)
-        self.cert, self.key = cert, key
+        self.cert, self.key, self.server = cert, key, server
         self.context = ssl.create_default_context(cafile=str(cert))
+
+    def command(self) -> list[str]:
+        tls = ["--certfile", str(self.cert), "--keyfile", str(self.key)]
+        if self.server == "gunicorn -c":
+            return [str(BIN / "gunicorn"), "-c", "python:huimages_wsgi.deploy.gunicorn_conf",
+                    "--bind", f"127.0.0.1:{self.port}", "--workers", "2", *tls,
+                    "huimages_wsgi:make_app()"]
+        return [str(BIN / "huimages"), "serve", "--port", str(self.port), "--workers", "2", *tls]
 
     def start(self, timeout: float = 30.0) -> TlsServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(BIN / "huimages"), "serve", "--port", str(self.port), "--workers", "2",
-                 "--certfile", str(self.cert), "--keyfile", str(self.key)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(self.command(), env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -63,15 +72,16 @@ class TlsServer(LiveServer):
             conn.close()
 
 
-@pytest.mark.parametrize("backend", ["embedded", "s3+couch"])
-def test_huimages_serve_answers_https(backend, any_config, certificate, tmp_path):
+@pytest.mark.parametrize(("server", "backend"), [
+    ("huimages serve", "embedded"), ("huimages serve", "s3+couch"), ("gunicorn -c", "embedded")])
+def test_the_documented_servers_answer_https(server, backend, any_config, certificate):
     from ..backends import backend_store
 
     store = backend_store(backend, any_config)
     imageid = store.save_image(f.photo_jpeg(640, 480, seed=31))
     env: dict[str, str] = {}
     any_config.export(env)
-    server = TlsServer(any_config.data_dir, *certificate, env).start()
+    server = TlsServer(any_config.data_dir, *certificate, env, server).start()
     try:
         deadline = time.monotonic() + 30  # ok once the follower has caught up
         while (answer := server.get("/_health"))[0] != 200 and time.monotonic() < deadline:

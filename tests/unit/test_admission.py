@@ -70,6 +70,33 @@ def test_a_miss_is_refused_at_once_when_its_expected_wait_is_too_long():
         thread.join(10)
 
 
+def test_a_miss_that_would_wait_too_long_is_refused_before_the_catalog_is_read():
+    """check_room runs before the catalog read: under a storm most refusals cost nothing."""
+    admission = Admission(slots=1, decode_slots=1, wait=0.5, queue=100)
+    admission._seconds[False] = 0.3
+    release = threading.Event()
+    threads = [hold(admission, False, threading.Event(), release)]
+    admission.check_room()  # the slot is taken but nothing waits: 0.3 s expected
+    threads.append(threading.Thread(target=lambda: admission.render(False).__enter__()))
+    threads[-1].start()
+    wait_until(lambda: len(admission._waiting) == 1)
+    assert admission.expected_wait(False) == pytest.approx(0.6)
+    with pytest.raises(RenderBusy, match="busy for more than 0.5 s"):
+        admission.check_room()
+    release.set()
+    for thread in threads:
+        thread.join(10)
+
+
+def test_check_room_lets_a_miss_on_when_a_slot_is_free():
+    admission = Admission(slots=2, decode_slots=1, wait=0.0, queue=0)
+    release = threading.Event()
+    thread = hold(admission, False, threading.Event(), release)
+    admission.check_room()  # one of two slots free: no wait at all
+    release.set()
+    thread.join(10)
+
+
 def test_a_full_queue_refuses_before_anything_else():
     admission = Admission(slots=1, decode_slots=1, wait=60.0, queue=0)
     release = threading.Event()
