@@ -159,7 +159,7 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "log_format": ("`text`", "`text` (logfmt) or `json`"),
     "render_slots": ("one per core", "renders at once per worker process (admission"
                      " control; `0`: no admission at all, every miss renders at once)"),
-    "render_wait": ("0.5", "seconds a miss may expect to wait for a render slot; beyond,"
+    "render_wait": ("0.6", "seconds a miss may expect to wait for a render slot; beyond,"
                     " a 503 with Retry-After at once"),
     "render_slots_per_process": ("cores / workers in `huimages serve`, else the slots",
                                  "of those, how many may decode a whole original at once"
@@ -225,7 +225,7 @@ class Config:
     # admission control (admission.py): renders at once per worker process (None: one
     # per core, 0: no admission) and the seconds a miss may expect to wait for a slot
     render_slots: int | None = None
-    render_wait: float = 0.5
+    render_wait: float = 0.6
     # of those, how many may decode a whole original at once (None: any; `huimages serve`
     # sets cores / workers, so the node holds about one decoded photo per core)
     render_slots_per_process: int | None = None

@@ -424,3 +424,22 @@ def test_paths_that_are_not_utf8_get_a_clear_status_not_500(config):
         for method in ("GET", "DELETE"):
             response = call(app, path, method)
             assert response.status_int in (400, 404), (path, method, response.body)
+
+
+@BOTH
+def test_the_upload_answer_reads_the_catalog_once(api, monkeypatch):
+    """The JSON answer's URLs (one per preset, each with the SEO name) come from the
+    document the upload wrote, read once: not once per URL (13 round trips on CouchDB)."""
+    from huimages_wsgi.storage.couch import CouchCatalog
+    from huimages_wsgi.storage.sqlite import SQLiteCatalog
+
+    reads = []
+    for cls in (CouchCatalog, SQLiteCatalog):
+        def counted(self, imageid, _get=cls.get):
+            reads.append(imageid)
+            return _get(self, imageid)
+        monkeypatch.setattr(cls, "get", counted)
+    response = upload(api, f.photo_jpeg(400, 300, seed=77), "?title=Once")
+    assert response.status_int == 201, response.body
+    assert len(response.json["urls"]) > 5
+    assert reads == [response.json["id"]], reads

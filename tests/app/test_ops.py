@@ -143,6 +143,57 @@ def test_health_is_503_while_a_backend_is_down(
     assert get(app, "/_health").json["status"] == "ok"
 
 
+def test_liveness_and_readiness_follow_a_couchdb_outage(tmp_path, own_s3, own_couch,
+                                                       monkeypatch):
+    """/_health/live answers from the process alone; /_health/ready turns 503 within 5 s
+    of CouchDB going down and 200 within 5 s of its return."""
+    for key, value in own_s3.env.items():
+        monkeypatch.setenv(key, value)
+    config = backend_config("s3+couch", tmp_path / "data", own_s3, own_couch,
+                            backend_timeout=1.5)
+    app = make_app(config)
+
+    def within(seconds, path, status):
+        deadline = time.monotonic() + seconds
+        while (answer := get(app, path)).status_int != status:
+            assert time.monotonic() < deadline, (path, answer.status, answer.body)
+            time.sleep(0.1)
+        return answer
+
+    within(5, "/_health/ready", 200)
+    own_couch.stop()
+    try:
+        ready = within(5, "/_health/ready", 503)
+        assert ready.json["checks"]["catalog"]["ok"] is False
+        live = get(app, "/_health/live")
+        assert live.status_int == 200 and live.json["status"] == "ok"
+    finally:
+        own_couch.start()
+    within(5, "/_health/ready", 200)
+
+
+def test_liveness_never_asks_a_backend_and_readiness_is_reused_for_a_second(tmp_path):
+    from huimages_wsgi.web.health import READY_SECONDS, HealthApp
+
+    app = make_app(Config(data_dir=tmp_path / "data"))
+    health = HealthApp(app.store, clock=lambda: now[0])
+    now, probes, check = [100.0], [], app.store.check
+
+    def counted_check():
+        probes.append(now[0])
+        return check()
+
+    app.store.check = counted_check
+    assert get(health, "/live").status_int == 200 and probes == []
+    for _ in range(5):  # probes from many load balancers within the second: one probe
+        assert get(health, "/ready").json["status"] == "ok"
+    assert probes == [100.0]
+    now[0] += READY_SECONDS
+    assert get(health, "/ready").status_int == 200 and probes == [100.0, 101.0]
+    assert get(health, "").status_int == 200 and len(probes) == 3  # /_health: every call
+    assert get(health, "/nonsense").status_int == 404
+
+
 # -- metrics, in-process ------------------------------------------------------------------------
 
 

@@ -533,3 +533,34 @@ def test_a_cache_that_cannot_exist_is_503_not_500(tmp_path):
         response = get(app, f"/{size}/{imageid}.jpeg")
         assert response.status_int == 503 and response.headers["Retry-After"], response.body
     assert is_live(app.store.catalog.get(imageid))
+
+
+def test_a_miss_is_planned_once(tmp_path, monkeypatch):
+    """One plan per miss: the catalog read once, the preview chosen once, the cache
+    looked up once outside the single-flight lock and once inside (at most two lstat
+    each), then the size directory checked after mkdir and the written file's stat for
+    the answer: at most 5 lstat calls (12 before the plan)."""
+    app = ImageMiddleware(prefix="", store=ImageStore(Config(data_dir=tmp_path / "data")))
+    imageid = app.store.save_image(f.photo_jpeg(2400, 1800))
+    catalog_reads = count_catalog_reads(app)
+    from huimages_wsgi.store.renderer import Renderer
+
+    chosen, preview_for = [], Renderer.preview_for
+
+    def counted_preview_for(*args, **kwargs):
+        chosen.append(args)
+        return preview_for(*args, **kwargs)
+
+    monkeypatch.setattr(Renderer, "preview_for", staticmethod(counted_preview_for))
+    lstats, lstat = [], os.lstat
+
+    def counted_lstat(path, *args, **kwargs):
+        if "321x123" in os.fspath(path):
+            lstats.append(os.fspath(path))
+        return lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", counted_lstat)
+    assert get(app, f"/321x123/{imageid}.jpeg").status_int == 200
+    monkeypatch.undo()
+    assert (len(catalog_reads), len(chosen)) == (1, 1)
+    assert len(lstats) <= 5, lstats

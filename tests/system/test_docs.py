@@ -322,6 +322,13 @@ def test_api_health(served):
     assert answer["status"] in ("ok", "degraded") and "catalog" in answer["checks"]
 
 
+def test_api_probes(served):
+    url, cwd = served
+    live, ready = console_commands(_api_script("api-probes", url))
+    assert json.loads(run_sh(live, cwd, shell_env()).stdout)["status"] == "ok"
+    assert eventually(lambda: run_sh(ready, cwd, shell_env()).stdout.strip() == "200")
+
+
 # -- docs/cluster.md, docs/configuration.md, docs/formats.md ------------------------------
 
 
