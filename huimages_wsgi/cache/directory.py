@@ -77,12 +77,31 @@ class Cache:
             raise ImageNotFound("not a cached image")
         return CachedFile(path, relative, ext, stat)
 
-    @contextmanager
-    def _stripe_lock(self, path: Path) -> Iterator[None]:
+    def _open_stripe(self, path: Path) -> int:
+        """A descriptor of the lock file of ``path``'s stripe (one of ``LOCK_STRIPES``)."""
         digest = hashlib.sha1(str(path).encode(), usedforsecurity=False).digest()
         stripe = int.from_bytes(digest[:4], "big") % LOCK_STRIPES
         self.lock_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_dir / f"{stripe:04d}", os.O_RDWR | os.O_CREAT, 0o600)
+        return os.open(self.lock_dir / f"{stripe:04d}", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def being_made(self, size_name: str, imageid: str, ext: str) -> bool:
+        """Whether a request of this node holds the variant's single-flight lock now
+        (or that of another variant in its stripe): one asking for it will wait there
+        and find the file, holding no render slot."""
+        fd = self._open_stripe(self.path(size_name, imageid, ext))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            return True
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _stripe_lock(self, path: Path) -> Iterator[None]:
+        fd = self._open_stripe(path)
         try:
             deadline = time.monotonic() + self.lock_timeout
             delay = 0.002

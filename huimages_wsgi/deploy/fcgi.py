@@ -87,7 +87,8 @@ def request_uri_paths(app: WSGIApp) -> WSGIApp:
     """``app`` behind flup: ``PATH_INFO`` that flup guessed from ``REQUEST_URI`` (the raw
     path minus as many characters as ``SCRIPT_NAME`` has) is derived again, decoded and
     with ``SCRIPT_NAME`` checked (:func:`fix_path_info`). A ``PATH_INFO`` the web server
-    sent differs from that guess (it is decoded) and is left alone."""
+    sent differs from that guess (it is decoded) and is left alone, unless a rewrite
+    made it equal by chance (the rendered configurations send ``SCRIPT_NAME=""``)."""
 
     def paths_from_request_uri(environ: dict[str, Any], start_response: Callable) -> Any:
         request_uri = environ.get("REQUEST_URI")
@@ -128,7 +129,7 @@ def serve_fcgi(
         raise ValueError("serve_fcgi() needs exactly one of socket_path or bind")
     if processes < 1:
         raise ValueError("serve_fcgi() needs processes >= 1")
-    umask = kwargs.pop("umask", DEFAULT_SOCKET_UMASK)
+    umask = kwargs.pop("umask", DEFAULT_SOCKET_UMASK)  # None: the process's umask as it is
     path = os.fspath(socket_path) if socket_path is not None else None
     old = {signum: signal.signal(signum, _raise_stop) for signum in _STOP_SIGNALS}
     listener = None
@@ -149,16 +150,17 @@ def serve_fcgi(
                 _remove_socket(path)
 
 
-def _listen(path: str | None, bind: tuple[str, int] | None, umask: int) -> socket.socket:
+def _listen(path: str | None, bind: tuple[str, int] | None, umask: int | None) -> socket.socket:
     """The listening socket, as flup would bind it (a stale unix socket replaced)."""
     if path is not None:
         _remove_socket(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(umask)
+        old = os.umask(umask) if umask is not None else None
         try:
             sock.bind(path)
         finally:
-            os.umask(old)
+            if old is not None:
+                os.umask(old)
     else:
         host, port = bind  # type: ignore[misc]
         sock = socket.socket(socket.AF_INET6 if ":" in str(host) else socket.AF_INET)
@@ -177,8 +179,13 @@ def _serve_here(app: WSGIApp, listener: socket.socket, options: dict[str, Any]) 
     descriptor 0 (``bindAddress=None``: a server spawned by its web server)."""
     from flup.server.fcgi import WSGIServer
 
+    saved = os.dup(0)  # stdin comes back afterwards, so closing the listener closes it
     os.dup2(listener.fileno(), 0)
-    WSGIServer(request_uri_paths(app), bindAddress=None, **options).run()
+    try:
+        WSGIServer(request_uri_paths(app), bindAddress=None, **options).run()
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
 
 
 class _Stop(BaseException):
@@ -204,18 +211,23 @@ class _Children:
             while True:
                 while len(self.pids) < self.processes:
                     self._start()
-                pid, status = os.wait()
-                if pid in self.pids:
-                    self.pids.discard(pid)
-                    log.error("FastCGI process %d exited (status %d); starting another",
-                              pid, status)
-                    time.sleep(0.5)  # a child that dies at once must not spin the parent
+                self._reap(os.wait())
         except _Stop:
             pass
         finally:
             for signum in _STOP_SIGNALS:  # a second signal must not orphan the children
                 signal.signal(signum, signal.SIG_IGN)
             self._stop()
+
+    def _reap(self, waited: tuple[int, int]) -> None:
+        pid, status = waited
+        code = os.waitstatus_to_exitcode(status)
+        if pid not in self.pids:  # another child of this process (the node's follower)
+            log.error("child process %d exited (%d)", pid, code)
+            return
+        self.pids.discard(pid)
+        log.error("FastCGI process %d exited (%d); starting another", pid, code)
+        time.sleep(0.5)  # a child that dies at once must not spin the parent
 
     def _start(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # no _Stop between fork and add
@@ -224,6 +236,9 @@ class _Children:
             if pid == 0:
                 self._child()
             self.pids.add(pid)
+        except OSError as exc:  # out of processes or memory for now: try again soon
+            log.error("cannot start a FastCGI process: %s", exc)
+            time.sleep(1.0)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
@@ -251,13 +266,13 @@ class _Children:
         deadline = time.monotonic() + STOP_TIMEOUT
         while self.pids and time.monotonic() < deadline:
             for pid in list(self.pids):
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                if _reaped(pid, os.WNOHANG):
                     self.pids.discard(pid)
             time.sleep(0.05)
         for pid in self.pids:
             log.error("FastCGI process %d did not stop within %g s; killed", pid, STOP_TIMEOUT)
             _signal(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            _reaped(pid, 0)
         self.pids.clear()
 
 
@@ -267,6 +282,14 @@ def _stop_when_orphaned(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _reaped(pid: int, options: int) -> bool:
+    """Whether child ``pid`` has exited and is reaped (already reaped counts)."""
+    try:
+        return os.waitpid(pid, options)[0] == pid
+    except ChildProcessError:
+        return True
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -45,11 +45,13 @@ def open_image(
 
     This check is the guard, not Pillow's: between its threshold and twice
     that, Pillow merely emits a DecompressionBombWarning, and the check below
-    refuses clearly whatever the process's warning filters do with it (a
-    filter that makes it an error is answered the same). The filters are the
-    host's: this function never changes them (``warnings.catch_warnings`` is
-    process-wide and not thread-safe); the ``huimages`` processes silence the
-    warning once at start (:func:`silence_bomb_warnings`). Nothing has been
+    refuses clearly whatever the process's warning filters do with it. The
+    filters are the host's: this function never changes them
+    (``warnings.catch_warnings`` is process-wide and not thread-safe). In a
+    host whose filters make the warning an error, an image between Pillow's
+    threshold and ``max_pixels`` is refused as too large too; the
+    ``huimages`` processes silence the warning once at start
+    (:func:`silence_bomb_warnings`). Nothing has been
     decoded or allocated at this point.
     """
     try:

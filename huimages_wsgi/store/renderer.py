@@ -60,12 +60,13 @@ class Renderer:
         once, the preview chosen once; then ``Cache.produce`` looks it up once
         more in the node's single-flight lock and, with ``admission``, holds
         a render slot while writing (a 503 when the node expects to be busy
-        too long; a queue that is already full refuses before the catalog is
-        asked).
+        too long, before the catalog is asked when it is clear already;
+        never for a variant another request is making: this one will wait
+        for it in the lock, holding no slot).
         """
         check_variant(size, ext)
         validate_id(imageid)
-        if admission is not None:
+        if admission is not None and not self.cache.being_made(size.name, imageid, ext):
             admission.check_room()
         doc = self.live_doc(imageid)
         preview = None if size.is_original else self.preview_for(doc, size)

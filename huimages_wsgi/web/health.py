@@ -70,13 +70,23 @@ class HealthApp:
         return json_response(200 if report["status"] == "ok" else 503, report, indent=2)
 
     def ready_report(self) -> dict[str, Any]:
-        """The report, probed at most once per ``READY_SECONDS`` in this process (one
-        probe at a time: concurrent probes wait for it and share it)."""
-        with self._lock:
-            if self._ready is None or self.clock() - self._ready[0] >= READY_SECONDS:
-                report = self.report()
-                self._ready = (self.clock(), report)  # from when it was known
-            return self._ready[1]
+        """The report, probed at most once per ``READY_SECONDS`` in this process. One
+        probe at a time: while it runs (a silent backend takes its timeout), other
+        probes get the last report at once instead of queueing behind it."""
+        known = self._ready
+        if known is not None and self.clock() - known[0] < READY_SECONDS:
+            return known[1]
+        if not self._lock.acquire(blocking=known is None):
+            return known[1]  # type: ignore[index]
+        try:
+            known = self._ready  # another probe may have finished meanwhile
+            if known is not None and self.clock() - known[0] < READY_SECONDS:
+                return known[1]
+            report = self.report()
+            self._ready = (self.clock(), report)  # from when it was known
+            return report
+        finally:
+            self._lock.release()
 
     def report(self) -> dict[str, Any]:
         checks = self.store.check()

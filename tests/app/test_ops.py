@@ -368,3 +368,35 @@ def test_logfmt_lines_quote_only_what_needs_it():
     assert 'msg="failed x"' in line and 'path="/a b"' in line and " status=500" in line
     assert " cache= " in line and " level=error " in line
     assert 'exc="Traceback' in line and "\\n" in line
+
+
+def test_readiness_probes_do_not_queue_behind_a_slow_probe(tmp_path):
+    """While one probe waits for a silent backend, the others answer the last report."""
+    from huimages_wsgi.web.health import READY_SECONDS, HealthApp
+
+    app = make_app(Config(data_dir=tmp_path / "data"))
+    now = [100.0]
+    health = HealthApp(app.store, clock=lambda: now[0])
+    assert get(health, "/ready").status_int == 200
+    entered, release, check = threading.Event(), threading.Event(), app.store.check
+
+    def silent_backend():
+        entered.set()
+        assert release.wait(10)
+        return check()
+
+    app.store.check = silent_backend
+    now[0] += READY_SECONDS
+    slow = threading.Thread(target=lambda: get(health, "/ready"))
+    slow.start()
+    assert entered.wait(10)
+    answers = []
+    other = threading.Thread(target=lambda: answers.append(get(health, "/ready")))
+    other.start()
+    other.join(5)  # blocked behind the slow probe, it would wait for release
+    try:
+        assert not other.is_alive() and answers[0].json["status"] == "ok"  # the last report
+    finally:
+        release.set()
+        slow.join(10)
+        other.join(10)

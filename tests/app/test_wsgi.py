@@ -564,3 +564,37 @@ def test_a_miss_is_planned_once(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (len(catalog_reads), len(chosen)) == (1, 1)
     assert len(lstats) <= 5, lstats
+
+
+def test_a_request_for_a_variant_being_made_waits_for_it_instead_of_a_503(tmp_path):
+    """The early refusal (before the catalog read) spares a request for a variant that
+    another request is making: it waits in the single-flight lock, holding no slot."""
+    from huimages_wsgi.cache.admission import RenderBusy
+
+    config = Config(data_dir=tmp_path / "data", render_slots=1, render_wait=0.0)
+    app = ImageMiddleware(prefix="", store=ImageStore(config))
+    imageid = app.store.save_image(f.photo_jpeg(800, 600))
+    rendering, go_on = threading.Event(), threading.Event()
+    render = app.store.engine.render
+
+    def slow_render(*args, **kwargs):
+        rendering.set()
+        assert go_on.wait(10)
+        return render(*args, **kwargs)
+
+    app.store.engine.render = slow_render
+    catalog_reads = count_catalog_reads(app)
+    url, answers = f"/300x200/{imageid}.jpeg", []
+    threads = [threading.Thread(target=lambda: answers.append(get(app, url))) for _ in range(2)]
+    threads[0].start()
+    assert rendering.wait(10)
+    with pytest.raises(RenderBusy):  # the one slot is taken and no wait is allowed
+        app.admission.check_room()
+    assert app.store.cache.being_made("300x200", imageid, "jpeg")
+    threads[1].start()
+    wait_until(lambda: len(catalog_reads) == 2)  # past the early check, on to the lock
+    go_on.set()
+    for thread in threads:
+        thread.join(20)
+    assert [a.status_int for a in answers] == [200, 200]
+    assert not app.store.cache.being_made("300x200", imageid, "jpeg")
