@@ -88,7 +88,10 @@ class Cache:
         """Whether a request of this node holds the variant's single-flight lock now
         (or that of another variant in its stripe): one asking for it will wait there
         and find the file, holding no render slot."""
-        fd = self._open_stripe(self.path(size_name, imageid, ext))
+        try:
+            fd = self._open_stripe(self.path(size_name, imageid, ext))
+        except OSError:  # no lock directory (a cache that cannot exist): making it says so
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return False
