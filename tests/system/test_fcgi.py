@@ -7,12 +7,15 @@ here: arguments, the socket's permissions and clean shutdown of a real
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -151,9 +154,10 @@ def _wait_until(predicate, what, timeout=20.0):
     raise AssertionError(what)
 
 
-def test_forking_restarts_a_dead_process_and_stops_them_all():
-    """``--forking`` runs its own processes on one socket: one that dies is replaced,
-    and SIGTERM stops every one of them (none left serving the socket)."""
+@contextlib.contextmanager
+def forking_fcgi() -> Iterator[tuple[subprocess.Popen, Path, Path]]:
+    """``huimages fcgi --forking --max-workers 2`` on a unix socket, once it listens:
+    (process, socket path, log); killed and its directory removed afterwards."""
     base = make_base_dir()
     try:
         path, log = base / "app.sock", base / "fcgi.log"
@@ -165,24 +169,7 @@ def test_forking_restarts_a_dead_process_and_stops_them_all():
             )
         try:
             _wait_for_socket(path, process, log)
-            def two_children(without=None):
-                children = _children(process.pid)
-                return children if len(children) == 2 and without not in children else None
-
-            victim = min(_wait_until(two_children, "two FastCGI processes"))
-            os.kill(victim, signal.SIGKILL)
-            again = _wait_until(lambda: two_children(without=victim),
-                                "a new process for the one that died")
-            assert "exited" in log.read_text()
-            with socket.socket(socket.AF_UNIX) as probe:  # wakes every process; one accepts
-                probe.connect(str(path))
-            time.sleep(0.5)  # the others have tried to accept too
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=20) == 0, log.read_text()
-            assert "killed" not in log.read_text()  # each stopped on SIGTERM, none blocked
-            for pid in again:
-                with pytest.raises(ProcessLookupError):
-                    os.kill(pid, 0)
+            yield process, path, log
         finally:
             if process.poll() is None:
                 process.kill()
@@ -191,25 +178,38 @@ def test_forking_restarts_a_dead_process_and_stops_them_all():
         remove_base_dir(base)
 
 
+def test_forking_restarts_a_dead_process_and_stops_them_all():
+    """``--forking`` runs its own processes on one socket: one that dies is replaced,
+    and SIGTERM stops every one of them (none left serving the socket)."""
+    with forking_fcgi() as (process, path, log):
+        def two_children(without=None):
+            children = _children(process.pid)
+            return children if len(children) == 2 and without not in children else None
+
+        victim = min(_wait_until(two_children, "two FastCGI processes"))
+        os.kill(victim, signal.SIGKILL)
+        again = _wait_until(lambda: two_children(without=victim),
+                            "a new process for the one that died")
+        assert "exited" in log.read_text()
+        with socket.socket(socket.AF_UNIX) as probe:  # wakes every process; one accepts
+            probe.connect(str(path))
+        time.sleep(0.5)  # the others have tried to accept too
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, log.read_text()
+        assert "killed" not in log.read_text()  # each stopped on SIGTERM, none blocked
+        for pid in again:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+
 def test_forked_processes_leave_when_their_parent_is_killed():
     """A parent killed without warning (the OOM killer, SIGKILL) must not leave its
     processes serving the socket forever: each notices and stops."""
-    base = make_base_dir()
-    try:
-        path, log = base / "app.sock", base / "fcgi.log"
-        environ = {**os.environ, "HUIMAGES_DATA_DIR": str(base / "data"), "HUIMAGES_FOLLOW": "0"}
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [str(HUIMAGES), "fcgi", "--socket", str(path), "--forking", "--max-workers", "2"],
-                env=environ, stdout=out, stderr=subprocess.STDOUT,
-            )
-        try:
-            _wait_for_socket(path, process, log)
-            children = _wait_until(lambda: len(_children(process.pid)) == 2 and
-                                   _children(process.pid), "two FastCGI processes")
-        finally:
-            process.kill()
-            process.wait()
+    with forking_fcgi() as (process, _, _):
+        children = _wait_until(lambda: len(_children(process.pid)) == 2 and
+                               _children(process.pid), "two FastCGI processes")
+        process.kill()
+        process.wait()
 
         def gone():
             for pid in children:
@@ -222,5 +222,3 @@ def test_forked_processes_leave_when_their_parent_is_killed():
             return True
 
         _wait_until(gone, f"orphaned FastCGI processes {children} still run")
-    finally:
-        remove_base_dir(base)
