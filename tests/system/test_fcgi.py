@@ -95,6 +95,36 @@ def _wait_for_socket(path, process, log):
     raise AssertionError(f"no socket at {path}: {log.read_text()}")
 
 
+@contextlib.contextmanager
+def fcgi_server(*options: str, **env: str) -> Iterator[tuple[subprocess.Popen, Path, Path]]:
+    """``huimages fcgi --socket ... *options`` (with ``env`` over the test's environment),
+    once it listens: (process, socket path, log); killed if still running and its
+    directory removed afterwards."""
+    base = make_base_dir()
+    try:
+        path, log = base / "app.sock", base / "fcgi.log"
+        environ = {**os.environ, "HUIMAGES_DATA_DIR": str(base / "data"), **env}
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [str(HUIMAGES), "fcgi", "--socket", str(path), *options],
+                env=environ, stdout=out, stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_for_socket(path, process, log)
+            yield process, path, log
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    finally:
+        remove_base_dir(base)
+
+
+def forking_fcgi() -> contextlib.AbstractContextManager:
+    """Two forked processes on one socket, without the node's follower."""
+    return fcgi_server("--forking", "--max-workers", "2", HUIMAGES_FOLLOW="0")
+
+
 @pytest.mark.parametrize(
     ("options", "mode"),
     [
@@ -104,30 +134,14 @@ def _wait_for_socket(path, process, log):
     ],
 )
 def test_fcgi_socket_mode_and_clean_shutdown(options, mode):
-    base = make_base_dir()
-    try:
-        path, log = base / "app.sock", base / "fcgi.log"
-        environ = {**os.environ, "HUIMAGES_DATA_DIR": str(base / "data")}
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [str(HUIMAGES), "fcgi", "--socket", str(path), *options],
-                env=environ, stdout=out, stderr=subprocess.STDOUT,
-            )
-        try:
-            _wait_for_socket(path, process, log)
-            st = os.lstat(path)
-            assert stat.S_ISSOCK(st.st_mode)
-            assert stat.S_IMODE(st.st_mode) == mode
-            assert f"on {path}" in log.read_text()
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=20) == 0, log.read_text()
-            assert not path.exists()  # flup leaves it; serve_fcgi removes it
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    finally:
-        remove_base_dir(base)
+    with fcgi_server(*options) as (process, path, log):
+        st = os.lstat(path)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == mode
+        assert f"on {path}" in log.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, log.read_text()
+        assert not path.exists()  # flup leaves it; serve_fcgi removes it
 
 
 def _children(pid: int) -> set[int]:
@@ -152,30 +166,6 @@ def _wait_until(predicate, what, timeout=20.0):
             return value
         time.sleep(0.05)
     raise AssertionError(what)
-
-
-@contextlib.contextmanager
-def forking_fcgi() -> Iterator[tuple[subprocess.Popen, Path, Path]]:
-    """``huimages fcgi --forking --max-workers 2`` on a unix socket, once it listens:
-    (process, socket path, log); killed and its directory removed afterwards."""
-    base = make_base_dir()
-    try:
-        path, log = base / "app.sock", base / "fcgi.log"
-        environ = {**os.environ, "HUIMAGES_DATA_DIR": str(base / "data"), "HUIMAGES_FOLLOW": "0"}
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [str(HUIMAGES), "fcgi", "--socket", str(path), "--forking", "--max-workers", "2"],
-                env=environ, stdout=out, stderr=subprocess.STDOUT,
-            )
-        try:
-            _wait_for_socket(path, process, log)
-            yield process, path, log
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    finally:
-        remove_base_dir(base)
 
 
 def test_forking_restarts_a_dead_process_and_stops_them_all():
