@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import IO, Any
@@ -441,10 +442,52 @@ class PouchDBServer(ManagedServer):
             return "version" in json.load(response)
 
 
+class PrometheusServer(ManagedServer):
+    """Debian's Prometheus (scripts/install-services) with a configuration the test writes
+    into ``dir/prometheus.yml`` before ``start()``; its TSDB lives in ``data_dir``."""
+
+    name = "prometheus"
+
+    def __init__(self, base_dir: str | os.PathLike[str]) -> None:
+        super().__init__(base_dir)
+        self.executable = find_executable(".services/bin/prometheus", "prometheus")  # apt
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    def command(self) -> list[str]:
+        return [
+            self.executable,
+            f"--config.file={self.dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.data_dir}",
+            f"--web.listen-address=127.0.0.1:{self.ports['http']}",
+        ]
+
+    def probe(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+            return response.status == 200
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The result of an instant query (``/api/v1/query``); fails on an error."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.load(response)
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every rule Prometheus loaded, with its health (``/api/v1/rules``)."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/rules", timeout=10) as response:
+            groups = json.load(response)["data"]["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
+
 __all__ = [
     "REPO_ROOT",
     "ManagedServer",
     "PouchDBServer",
+    "PrometheusServer",
     "SeaweedS3",
     "find_executable",
     "reserve_ports",

@@ -95,6 +95,12 @@ def cmd_prune_cache(args: argparse.Namespace, config: Config) -> int:
         for path in report.deleted:
             print(path)
     print(report.summary())
+    if config.metrics and not args.dry_run:  # the cache's size and evictions on /_metrics
+        from ..web.metrics import record_prune
+
+        record_prune(config, report.scanned_bytes - report.deleted_bytes,
+                     report.scanned_files - report.deleted_files,
+                     report.deleted_files, report.deleted_bytes)
     return 0
 
 

@@ -37,9 +37,11 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
     from ..deploy.fcgi import serve_fcgi
+    from ..deploy.multiprocess import prepare
     from ..deploy.webconfig import parse_hostport
     from ..web.app import make_app
 
+    prepare(config)  # the processes' metrics directory, before prometheus_client loads
     bind = parse_hostport(args.bind) if args.bind else None
     if config.follow is None:  # HUIMAGES_FOLLOW unset: the node's follower runs beside
         config = config.with_changes(follow=True)

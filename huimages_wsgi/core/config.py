@@ -153,7 +153,8 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "browse": ("on in `huimages serve` without S3/CouchDB, else off", "the browse page at"
                " `/_browse/` (`1`/`0`)"),
     "health": ("on", "`/_health` (`1`/`0`)"),
-    "metrics": ("on", "`/_metrics`, counted in `<data dir>/metrics/` (`1`/`0`)"),
+    "metrics": ("on", "`/_metrics`, a server's processes counting in `<data dir>/metrics/`"
+                        " (`1`/`0`)"),
     "access_log": ("off", "one structured line per request (also `huimages serve"
                    " --access-log`)"),
     "log_format": ("`text`", "`text` (logfmt) or `json`"),

@@ -48,6 +48,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from ..core.urls import split_request_uri
+from .multiprocess import process_exited
 
 __all__ = ["DEFAULT_SOCKET_UMASK", "fix_path_info", "request_uri_paths", "serve_fcgi"]
 
@@ -226,6 +227,7 @@ class _Children:
             log.error("child process %d exited (%d)", pid, code)
             return
         self.pids.discard(pid)
+        process_exited(pid)  # its live gauges leave /_metrics (multiprocess.py)
         log.error("FastCGI process %d exited (%d); starting another", pid, code)
         time.sleep(0.5)  # a child that dies at once must not spin the parent
 

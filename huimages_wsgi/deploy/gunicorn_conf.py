@@ -5,7 +5,9 @@
 (``--workers``/``--threads``/``--bind`` on that command line still win). It
 runs a node like ``huimages serve``: gunicorn's stock ``gthread`` worker with
 as many threads per worker and a worker per core, the node's change-feed follower
-started and stopped by the master (``when_ready``, ``on_exit``), and each
+started and stopped by the master (``when_ready``, ``on_exit``), the workers'
+metrics counted together (``prometheus_client``'s multiprocess mode:
+deploy/multiprocess.py, ``child_exit``), and each
 worker's share of whole-original decodes and its render queue (``post_fork``), all through
 gunicorn's documented settings and server hooks. What it lacks is granian's
 handling of slow clients: gthread reads a request head and body in a worker
@@ -23,6 +25,7 @@ from typing import Any
 from ..core.config import Config
 from ..imaging.decode import silence_bomb_warnings
 from ..node.process import start_follower_process, stop_follower_process
+from .multiprocess import prepare, process_exited
 from .sizing import DEFAULT_THREADS, decode_share, default_workers, render_queue
 
 WORKER_CLASS = "gthread"
@@ -62,6 +65,16 @@ def node_config() -> Config:
     unless HUIMAGES_FOLLOW says otherwise (as in ``huimages serve``)."""
     config = Config.from_env()
     return config.with_changes(follow=True) if config.follow is None else config
+
+
+# The workers' metrics directory, emptied: when gunicorn reads this file, before it
+# loads the app (with --preload too) and before any worker (multiprocess.py).
+prepare(node_config())
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, for each worker that ended: its live gauges leave /_metrics."""
+    process_exited(worker.pid)
 
 
 def when_ready(server: Any) -> None:

@@ -8,7 +8,10 @@ blocking threads (``--threads``). A request head must arrive within
 ``HEADER_TIMEOUT`` seconds. TLS is granian's (``--certfile`` and a PKCS#8
 ``--keyfile``). The main process starts the node's one change-feed follower
 when it is ready and stops it on the way out, and starts a worker again if
-one dies. docs/serving.md has the measurements behind the choice.
+one dies. The workers count their metrics together (multiprocess.py); granian
+has no hook for a worker that ends, so the next worker to start takes a dead
+one's gauges out of the sums (``web/metrics.py``). docs/serving.md has the
+measurements behind the choice.
 
 The configuration built by the ``huimages`` command reaches the workers as
 their environment (``Config.environ``), the way every child process of the
@@ -29,6 +32,7 @@ from ..core.config import Config
 from ..imaging.decode import silence_bomb_warnings
 from ..node.process import start_follower_process, stop_follower_process
 from ..web.app import make_app
+from .multiprocess import prepare
 from .sizing import DEFAULT_THREADS, decode_share, default_workers, render_queue
 
 #: Seconds a client may take to send a request head; then the connection is closed.
@@ -59,6 +63,7 @@ def run_server(
     keyfile: Path | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT; a bad configuration fails here, before listening."""
+    prepare(config)  # the workers' metrics directory, before anything loads prometheus_client
     make_app(config)
     workers, threads = workers or default_workers(), threads or DEFAULT_THREADS
     if config.render_slots_per_process is None:

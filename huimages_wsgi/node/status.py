@@ -86,39 +86,6 @@ def follower_check(config: Config) -> dict[str, Any]:
     return result
 
 
-def follower_metrics(config: Config) -> list[str]:
-    """Prometheus lines for ``/_metrics``; none when no follower ever ran for this cache."""
-    status = follower_status(config)
-    if status is None:
-        return []
-    gauges = (
-        ("follower_last_seq", "last_seq_number", "Sequence of the last catalog change handled."),
-        ("follower_lag_seconds", "lag_seconds",
-         "Seconds since the follower was last known to have applied every change."),
-        ("follower_feed_silence_seconds", "seconds_since_feed",
-         "Seconds since the change feed last sent a change or a heartbeat."),
-    )
-    lines: list[str] = []
-    for name, key, text in gauges:
-        value = status[key]
-        if value is not None:
-            lines += [f"# HELP huimages_{name} {text}", f"# TYPE huimages_{name} gauge",
-                      f"huimages_{name} {value}"]
-    lines += ["# HELP huimages_follower_stuck 1 when the follower is stuck (see /_health).",
-              "# TYPE huimages_follower_stuck gauge",
-              f"huimages_follower_stuck {int(status['stuck'])}"]
-    for name, key, text in (
-        ("follower_purged_files", "purged_total", "Cached files the follower removed."),
-        ("follower_changes", "changes_total", "Catalog changes the follower read."),
-        ("follower_reconciles", "reconciles_total", "Full reconciles of the cache."),
-        ("follower_errors", "errors_total", "Failures the follower retried."),
-        ("follower_restarts", "restarts_total", "Times the follower process was started again."),
-    ):
-        lines += [f"# HELP huimages_{name}_total {text}", f"# TYPE huimages_{name}_total counter",
-                  f"huimages_{name}_total {int(status[key] or 0)}"]
-    return lines
-
-
 def purge_bound(config: Config) -> float:
     """Seconds within which every healthy node's follower has purged a deletion.
 

@@ -38,6 +38,7 @@ import couchdb.http
 
 from ..core.errors import BackendUnavailable
 from ..core.ids import validate_id
+from ..core.observe import timed
 from .base import (
     BlobNotFound,
     BlobStore,
@@ -138,10 +139,12 @@ class CouchCatalog(Catalog):
             return BackendUnavailable("CouchDB database or its views are missing (HTTP 404)")
         return BackendUnavailable(f"CouchDB unreachable: {exc}")
 
+    @timed("couchdb", "get")
     def get(self, imageid: str) -> Doc | None:
         doc = self._guard(self.db.get, validate_id(imageid))
         return dict(doc) if doc is not None else None
 
+    @timed("couchdb", "update")
     def update(self, imageid: str, mutate: Mutation) -> Doc:
         validate_id(imageid)
         for _ in range(_CONFLICT_RETRIES):
@@ -166,12 +169,15 @@ class CouchCatalog(Catalog):
         following = [other for other in ids if other != imageid]
         return following[0] if following else None
 
+    @timed("couchdb", "next_id")
     def next_id(self, imageid: str) -> str | None:
         return self._neighbour(imageid, descending=False)
 
+    @timed("couchdb", "previous_id")
     def previous_id(self, imageid: str) -> str | None:
         return self._neighbour(imageid, descending=True)
 
+    @timed("couchdb", "random_id")
     def random_id(self) -> str | None:
         start = "".join(random.choice(_ALPHABET) for _ in range(8))
         ids = self._view_ids("huimages/live", startkey=start, limit=1) or self._view_ids(
@@ -186,9 +192,11 @@ class CouchCatalog(Catalog):
             if not row.id.startswith("_design/"):
                 yield row.id
 
+    @timed("couchdb", "recent_ids")
     def recent_ids(self, limit: int) -> list[str]:
         return self._view_ids("huimages/recent", descending=True, limit=limit)
 
+    @timed("couchdb", "check")
     def check(self) -> None:
         self._guard(self.db.info)
 
@@ -206,6 +214,7 @@ class CouchCatalog(Catalog):
                 continue
         raise BackendUnavailable("cannot name the CouchDB catalog; try again")
 
+    @timed("couchdb", "update_seq")
     def update_seq(self) -> Seq:
         return self._guard(self.db.info)["update_seq"]
 
@@ -266,6 +275,7 @@ class CouchCatalog(Catalog):
         finally:
             conn.close()
 
+    @timed("couchdb", "live_ids")
     def live_ids(self, imageids: Iterable[str]) -> set[str]:
         wanted = list(imageids)
         live: set[str] = set()
@@ -300,6 +310,7 @@ class CouchAttachmentStore(BlobStore):
         attachments = (doc or {}).get("_attachments") or {}
         return next(iter(attachments), None)
 
+    @timed("couchdb", "attachment_put")
     def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
         """Attach to the catalog document, creating it first: attachments need a revision."""
         guard, db = self.catalog._guard, self.catalog.db
@@ -315,6 +326,7 @@ class CouchAttachmentStore(BlobStore):
                 continue
         raise BackendUnavailable(f"too many concurrent updates of {imageid}; try again")
 
+    @timed("couchdb", "attachment_open")
     def open(self, imageid: str) -> BinaryIO:
         name = self._attachment_name(validate_id(imageid))
         if name is None:
@@ -337,13 +349,16 @@ class CouchAttachmentStore(BlobStore):
         spool.seek(0)
         return spool  # type: ignore[return-value]
 
+    @timed("couchdb", "attachment_exists")
     def exists(self, imageid: str) -> bool:
         return self._attachment_name(validate_id(imageid)) is not None
 
+    @timed("couchdb", "attachment_dimensions")
     def dimensions(self, imageid: str) -> tuple[int, int]:
         """The size the document records, so a copy elsewhere can carry it; 0 if unknown."""
         return recorded_size(self.catalog.get(imageid))
 
+    @timed("couchdb", "attachment_delete")
     def delete(self, imageid: str) -> None:
         """Attachments are left in place: they are the legacy copy of record."""
 

@@ -23,6 +23,7 @@ from typing import BinaryIO
 from ..core.errors import BackendUnavailable
 from ..core.files import fsync_dir, unlink_quietly, write_atomic
 from ..core.ids import validate_id
+from ..core.observe import timed
 from ..core.previews import PREVIEW_NAMES, check_preview_name
 from .base import BlobNotFound, BlobStore
 
@@ -46,6 +47,7 @@ class DiskBlobStore(BlobStore):
         path = self.path(imageid)
         return path.with_name(f"{path.name}.{check_preview_name(name)}")
 
+    @timed("disk", "put")
     def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
         path = self.path(imageid)
         if path.exists() and path.stat().st_size == len(data):
@@ -53,6 +55,7 @@ class DiskBlobStore(BlobStore):
             return
         write_atomic(path, data)
 
+    @timed("disk", "open")
     def open(self, imageid: str) -> BinaryIO:
         try:
             return open(self.path(imageid), "rb")  # noqa: SIM115 - caller closes
@@ -61,24 +64,29 @@ class DiskBlobStore(BlobStore):
         except OSError as exc:  # permissions, a failing disk: the server's trouble, retryable
             raise BackendUnavailable(f"cannot open the original of {imageid}: {exc}") from exc
 
+    @timed("disk", "put_derived")
     def put_derived(self, imageid: str, name: str, data: bytes) -> bool:
         write_atomic(self.derived_path(imageid, name), data, durable=False)
         return True
 
+    @timed("disk", "open_derived")
     def open_derived(self, imageid: str, name: str) -> BinaryIO:
         try:
             return open(self.derived_path(imageid, name), "rb")  # noqa: SIM115 - caller closes
         except FileNotFoundError:
             raise BlobNotFound(f"no preview {name} stored for {imageid}") from None
 
+    @timed("disk", "exists")
     def exists(self, imageid: str) -> bool:
         return self.path(imageid).is_file()
 
+    @timed("disk", "delete")
     def delete(self, imageid: str) -> None:
         for name in PREVIEW_NAMES:
             unlink_quietly(self.derived_path(imageid, name))
         unlink_quietly(self.path(imageid))
 
+    @timed("disk", "check")
     def check(self) -> None:
         """A full or read-only disk stops uploads: health should say so before they fail."""
         try:

@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.errors import BackendUnavailable
 from ..core.ids import validate_id
+from ..core.observe import timed
 from ..core.previews import PREVIEW_NAMES, check_preview_name
 from .base import BlobNotFound, BlobStore
 
@@ -93,6 +94,7 @@ class S3BlobStore(BlobStore):
                 raise BackendUnavailable(f"S3 unreachable: {exc}") from exc
             self._ready = True
 
+    @timed("s3", "put")
     def put(self, imageid: str, data: bytes, content_type: str, width: int, height: int) -> None:
         """Store and verify; an object already holding these bytes is left as it is.
 
@@ -120,6 +122,7 @@ class S3BlobStore(BlobStore):
         except BlobNotFound:
             return None
 
+    @timed("s3", "verify")
     def verify(self, imageid: str, length: int, md5_hex: str, discard: bool = True) -> None:
         """Read back what S3 says it holds; raise unless it is our bytes.
 
@@ -144,6 +147,7 @@ class S3BlobStore(BlobStore):
         except (BackendUnavailable, BlobNotFound) as exc:
             log.error("could not remove the unverified S3 object %s: %s", key, exc)
 
+    @timed("s3", "open")
     def open(self, imageid: str) -> BinaryIO:
         return self._read(validate_id(imageid))
 
@@ -163,6 +167,7 @@ class S3BlobStore(BlobStore):
     def derived_key(imageid: str, name: str) -> str:
         return f"{validate_id(imageid)}.{check_preview_name(name)}"
 
+    @timed("s3", "put_derived")
     def put_derived(self, imageid: str, name: str, data: bytes) -> bool:
         """Stored with an MD5 the server checks; no read-back, unlike an original:
         a preview can be made again, and one that does not decode is not used."""
@@ -176,9 +181,11 @@ class S3BlobStore(BlobStore):
         )
         return True
 
+    @timed("s3", "open_derived")
     def open_derived(self, imageid: str, name: str) -> BinaryIO:
         return self._read(self.derived_key(imageid, name))
 
+    @timed("s3", "exists")
     def exists(self, imageid: str) -> bool:
         try:
             self._call("head_object", Key=validate_id(imageid))
@@ -186,11 +193,13 @@ class S3BlobStore(BlobStore):
             return False
         return True
 
+    @timed("s3", "delete")
     def delete(self, imageid: str) -> None:
         for name in sorted(PREVIEW_NAMES):
             self._call("delete_object", Key=self.derived_key(imageid, name))
         self._call("delete_object", Key=validate_id(imageid))
 
+    @timed("s3", "check")
     def check(self) -> None:
         self._ensure_bucket()
         try:

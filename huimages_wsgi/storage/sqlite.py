@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..core.errors import BackendUnavailable
 from ..core.ids import validate_id
+from ..core.observe import timed
 from .base import Catalog, Change, ChangesGone, Doc, Mutation, Seq, is_live, seq_number
 
 _SCHEMA = """
@@ -111,6 +112,7 @@ class SQLiteCatalog(Catalog):
         except sqlite3.OperationalError as exc:
             raise BackendUnavailable(f"catalog database: {exc}") from exc
 
+    @timed("sqlite", "get")
     def get(self, imageid: str) -> Doc | None:
         rows = self._query("SELECT doc FROM images WHERE id = ?", (validate_id(imageid),))
         if not rows:
@@ -119,6 +121,7 @@ class SQLiteCatalog(Catalog):
         doc["_id"] = imageid
         return doc
 
+    @timed("sqlite", "update")
     def update(self, imageid: str, mutate: Mutation) -> Doc:
         validate_id(imageid)
         conn = self._connection()
@@ -149,12 +152,15 @@ class SQLiteCatalog(Catalog):
         rows = self._query(sql, (validate_id(imageid),))
         return rows[0][0] if rows else None
 
+    @timed("sqlite", "next_id")
     def next_id(self, imageid: str) -> str | None:
         return self._neighbour(imageid, ">", "ASC")
 
+    @timed("sqlite", "previous_id")
     def previous_id(self, imageid: str) -> str | None:
         return self._neighbour(imageid, "<", "DESC")
 
+    @timed("sqlite", "random_id")
     def random_id(self) -> str | None:
         start = "".join(random.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(8))
         rows = self._query(
@@ -168,12 +174,14 @@ class SQLiteCatalog(Catalog):
         for (imageid,) in rows:
             yield imageid
 
+    @timed("sqlite", "recent_ids")
     def recent_ids(self, limit: int) -> list[str]:
         rows = self._query(
             "SELECT id FROM images WHERE deleted = 0 ORDER BY ctime DESC, id LIMIT ?", (limit,)
         )
         return [row[0] for row in rows]
 
+    @timed("sqlite", "check")
     def check(self) -> None:
         self._query("SELECT 1")
 
@@ -197,6 +205,7 @@ class SQLiteCatalog(Catalog):
         rows = self._query("SELECT value FROM meta WHERE key = 'uuid'")
         return rows[0][0] if rows else ""
 
+    @timed("sqlite", "update_seq")
     def update_seq(self) -> Seq:
         rows = self._query("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
         return f"{rows[0][0] if rows else 0}-{self.identity()}"
@@ -237,6 +246,7 @@ class SQLiteCatalog(Catalog):
                 beat = time.monotonic() + heartbeat
             time.sleep(_POLL_SECONDS)
 
+    @timed("sqlite", "live_ids")
     def live_ids(self, imageids: Iterable[str]) -> set[str]:
         wanted = list(imageids)
         live: set[str] = set()

@@ -21,6 +21,7 @@ from ..cache.directory import Cache
 from ..core.config import Config
 from ..core.errors import HuImagesError, ImageNotFound, ImageTooLarge, InvalidImage
 from ..core.ids import compute_id, validate_id
+from ..core.observe import uploading
 from ..core.previews import record_previews
 from ..core.sizes import Size, SizeRules
 from ..imaging.engine import ImageEngine, Preview
@@ -243,6 +244,18 @@ class ImageStore(BaseImageStore):
         previews, and a lost one is replaced on the way.
         """
         imagedata = checked_upload(imagedata, self.config.max_upload_bytes)
+        with uploading(len(imagedata)):
+            return self._save(imagedata, timestamp, title, references, filename, typ)
+
+    def _save(
+        self,
+        imagedata: bytes,
+        timestamp: datetime.datetime | str | None,
+        title: str,
+        references: Mapping[str, Any] | None,
+        filename: str,
+        typ: str,
+    ) -> Saved:
         info = self.engine.inspect(imagedata, previews=True)
         imageid = compute_id(imagedata)
         # Blobs first: the catalog must never point at bytes that are not stored.

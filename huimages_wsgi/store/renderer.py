@@ -19,6 +19,7 @@ the image.
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import BinaryIO
 
@@ -35,6 +36,7 @@ from ..core.errors import (
 from ..core.formats import check_variant, ext_for_type, wrong_original_ext
 from ..core.geometry import decoded_pixels
 from ..core.ids import validate_id
+from ..core.observe import rendered
 from ..core.previews import choose_preview, recorded_previews
 from ..core.sizes import Size
 from ..imaging.engine import ImageEngine
@@ -106,7 +108,9 @@ class Renderer:
         from the copy of ``o``, which ``variant`` turns into WriteFailed)
         passes through. ``o`` is served at the extension of what the bytes
         are; any other is a 404 naming the right URL."""
+        started = time.perf_counter()
         if preview is not None and self.write_from_preview(imageid, size, ext, out, preview):
+            rendered("preview", ext, time.perf_counter() - started)
             return
         with self.blobs.open(imageid) as handle:
             source = GuardedReader(handle, f"the original of {imageid}")
@@ -119,6 +123,7 @@ class Renderer:
                     out.write(data)
                 else:
                     self.engine.render(source, size, out, ext)
+                    rendered("original", ext, time.perf_counter() - started)
             except ImageTooLarge as exc:
                 raise LimitExceeded(
                     f"image {imageid} is over a limit of this server, left as it is: {exc}"

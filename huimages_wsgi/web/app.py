@@ -6,7 +6,7 @@ Usage::
 
 ``make_app`` wires, from one ``Config``: ``ImageMiddleware`` at the root,
 the endpoints under reserved ``/_`` names (``Mount``), and around all of it
-the metrics and access log (``metrics.Instrumented``). To add images to an
+the metrics and access log (``instrumented.Instrumented``). To add images to an
 application of your own, use ``ImageMiddleware`` alone (middleware.py).
 """
 
@@ -23,8 +23,8 @@ from .api import ApiApp
 from .browse import BrowseApp
 from .environ_keys import ROUTE_KEY
 from .health import HealthApp
+from .instrumented import Instrumented
 from .logs import ensure_logging
-from .metrics import Instrumented, Metrics, MetricsApp
 from .middleware import ImageMiddleware, WSGIApp, not_found_app
 from .rootpage import RootPage
 
@@ -86,9 +86,11 @@ def make_app(config: Config | None = None, store: ImageStore | None = None) -> W
     config = store.config
     ensure_logging(config.log_format, config.access_log)
     return_large_buffers()  # threaded workers keep no photo per arena (memory.py)
-    metrics = Metrics(config.data_dir / "metrics") if config.metrics else None
-    if metrics is not None and config.follow:
-        metrics.follower_config = config  # the node's follower (follower.py) on /_metrics
+    metrics = None
+    if config.metrics:  # prometheus_client is loaded here, after the server prepared it
+        from .metrics import Metrics, MetricsApp
+
+        metrics = Metrics(config)
     routes: dict[str, WSGIApp | None] = {
         "_api": ApiApp(store),  # answers 404 "disabled" until HUIMAGES_UPLOAD_TOKEN is set
         "_health": HealthApp(store) if config.health else None,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -14,60 +15,79 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 from webob import Request
 
 from huimages_wsgi import Config, make_app
 from huimages_wsgi.web.logs import JsonFormatter, LogfmtFormatter
-from huimages_wsgi.web.metrics import BUCKETS
 
 from .. import imagefactory as f
 from ..backends import backend_config
-from ..conftest import LiveServer
+from ..conftest import BIN, LiveServer
 
 BOTH = pytest.mark.parametrize("backend", ["embedded", "s3+couch"], indirect=True)
-# One sample line of the Prometheus text format 0.0.4.
-SAMPLE_RE = re.compile(r'([a-z_]+)(\{[a-z]+="[^"]*"\})? (-?[0-9.e+]+|\+Inf)')
-
-
 def get(app, path, **kwargs):
     return Request.blank(path, **kwargs).get_response(app)
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """Sample name (with labels) -> value; fails on any line outside the format."""
-    samples = {}
+#: Every family /_metrics shows (the follower's when one ran: test_cluster.py), by type.
+FAMILIES = {
+    "huimages_http_request_duration_seconds": "histogram",
+    "huimages_http_response_bytes": "counter",
+    "huimages_render_duration_seconds": "histogram",
+    "huimages_render_wait_seconds": "histogram",
+    "huimages_render_refusals": "counter",
+    "huimages_render_queue_depth": "gauge",
+    "huimages_renders_running": "gauge",
+    "huimages_upload_duration_seconds": "histogram",
+    "huimages_upload_size_bytes": "histogram",
+    "huimages_backend_request_duration_seconds": "histogram",
+    "huimages_backend_errors": "counter",
+    "huimages_cache_filesystem_avail_bytes": "gauge",
+    "huimages_cache_filesystem_size_bytes": "gauge",
+}
+#: What the last `huimages prune-cache` left, shown once one ran.
+PRUNE_FAMILIES = {"huimages_cache_bytes", "huimages_cache_files", "huimages_cache_evicted_files",
+                  "huimages_cache_evicted_bytes", "huimages_cache_last_prune_timestamp_seconds"}
+
+
+def parse_metrics(text: str, every: bool = False) -> dict[str, float]:
+    """Sample name with its labels (sorted) -> value, read by prometheus_client's own
+    parser of the text format; the families shown must be documented ones (``every``:
+    all of them; in multiprocess mode a family with labels shows once it has a sample)."""
+    samples: dict[str, float] = {}
     types = {}
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
+    for family in text_string_to_metric_families(text):
+        if family.name.endswith("_created"):  # one process only (not in multiprocess mode)
             continue
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            types[name] = kind
-            continue
-        match = SAMPLE_RE.fullmatch(line)
-        assert match, f"not a Prometheus sample line: {line!r}"
-        samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
-    # `huimages serve` also shows its change-feed follower (test_cluster.py covers those)
-    types = {name: kind for name, kind in types.items()
-             if not name.startswith("huimages_follower_")}
-    assert types == {
-        "huimages_requests_total": "counter",
-        "huimages_cache_hits_total": "counter",
-        "huimages_cache_misses_total": "counter",
-        "huimages_bytes_served_total": "counter",
-        "huimages_generation_seconds": "histogram",
-        # render admission (admission.py)
-        "huimages_render_queue_depth": "gauge",
-        "huimages_renders_running": "gauge",
-        "huimages_render_waits_total": "counter",
-        "huimages_render_wait_seconds_total": "counter",
-        "huimages_render_refusals_total": "counter",
-    }
+        types[family.name] = family.type
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    shown = {name: kind for name, kind in types.items()
+             if not name.startswith("huimages_follower_") and name not in PRUNE_FAMILIES}
+    assert shown == FAMILIES if every else shown.items() <= FAMILIES.items()
     return samples
 
 
-def bucket(le: str) -> str:
-    return f'huimages_generation_seconds_bucket{{le="{le}"}}'
+def scrape(app) -> dict[str, float]:
+    response = get(app, "/_metrics")
+    assert response.status_int == 200
+    assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    assert response.headers["Cache-Control"] == "no-store"
+    return parse_metrics(response.text, every=True)
+
+
+def grown(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the samples grew by (metrics in one process are the process's, shared by
+    every app a test makes, so tests count differences)."""
+    return {key: value - before.get(key, 0.0) for key, value in after.items()
+            if value != before.get(key, 0.0)}
+
+
+def requests(route: str, status: str) -> str:
+    return f'huimages_http_request_duration_seconds_count{{route="{route}",status="{status}"}}'
 
 
 # -- health ----------------------------------------------------------------------------------
@@ -198,51 +218,88 @@ def test_liveness_never_asks_a_backend_and_readiness_is_reused_for_a_second(tmp_
 
 
 @BOTH
-def test_metrics_count_statuses_hits_misses_bytes_and_generation(any_config):
+def test_metrics_count_routes_statuses_bytes_renders_uploads_and_backend_calls(
+        any_config, backend):
     app = make_app(any_config)
-    imageid = app.store.save_image(f.photo_jpeg(300, 200))
+    before = scrape(app)
+    photo = f.photo_jpeg(300, 200)
+    imageid = app.store.save_image(photo)
     miss = get(app, f"/100x100/{imageid}.jpeg")
     hits = [get(app, f"/100x100/{imageid}.jpeg") for _ in range(3)]
     assert [hit.body for hit in hits] == [miss.body] * 3
     not_modified = get(app, f"/100x100/{imageid}.jpeg", if_none_match=miss.etag)
     head = get(app, f"/100x100/{imageid}.jpeg", method="HEAD")
+    original = get(app, f"/o/{imageid}.jpeg")
     assert get(app, "/100x100/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA01.jpeg").status_int == 404
     assert get(app, "/nonsense").status_int == 404
     assert get(app, "/_health").status_int == 200
     assert not_modified.status_int == 304 and head.status_int == 200
+    assert original.body == photo
 
-    response = get(app, "/_metrics")
-    assert response.status_int == 200
-    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
-    m = parse_metrics(response.text)
-    assert m['huimages_requests_total{status="200"}'] == 6  # miss, 3 hits, HEAD, health
-    assert m['huimages_requests_total{status="304"}'] == 1
-    assert m['huimages_requests_total{status="404"}'] == 2
-    assert m["huimages_cache_hits_total"] == 5  # 3 hits, the 304, the HEAD
-    assert m["huimages_cache_misses_total"] == 2  # the first request, the unknown image
-    # the miss and 3 hits send the variant; HEAD and 304 send nothing; health and 404s a little
-    assert len(miss.body) * 4 < m["huimages_bytes_served_total"] < len(miss.body) * 4 + 2000
-    assert m["huimages_generation_seconds_count"] == 1
-    assert m[bucket("+Inf")] == 1 and m["huimages_generation_seconds_sum"] > 0
-    counts = [m[bucket(repr(b))] for b in BUCKETS] + [m[bucket("+Inf")]]
-    assert counts == sorted(counts)  # cumulative
+    m = grown(before, scrape(app))
+    assert m[requests("miss", "2xx")] == 1
+    assert m[requests("hit", "2xx")] == 4  # 3 hits and the HEAD
+    assert m[requests("hit", "3xx")] == 1
+    assert m[requests("original", "2xx")] == 1
+    assert m[requests("miss", "4xx")] == 1  # the unknown image
+    assert m[requests("other", "4xx")] == 1
+    assert m[requests("health", "2xx")] == 1
+    assert m['huimages_http_response_bytes_total{route="hit"}'] == 3 * len(miss.body)
+    assert m['huimages_http_response_bytes_total{route="original"}'] == len(photo)
+    renders = {key: value for key, value in m.items()
+               if key.startswith("huimages_render_duration_seconds_count")}
+    assert sum(renders.values()) == 1 and all('format="jpeg"' in key for key in renders)
+    assert m["huimages_render_wait_seconds_count"] == 2  # the miss and o/ took a slot
+    assert m["huimages_upload_duration_seconds_count"] == 1
+    assert m["huimages_upload_size_bytes_sum"] == len(photo)
+    calls = {key.split("{")[1] for key in m
+             if key.startswith("huimages_backend_request_duration_seconds_count")}
+    if backend == "embedded":
+        assert {'backend="sqlite",operation="get"}', 'backend="sqlite",operation="update"}',
+                'backend="disk",operation="put"}', 'backend="disk",operation="open"}'} <= calls
+    else:
+        assert {'backend="couchdb",operation="get"}', 'backend="couchdb",operation="update"}',
+                'backend="s3",operation="put"}', 'backend="s3",operation="open"}'} <= calls
+    assert not any(key.startswith("huimages_backend_errors_total") for key in m)
+    # histograms are cumulative, and a scrape is counted by the next one
+    buckets = sorted((float(key.split('le="')[1].split('"')[0]), value) for key, value in m.items()
+                     if key.startswith("huimages_http_request_duration_seconds_bucket")
+                     and 'route="hit",status="2xx"' in key)
+    assert [value for _, value in buckets] == sorted(value for _, value in buckets)
+    assert m[requests("metrics", "2xx")] == 1  # the one that took `before`
+    assert grown(before, scrape(app))[requests("metrics", "2xx")] == 2
 
-    again = parse_metrics(get(app, "/_metrics").text)
-    assert again['huimages_requests_total{status="200"}'] == 7  # the first scrape counted
+
+def test_backend_errors_are_counted_by_backend_and_operation(tmp_path):
+    """A backend call that fails is an error of that backend; a missing image is not."""
+    app = make_app(Config(data_dir=tmp_path / "data"))
+    imageid = app.store.save_image(f.photo_jpeg(120, 80))
+    before = scrape(app)
+    blob = app.store.blobs.path(imageid)
+    blob.rename(blob.with_suffix(".away"))
+    blob.mkdir()  # opening it fails (even as root): a disk's trouble, not a missing image
+    assert get(app, f"/90x90/{imageid}.jpeg").status_int == 503
+    assert get(app, "/90x90/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA01.jpeg").status_int == 404
+    m = grown(before, scrape(app))
+    errors = {key: value for key, value in m.items() if key.startswith("huimages_backend_errors")}
+    assert errors == {'huimages_backend_errors_total{backend="disk",operation="open"}': 1.0}
+    assert m[requests("miss", "5xx")] == 1
 
 
-@pytest.mark.parametrize("xsendfile", ["x-sendfile", "x-accel-redirect"])
-def test_bytes_sent_by_the_webserver_are_counted(tmp_path, xsendfile):
+def test_bytes_sent_by_the_webserver_are_counted(tmp_path):
     """With X-Sendfile the answer has no body, yet the webserver sends the file."""
-    app = make_app(Config(data_dir=tmp_path / "data", xsendfile=xsendfile))
-    imageid = app.store.save_image(f.photo_jpeg(300, 200))
-    miss = get(app, f"/100x100/{imageid}.jpeg")  # generated, then handed to the webserver
-    hit = get(app, f"/100x100/{imageid}.jpeg")  # the fast path
-    assert miss.body == hit.body == b"" and miss.status_int == hit.status_int == 200
-    assert get(app, f"/100x100/{imageid}.jpeg", method="HEAD").status_int == 200
-    size = (app.config.cache_root / "100x100" / f"{imageid}.jpeg").stat().st_size
-    m = parse_metrics(get(app, "/_metrics").text)
-    assert m["huimages_bytes_served_total"] == 2 * size  # the HEAD sends nothing
+    for xsendfile in ("x-sendfile", "x-accel-redirect"):
+        app = make_app(Config(data_dir=tmp_path / xsendfile, xsendfile=xsendfile))
+        imageid = app.store.save_image(f.photo_jpeg(300, 200))
+        before = scrape(app)
+        miss = get(app, f"/100x100/{imageid}.jpeg")  # generated, then handed to the webserver
+        hit = get(app, f"/100x100/{imageid}.jpeg")  # the fast path
+        assert miss.body == hit.body == b"" and miss.status_int == hit.status_int == 200
+        assert get(app, f"/100x100/{imageid}.jpeg", method="HEAD").status_int == 200
+        size = (app.config.cache_root / "100x100" / f"{imageid}.jpeg").stat().st_size
+        m = grown(before, scrape(app))
+        assert m['huimages_http_response_bytes_total{route="miss"}'] == size
+        assert m['huimages_http_response_bytes_total{route="hit"}'] == size  # HEAD: nothing
 
 
 def test_metrics_and_health_can_be_switched_off(tmp_path):
@@ -252,16 +309,30 @@ def test_metrics_and_health_can_be_switched_off(tmp_path):
     assert not (tmp_path / "data" / "metrics").exists()
 
 
-def test_two_apps_on_one_data_dir_add_up(tmp_path):
-    """Two slot owners in one process behave like two workers: one total."""
+def test_a_prune_shows_the_cache_size_and_adds_up_evictions(tmp_path):
     config = Config(data_dir=tmp_path / "data")
-    first, second = make_app(config), make_app(config)
-    for app in (first, second, second):
-        assert get(app, "/_api/images").status_int == 404
-    assert len(list((tmp_path / "data" / "metrics").glob("*.bin"))) == 2
-    for app in (first, second):
-        assert parse_metrics(get(app, "/_metrics").text)[
-            'huimages_requests_total{status="404"}'] == 3
+    app = make_app(config)
+    imageid = app.store.save_image(f.photo_jpeg(300, 200))
+    sizes = []
+    for width in (50, 60, 70):
+        sizes.append(get(app, f"/{width}x{width}/{imageid}.jpeg").content_length)
+        time.sleep(0.01)  # made in this order
+    assert "huimages_cache_bytes" not in scrape(app)  # no prune yet
+    env = dict(os.environ)
+    config.export(env)
+    for again in (50, 60):  # each prune drops the least recently made: 50, then 60
+        subprocess.run([str(BIN / "huimages"), "prune-cache", "--max-bytes",
+                        str(sizes[1] + sizes[2])], env=env, check=True, capture_output=True)
+        time.sleep(0.01)
+        assert get(app, f"/{again}x{again}/{imageid}.jpeg").status_int == 200
+    m = scrape(app)
+    assert m["huimages_cache_files"] == 2  # 70 and 50, before 60 was made again
+    assert m["huimages_cache_bytes"] == sizes[0] + sizes[2]
+    assert m["huimages_cache_evicted_files_total"] == 2  # one each time, added up
+    assert m["huimages_cache_evicted_bytes_total"] == sizes[0] + sizes[1]
+    assert m["huimages_cache_last_prune_timestamp_seconds"] > time.time() - 60
+    free, size = (m[f"huimages_cache_filesystem_{k}_bytes"] for k in ("avail", "size"))
+    assert 0 < free < size
 
 
 # -- metrics and access log on a real multi-worker server ---------------------------------------
@@ -305,18 +376,20 @@ def test_metrics_are_node_totals_across_gunicorn_workers(three_workers):
         thread.join()
     assert statuses == [200] * 30
 
-    slots = list((server.data_dir / "metrics").glob("*.bin"))
-    assert 1 < len(slots) <= 3  # several workers counted, the master none
+    files = list((server.data_dir / "metrics").glob("*.db"))  # prometheus_client's
+    assert len({path.stem.rpartition("_")[2] for path in files}) > 1  # several workers counted
 
     previous = None
     for _ in range(12):  # each scrape lands on any worker: every one must see the node total
         status, body = fetch(f"{server.url}/_metrics")
         assert status == 200
         m = parse_metrics(body.decode())
-        assert m["huimages_cache_misses_total"] == 10
-        assert m["huimages_cache_hits_total"] == 20
-        assert m["huimages_generation_seconds_count"] == 10
-        ok = m['huimages_requests_total{status="200"}']
+        assert m[requests("miss", "2xx")] == 10
+        assert m[requests("hit", "2xx")] == 20
+        renders = [value for key, value in m.items()
+                   if key.startswith("huimages_render_duration_seconds_count")]
+        assert sum(renders) == 10
+        ok = m.get(requests("metrics", "2xx"), 0)
         if previous is not None:
             assert ok == previous + 1  # exactly the previous scrape, whichever worker had it
         previous = ok

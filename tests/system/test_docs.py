@@ -329,6 +329,30 @@ def test_api_probes(served):
     assert eventually(lambda: run_sh(ready, cwd, shell_env()).stdout.strip() == "200")
 
 
+# -- docs/operations.md ------------------------------------------------------------------
+
+
+def test_operations_metrics_and_prune(served):
+    url, cwd = served
+    write_photo(cwd / "p.jpg")
+    env = shell_env(HUIMAGES_DATA_DIR=str(cwd / "data"))
+    imageid = run_sh("huimages put p.jpg", cwd, env).stdout.strip()
+    for _ in range(2):
+        assert fetch(f"{url}/100x100/{imageid}.jpeg")[0] == 200  # a miss, then a hit
+    (command,) = console_commands(_api_script("operations-metrics", url))
+    out = eventually(lambda: run_sh(command, cwd, env).stdout)
+    assert 'huimages_http_request_duration_seconds_count{route="hit",status="2xx"} 1.0' in out
+    assert 'huimages_http_request_duration_seconds_count{route="miss",status="2xx"} 1.0' in out
+    prune, scrape = console_commands(_api_script("operations-prune", url))
+    assert run_sh(prune, cwd, env).stdout.startswith("scanned 1 files")
+    assert run_sh(scrape, cwd, env).stdout.strip() == "huimages_cache_files 1.0"
+
+
+def test_operations_promtool_checks_contrib():
+    out = run_sh(doc_block("operations-promtool"), REPO, shell_env()).stdout
+    assert out.count("SUCCESS") >= 3  # the configuration, its rule file, the rules
+
+
 # -- docs/cluster.md, docs/configuration.md, docs/formats.md ------------------------------
 
 
