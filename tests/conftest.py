@@ -21,7 +21,9 @@ so a missing mark cannot hide.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -71,6 +73,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if folder != "system" and not any(item.get_closest_marker(need) for need in NEEDS):
             item.add_marker("fast")
 BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def _own_metrics_directory() -> Iterator[None]:
+    """A server's main process sets PROMETHEUS_MULTIPROC_DIR for its workers
+    (deploy/multiprocess.py); one run in this process (``main(["fcgi", ...])``)
+    must not hand its directory to the servers later tests start."""
+    before = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    yield
+    if before is None:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = before
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish() -> None:
+    """The servers' metrics directories in /dev/shm (deploy/multiprocess.py), once
+    no server holds them: memory, not disk, so they are not left to pile up."""
+    for directory in Path("/dev/shm").glob("huimages-metrics-*"):
+        lock = directory / ".lock"
+        try:
+            with open(lock, "a") as held:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(directory)
+        except OSError:
+            continue
 
 
 def free_port() -> int:

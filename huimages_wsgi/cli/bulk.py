@@ -98,9 +98,12 @@ def cmd_prune_cache(args: argparse.Namespace, config: Config) -> int:
     if config.metrics and not args.dry_run:  # the cache's size and evictions on /_metrics
         from ..web.metrics import record_prune
 
-        record_prune(config, report.scanned_bytes - report.deleted_bytes,
-                     report.scanned_files - report.deleted_files,
-                     report.deleted_files, report.deleted_bytes)
+        try:
+            record_prune(config, report.scanned_bytes - report.deleted_bytes,
+                         report.scanned_files - report.deleted_files,
+                         report.deleted_files, report.deleted_bytes)
+        except OSError as exc:  # the prune is done; only its figures are lost
+            print(f"huimages: cannot record the prune for /_metrics: {exc}", file=sys.stderr)
     return 0
 
 

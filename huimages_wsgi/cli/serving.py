@@ -41,7 +41,6 @@ def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
     from ..deploy.webconfig import parse_hostport
     from ..web.app import make_app
 
-    prepare(config)  # the processes' metrics directory, before prometheus_client loads
     bind = parse_hostport(args.bind) if args.bind else None
     if config.follow is None:  # HUIMAGES_FOLLOW unset: the node's follower runs beside
         config = config.with_changes(follow=True)
@@ -58,6 +57,7 @@ def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
             config = config.with_changes(render_slots_per_process=decode_share(processes))
     elif args.max_workers is not None:
         options["maxThreads"] = args.max_workers
+    prepare(config)  # the processes' metrics directory, before prometheus_client loads
     app = make_app(config)  # a bad configuration fails here, before listening
     where = args.socket or args.bind
     mode = f"{processes} processes" if args.forking else "threaded"

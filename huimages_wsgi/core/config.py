@@ -153,7 +153,7 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "browse": ("on in `huimages serve` without S3/CouchDB, else off", "the browse page at"
                " `/_browse/` (`1`/`0`)"),
     "health": ("on", "`/_health` (`1`/`0`)"),
-    "metrics": ("on", "`/_metrics`, a server's processes counting in `<data dir>/metrics/`"
+    "metrics": ("on", "`/_metrics`, a server's processes counting together (docs/operations.md)"
                         " (`1`/`0`)"),
     "access_log": ("off", "one structured line per request (also `huimages serve"
                    " --access-log`)"),
@@ -219,7 +219,7 @@ class Config:
 
     # make_app's service endpoints (health.py, metrics.py) and the log format (logs.py)
     health: bool = True  # /_health
-    metrics: bool = True  # /_metrics, counted in <data_dir>/metrics
+    metrics: bool = True  # /_metrics (web/metrics.py)
     access_log: bool = False  # one structured line per request
     log_format: str = "text"  # "text" (logfmt) or "json"
 

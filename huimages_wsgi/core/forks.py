@@ -1,7 +1,7 @@
 """What a forked child must let go of: the one place the package hooks ``os.fork``.
 
 flup's forking server and any pre-forking host copy a process that may hold
-per-process state (a metrics slot, a render queue). An object that holds
+per-process state (the metrics' instruments, a render queue). An object that holds
 such state registers with ``forget_after_fork``; in a forked child its
 ``after_fork`` is called before the child runs anything else. The hook is
 installed on the first registration, not on import.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
-from .errors import ImageNotFound
+from .errors import BackendUnavailable, HuImagesError
 
 log = logging.getLogger("huimages_wsgi")
 
@@ -59,8 +59,9 @@ def _record(method: str, *args: Any) -> None:
 
 
 def timed(backend: str, operation: str) -> Callable[[F], F]:
-    """Time each call of a backend method; an exception other than "not found" is a
-    failed call (a missing image is an answer, not a backend error)."""
+    """Time each call of a backend method. A failed call is one the backend failed:
+    ``BackendUnavailable`` or an error that is not the package's; a missing image,
+    a malformed ID or a refused update is an answer, not a backend error."""
 
     def decorate(function: F) -> F:
         @functools.wraps(function)
@@ -71,8 +72,8 @@ def timed(backend: str, operation: str) -> Callable[[F], F]:
                 result = function(*args, **kwargs)
                 failed = False
                 return result
-            except ImageNotFound:
-                failed = False
+            except HuImagesError as exc:
+                failed = isinstance(exc, BackendUnavailable)
                 raise
             finally:
                 _record("backend_call", backend, operation,

@@ -22,6 +22,7 @@ from ..store.imagestore import ImageStore
 from .environ_keys import CACHE_KEY, ROUTE_KEY, SENDFILE_BYTES_KEY
 from .logs import ACCESS_LOGGER
 
+log = logging.getLogger("huimages_wsgi")
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
@@ -31,18 +32,21 @@ ROUTES = {"_api": "api", "_browse": "browse", "_health": "health", "_metrics": "
 
 
 class RequestMeter(Protocol):
+    multiprocess: bool  # counting with the node's other processes
+
     def request(self, route: str, status: int, seconds: float, nbytes: int) -> None: ...
 
 
 def route_of(environ: dict[str, Any], first_segment: str, status: int) -> str:
     """The route label of an answered request: a service endpoint by name; an image
-    request as ``original`` (``o/``), ``miss`` (rendered, or not found, now) or
-    ``hit``; ``other`` for the root page and answers to URLs that name no image."""
+    request as ``original`` (``o/``, whether cached or not), ``miss`` (rendered, or
+    not found, now) or ``hit``; ``other`` for the root page and answers to URLs
+    that name no image."""
     service = environ.get(ROUTE_KEY)
     if service is not None:
         return ROUTES.get(service, "other")
-    if first_segment == "o" and status < 400:
-        return "original"
+    if first_segment == "o":  # o/<ID>: cached or copied now, an original either way
+        return "original" if status < 400 or environ.get(CACHE_KEY) else "other"
     if environ.get(CACHE_KEY) == "miss":
         return "miss"
     if status in (200, 206, 304) and first_segment:
@@ -65,6 +69,14 @@ class Instrumented:
         self.app = app
         self.metrics = metrics
         self.log_requests = log_requests
+        self.warned = False
+
+    def warn_once(self) -> None:
+        if not self.warned:
+            self.warned = True
+            log.warning(
+                "this server runs several processes but PROMETHEUS_MULTIPROC_DIR is not set:"
+                " /_metrics counts the answering process only (docs/operations.md)")
 
     @property
     def config(self) -> Config:
@@ -117,7 +129,12 @@ class Instrumented:
         if cache is None and ROUTE_KEY not in environ and status in (200, 206, 304):
             cache = "hit"
         if self.metrics is not None:
-            self.metrics.request(route_of(environ, first, status), status, seconds, nbytes)
+            try:
+                self.metrics.request(route_of(environ, first, status), status, seconds, nbytes)
+            except Exception:  # noqa: BLE001 - counting must never fail the request counted
+                log.exception("metrics: cannot count a request")
+            if not self.metrics.multiprocess and environ.get("wsgi.multiprocess"):
+                self.warn_once()
         if self.log_requests and access_log.isEnabledFor(logging.INFO):
             fields = {
                 "method": environ.get("REQUEST_METHOD", ""),

@@ -18,7 +18,8 @@ process, tests) the metrics live in this process.
 
 ``prometheus_client`` chooses its mode when it is first imported, so this
 module is imported only by ``make_app`` (``web/app.py``), after the main
-process has prepared the directory: nothing the ``huimages`` command imports
+process has prepared the directory, and by ``huimages prune-cache`` (which
+writes no multiprocess files): nothing the ``huimages`` command imports
 before that loads it.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
@@ -33,21 +35,21 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     multiprocess,
     write_to_textfile,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 from webob import Request, Response
 
 from ..core import observe
 from ..core.config import Config
+from ..core.forks import forget_after_fork
 from ..node.status import follower_status
 from .responses import only_read_methods
 
@@ -77,7 +79,10 @@ def _forget_dead_processes(directory: str) -> None:
     for path in Path(directory).glob("gauge_live*_*.db"):
         pid = path.stem.rpartition("_")[2]
         if pid.isdigit() and not _alive(int(pid)):
-            multiprocess.mark_process_dead(int(pid), directory)
+            try:
+                multiprocess.mark_process_dead(int(pid), directory)
+            except OSError as exc:  # another process removed them first
+                log.debug("gauges of process %s: %s", pid, exc)
 
 
 def _alive(pid: int) -> bool:
@@ -107,11 +112,22 @@ class Instruments(NamedTuple):
     backend_errors: Counter
 
 
-@cache
+_made = threading.Lock()
+
+
 def instruments() -> Instruments:
-    """This process's instruments, made on first use (in a worker, never in the main
-    process that forks it): in multiprocess mode they belong to no registry (the
-    scrape reads every process's files), else to this module's registry."""
+    """This process's instruments, made once, on first use (in a worker, never in the
+    main process that forks it): in multiprocess mode they belong to no registry
+    (the scrape reads every process's files), else to this module's registry."""
+    made = _instruments.cache_info().currsize
+    if not made:
+        with _made:  # many threads may take the first request at once: one makes them
+            return _instruments()
+    return _instruments()
+
+
+@cache
+def _instruments() -> Instruments:
     directory = os.environ.get(MULTIPROC_ENV)
     registry = None if directory else _local_registry()
     if directory:
@@ -177,7 +193,17 @@ class Metrics:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.show_follower = bool(config.follow)
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         observe.install(self)  # backend calls, renders and uploads of this process
+        forget_after_fork(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: instruments of its own, made on its first use (so it also
+        takes the gauges of dead workers out of the sums)."""
+        global _made
+        _made = threading.Lock()  # the parent's may have been held by another thread
+        _instruments.cache_clear()
+        _local_registry.cache_clear()
 
     def request(self, route: str, status: int, seconds: float, nbytes: int) -> None:
         meters = instruments()
@@ -213,8 +239,9 @@ class Metrics:
 
     # -- a scrape ---------------------------------------------------------------------
 
-    def exposition(self) -> bytes:
-        """Every worker's metrics and the node's, in the Prometheus text format."""
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """Every worker's metrics and the node's, in the format the scraper accepts
+        (Prometheus text, or OpenMetrics), with its content type."""
         registry = CollectorRegistry()
         directory = os.environ.get(MULTIPROC_ENV)
         if directory:
@@ -223,7 +250,8 @@ class Metrics:
             for meter in instruments():
                 registry.register(meter)
         registry.register(NodeCollector(self.config, self.show_follower))
-        return generate_latest(registry)
+        encode, content_type = choose_encoder(accept)
+        return encode(registry), content_type
 
 
 class NodeCollector:
@@ -355,7 +383,8 @@ class MetricsApp:
         request = Request(environ)
         response = only_read_methods(request.method)
         if response is None:
-            response = Response(body=self.metrics.exposition())
-            response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+            body, content_type = self.metrics.exposition(environ.get("HTTP_ACCEPT", ""))
+            response = Response(body=body)
+            response.headers["Content-Type"] = content_type
             response.cache_control = "no-store"
         return response(environ, start_response)

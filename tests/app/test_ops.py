@@ -13,13 +13,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 from webob import Request
 
 from huimages_wsgi import Config, make_app
+from huimages_wsgi.deploy.multiprocess import default_directory
 from huimages_wsgi.web.logs import JsonFormatter, LogfmtFormatter
 
 from .. import imagefactory as f
@@ -74,7 +76,7 @@ def parse_metrics(text: str, every: bool = False) -> dict[str, float]:
 def scrape(app) -> dict[str, float]:
     response = get(app, "/_metrics")
     assert response.status_int == 200
-    assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    assert response.headers["Content-Type"] == choose_encoder("")[1]  # the text format
     assert response.headers["Cache-Control"] == "no-store"
     return parse_metrics(response.text, every=True)
 
@@ -231,6 +233,8 @@ def test_metrics_count_routes_statuses_bytes_renders_uploads_and_backend_calls(
     head = get(app, f"/100x100/{imageid}.jpeg", method="HEAD")
     original = get(app, f"/o/{imageid}.jpeg")
     assert get(app, "/100x100/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA01.jpeg").status_int == 404
+    assert get(app, "/o/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA01.jpeg").status_int == 404
+    assert get(app, "/o/nonsense.jpeg").status_int == 400
     assert get(app, "/nonsense").status_int == 404
     assert get(app, "/_health").status_int == 200
     assert not_modified.status_int == 304 and head.status_int == 200
@@ -242,10 +246,12 @@ def test_metrics_count_routes_statuses_bytes_renders_uploads_and_backend_calls(
     assert m[requests("hit", "3xx")] == 1
     assert m[requests("original", "2xx")] == 1
     assert m[requests("miss", "4xx")] == 1  # the unknown image
-    assert m[requests("other", "4xx")] == 1
+    assert m[requests("original", "4xx")] == 1  # looked for: o/ of an unknown image
+    assert m[requests("other", "4xx")] == 2  # /nonsense, and o/ of no image ID at all
     assert m[requests("health", "2xx")] == 1
     assert m['huimages_http_response_bytes_total{route="hit"}'] == 3 * len(miss.body)
-    assert m['huimages_http_response_bytes_total{route="original"}'] == len(photo)
+    # the original and the short 404 of the unknown one
+    assert len(photo) < m['huimages_http_response_bytes_total{route="original"}'] < len(photo) + 200
     renders = {key: value for key, value in m.items()
                if key.startswith("huimages_render_duration_seconds_count")}
     assert sum(renders.values()) == 1 and all('format="jpeg"' in key for key in renders)
@@ -300,6 +306,14 @@ def test_bytes_sent_by_the_webserver_are_counted(tmp_path):
         m = grown(before, scrape(app))
         assert m['huimages_http_response_bytes_total{route="miss"}'] == size
         assert m['huimages_http_response_bytes_total{route="hit"}'] == size  # HEAD: nothing
+
+
+def test_metrics_speak_openmetrics_to_a_scraper_that_asks(tmp_path):
+    app = make_app(Config(data_dir=tmp_path / "data"))
+    answer = get(app, "/_metrics", accept="application/openmetrics-text; version=1.0.0")
+    assert answer.content_type == "application/openmetrics-text"
+    assert "# TYPE huimages_render_refusals counter" in answer.text
+    assert answer.text.endswith("# EOF\n")
 
 
 def test_metrics_and_health_can_be_switched_off(tmp_path):
@@ -376,7 +390,9 @@ def test_metrics_are_node_totals_across_gunicorn_workers(three_workers):
         thread.join()
     assert statuses == [200] * 30
 
-    files = list((server.data_dir / "metrics").glob("*.db"))  # prometheus_client's
+    directory = default_directory(Config(data_dir=server.data_dir))
+    assert directory.parent == Path("/dev/shm")  # not on the cache's disk
+    files = list(directory.glob("*.db"))  # prometheus_client's
     assert len({path.stem.rpartition("_")[2] for path in files}) > 1  # several workers counted
 
     previous = None

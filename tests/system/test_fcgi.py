@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from huimages_wsgi import Config
 from huimages_wsgi.cli.main import build_parser, main
+from huimages_wsgi.deploy.multiprocess import default_directory
 
 from ..webservers import HUIMAGES, make_base_dir, remove_base_dir
 
@@ -212,3 +214,46 @@ def test_forked_processes_leave_when_their_parent_is_killed():
             return True
 
         _wait_until(gone, f"orphaned FastCGI processes {children} still run")
+
+
+def test_forked_processes_count_together_and_a_dead_ones_counters_stay():
+    """/_metrics of ``--forking``: whichever process answers, the sum of all of them
+    (prometheus_client's multiprocess mode), also after one was killed and replaced."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .. import imagefactory
+    from ..fcgi_client import fcgi_get
+
+    with forking_fcgi() as (process, path, log):
+        data = path.parent / "data"
+        photo = path.parent / "p.jpg"
+        photo.write_bytes(imagefactory.photo_jpeg(200, 150))
+        put = subprocess.run([str(HUIMAGES), "put", str(photo)], capture_output=True, text=True,
+                             env={**os.environ, "HUIMAGES_DATA_DIR": str(data)}, check=True)
+        imageid = put.stdout.strip()
+
+        def get(url: str) -> bytes:
+            status, body = fcgi_get(str(path), url)
+            assert status == 200, body
+            return body
+
+        def hits() -> float:
+            families = text_string_to_metric_families(get("/_metrics").decode())
+            return sum(sample.value for family in families for sample in family.samples
+                       if sample.name == "huimages_http_request_duration_seconds_count"
+                       and sample.labels["route"] == "hit")
+
+        get(f"/80x80/{imageid}.jpeg")  # the miss
+        served = 0  # hits, until both processes have answered some (they race to accept)
+        counted = default_directory(Config(data_dir=data))
+        while served < 10 or len(list(counted.glob("histogram_*.db"))) < 2:
+            assert served < 500, "one process took every connection"
+            get(f"/80x80/{imageid}.jpeg")
+            served += 1
+        children = _wait_until(lambda: len(_children(process.pid)) == 2 and
+                               _children(process.pid), "two FastCGI processes")
+        assert [hits() for _ in range(6)] == [served] * 6  # whichever process answered
+        os.kill(min(children), signal.SIGKILL)
+        _wait_until(lambda: len(_children(process.pid) - children) == 1, "a new process")
+        get(f"/80x80/{imageid}.jpeg")
+        assert [hits() for _ in range(6)] == [served + 1] * 6  # the dead one's still count
