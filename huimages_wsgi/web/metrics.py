@@ -194,6 +194,7 @@ class Metrics:
         self.config = config
         self.show_follower = bool(config.follow)
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         observe.install(self)  # backend calls, renders and uploads of this process
         forget_after_fork(self)
 
@@ -204,12 +205,19 @@ class Metrics:
         _made = threading.Lock()  # the parent's may have been held by another thread
         _instruments.cache_clear()
         _local_registry.cache_clear()
+        self._children = {}
 
     def request(self, route: str, status: int, seconds: float, nbytes: int) -> None:
-        meters = instruments()
-        meters.requests.labels(route, f"{status // 100}xx").observe(seconds)
+        key = (route, status // 100)
+        meters = self._children.get(key)
+        if meters is None:  # once per route and status class: labels() takes a lock
+            instrument = instruments()
+            meters = (instrument.requests.labels(route, f"{status // 100}xx"),
+                      instrument.response_bytes.labels(route))
+            self._children[key] = meters
+        meters[0].observe(seconds)
         if nbytes:
-            meters.response_bytes.labels(route).inc(nbytes)
+            meters[1].inc(nbytes)
 
     def admission(self, kind: str, value: float) -> None:
         """An event of render admission (``admission.Observer``)."""
