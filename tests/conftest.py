@@ -76,6 +76,19 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(autouse=True)
+def _own_default_store() -> Iterator[None]:
+    """The module-level API's default store and assigned settings (module_api.py) are
+    the process's: what one test configures must not reach the next."""
+    from huimages_wsgi.store import module_api
+
+    saved = module_api._default, module_api._base, dict(module_api._overrides)
+    yield
+    module_api._default, module_api._base = saved[:2]
+    module_api._overrides.clear()
+    module_api._overrides.update(saved[2])
+
+
+@pytest.fixture(autouse=True)
 def _own_metrics_directory() -> Iterator[None]:
     """A server's main process sets PROMETHEUS_MULTIPROC_DIR for its workers
     (deploy/multiprocess.py); one run in this process (``main(["fcgi", ...])``)

@@ -155,8 +155,12 @@ def progressive_jpeg(width: int = 640, height: int = 480) -> bytes:
 
 
 def bmp_image(width: int = 60, height: int = 40) -> bytes:
-    """An image Pillow reads but uploads do not take."""
     return encode(Image.new("RGB", (width, height), (0, 0, 255)), "BMP")
+
+
+def tga_image(width: int = 60, height: int = 40) -> bytes:
+    """An image Pillow reads but uploads do not take (huImages took it; nobody sends it)."""
+    return encode(Image.new("RGB", (width, height), (0, 0, 255)), "TGA")
 
 
 def palette_png(width: int = 60, height: int = 40) -> bytes:

@@ -64,6 +64,19 @@ class RequestRefused(HuImagesError):
         self.headers = dict(headers or {})
 
 
+class Moved(HuImagesError):
+    """A URL huImages answered whose variant lives at another URL now: a 301 there.
+
+    ``path`` is the canonical path below the image root (``/o/<ID>.png``); the
+    web layer puts whatever the image root is mounted under before it."""
+
+    status = 301
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class MethodNotAllowed(HuImagesError):
     """Image URLs and read-only endpoints answer GET and HEAD only."""
 

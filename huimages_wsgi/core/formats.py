@@ -36,9 +36,11 @@ ORIGINAL_TYPES: Mapping[str, str] = {
     "heic": "image/heic",
     "heif": "image/heif",
     "gif": "image/gif",
+    "tiff": "image/tiff",
+    "bmp": "image/bmp",
 }
 _EXT_BY_TYPE = {content_type: ext for ext, content_type in ORIGINAL_TYPES.items()}
-_EXT_BY_TYPE.update({"image/jpg": "jpeg", "image/pjpeg": "jpeg"})
+_EXT_BY_TYPE.update({"image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/x-ms-bmp": "bmp"})
 
 def ext_for_type(content_type: Any) -> str:
     """The ``/o/`` extension for a catalog ``contenttype``; ``jpeg`` when unknown (legacy)."""

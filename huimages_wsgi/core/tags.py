@@ -32,13 +32,15 @@ def img_tag(
     flags: Iterable[str] = (),
     attrs: Mapping[str, object] | None = None,
 ) -> str:
-    """``<img src srcset width height ... />``; the first candidate is ``src``."""
+    """``<img src srcset width height ... />``; the first candidate is ``src``. ``flags``
+    (huImages' extra positional arguments, like ``'border="0"'``) go in as they are;
+    every attribute value is escaped."""
     parts = [f'<img src="{html.escape(candidates[0][0])}"']
     if len(candidates) > 1:
         parts.append(f'srcset="{html.escape(srcset_value(candidates))}"')
     if width and height:
         parts.append(f'width="{width}" height="{height}"')
-    parts.extend(html.escape(flag) for flag in flags)
+    parts.extend(flags)
     parts.extend(f'{html.escape(k)}="{html.escape(str(v))}"' for k, v in (attrs or {}).items())
     parts.append("/>")
     return " ".join(parts)

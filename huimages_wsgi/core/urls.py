@@ -90,6 +90,21 @@ def image_path(
     return f"{path}?sig={signature}" if signature else path
 
 
+def mounted_url(environ: dict[str, Any], path: str, target: str) -> str:
+    """``target`` (a path below the image root, like ``path``, the one asked for) as
+    the client addresses it: whatever the root is mounted under (a prefix, a
+    SCRIPT_NAME, a webserver's rewrite) kept, the query string too."""
+    asked = environ.get("REQUEST_URI", "").split("?", 1)[0]
+    if asked:
+        asked = split_request_uri(asked, "")[1]
+    else:
+        asked = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    base = asked[: -len(path)] if path and asked.endswith(path) else ""
+    query = environ.get("QUERY_STRING", "")
+    location = quote(base + target, safe="/!-._~")
+    return f"{location}?{query}" if query else location
+
+
 def join_url(server_url: str, path: str) -> str:
     return server_url.rstrip("/") + path
 

@@ -1,6 +1,6 @@
 """Render the lighttpd / Apache / nginx front-end configurations.
 
-The templates live in ``huimages_wsgi/templates/{lighttpd,apache,nginx}.conf``
+The templates live in ``huimages_wsgi/deploy/templates/{lighttpd,apache,nginx}.conf``
 (``contrib/`` links or shows them).  Each is a complete standalone config: the
 web server serves ``<cache_dir>/<size>/<ID>.<ext>`` directly and forwards
 misses to the app: the FastCGI backend (:func:`huimages_wsgi.fcgi.serve_fcgi`,

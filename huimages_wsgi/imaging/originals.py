@@ -2,7 +2,8 @@
 
 An original is stored and served byte for byte: it is the user's file. It
 may be a JPEG (MPO and the camera files with trailers included), PNG, WebP,
-AVIF, HEIC/HEIF or GIF. Each is served under ``/o/<ID>.<ext>`` with the
+AVIF, HEIC/HEIF, GIF, TIFF (its first page) or BMP, as huImages took anything
+Pillow opens that people send. Each is served under ``/o/<ID>.<ext>`` with the
 extension of its own type (``core.formats.ORIGINAL_TYPES``), so a webserver serving the
 cache directory sends the right ``Content-Type`` too. HEIC/HEIF is decoded by
 ``pillow-heif``, whose Pillow opener is registered on import of this module.
@@ -33,6 +34,8 @@ _PILLOW_TYPES = {
     "WEBP": "image/webp",
     "AVIF": "image/avif",
     "GIF": "image/gif",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
 }
 
 
@@ -40,12 +43,12 @@ def accepted_pillow_formats() -> tuple[str, ...]:
     """The Pillow decoders an upload may reach (HEIF is pillow-heif's; MPO is JPEG's;
     a Pillow built without AVIF has none to offer)."""
     Image.init()
-    wanted = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "HEIF")
+    wanted = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "HEIF", "TIFF", "BMP")
     return tuple(name for name in wanted if name in Image.OPEN)
 
 #: HEIF major brands whose primary image is HEVC coded: ``.heic``; other HEIF is ``.heif``.
 _HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"})
-ACCEPTED_DESCRIPTION = "JPEG, PNG, WebP, AVIF, HEIC/HEIF or GIF"
+ACCEPTED_DESCRIPTION = "JPEG, PNG, WebP, AVIF, HEIC/HEIF, GIF, TIFF or BMP"
 
 #: Bytes a camera or an editor pads a file with; a trailer of only these is "padding".
 PADDING = b"\x00\xff\r\n\t "

@@ -39,10 +39,31 @@ def has_alpha(img: Image.Image) -> bool:
 
 def normalised(img: Image.Image) -> Image.Image:
     """RGB, L or CMYK as they are (ICC handles them); anything with alpha as RGBA; the
-    rest (palette, 1-bit, 16-bit) as RGB, so that resampling never works on indices."""
+    rest (palette, 1-bit, 16-bit, float) as RGB, so that resampling never works on
+    indices and a 16-bit grey is not clipped to white."""
     if img.mode == "RGBA" or (img.mode in PLAIN_MODES and "transparency" not in img.info):
         return img
+    if img.mode.startswith(("I", "F")):
+        img = eight_bit(img)
     return img.convert("RGBA" if has_alpha(img) else "RGB")
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """A 16- or 32-bit integer or a float grey (TIFF, PNG) as 8-bit ``L``: 16-bit modes
+    by their declared range; a plain integer or float one by the range its values
+    use (0-255, 0-65535, or 0-1 for floats), as viewers show them."""
+    if img.mode.startswith("I;16"):
+        img, high = img.convert("I"), 65535.0
+    else:
+        low, high = img.getextrema()
+        if img.mode == "F" and high <= 1.0:
+            high = 1.0
+        elif high <= 255:
+            high = 255.0
+        elif high <= 65535:
+            high = 65535.0
+    scale = 255.0 / high if high > 0 else 1.0
+    return img.point(lambda value: value * scale).convert("L")
 
 
 def opaque(img: Image.Image) -> bool:

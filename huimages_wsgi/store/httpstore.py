@@ -42,7 +42,8 @@ from ..core.signing import sign
 from ..core.urls import image_path
 from ..storage import Catalog, Doc
 from ..storage.base import Mutation
-from .imagestore import BaseImageStore, Saved, as_timestamp, checked_upload
+from .imagestore import BaseImageStore, Saved, checked_upload
+from .metadata import as_timestamp
 
 #: How long a fetched document is reused: ``scaled_tag`` needs it three times.
 DOC_TTL = 5.0
@@ -225,10 +226,14 @@ class HttpImageStore(BaseImageStore):
         title: str = "",
         references: Mapping[str, Any] | None = None,
         typ: str = "",
+        *,
+        timestamp: datetime.datetime | str | None = None,
     ) -> Doc:
         changes: dict[str, Any] = {"title": title, "type": typ}
         if references:
             changes["references"] = dict(references)
+        if timestamp is not None:
+            changes["timestamp"] = as_timestamp(timestamp)
         doc = self.api.json("PATCH", f"/images/{validate_id(imageid)}", changes)
         self.catalog.remember(imageid, doc)
         return doc
@@ -239,7 +244,7 @@ class HttpImageStore(BaseImageStore):
         self.catalog.forget(imageid)
         return answer
 
-    def scaled_imagedata(self, imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
+    def scaled_imagedata(self, imageid: str, size: str = "150x150", ext: str = "jpeg") -> bytes:
         """The variant as the server renders it (its cache, its engine)."""
         parsed = self.size_for(size)
         secret = self.config.secret

@@ -32,35 +32,11 @@ from ..storage import (
     is_live,
     open_blob_store,
     open_catalog,
-    timestamp,
 )
 from ..storage.disk import check_writable
-from .links import Links
+from .links import Links, seo_name
+from .metadata import as_timestamp, merge_metadata
 from .renderer import Renderer
-
-
-def _merge(
-    doc: Doc, *, when: str, title: str, references: Mapping[str, Any] | None, typ: str
-) -> None:
-    """Accumulate metadata the way the original did: nothing is ever dropped."""
-    doc.setdefault("ctime", when)
-    doc["mtime"] = when
-    if typ and typ not in doc.setdefault("types", []):
-        doc["types"].append(typ)
-    for key, value in (references or {}).items():
-        values = doc.setdefault("references", {}).setdefault(str(key), [])
-        if value not in values:
-            values.append(value)
-    if title and title not in doc.setdefault("title", []):
-        doc["title"].append(title)
-
-
-def as_timestamp(value: datetime.datetime | str | None) -> str:
-    if value is None:
-        return timestamp()
-    if isinstance(value, datetime.datetime):
-        return timestamp(value)
-    return str(value)
 
 
 def checked_upload(imagedata: Any, limit: int) -> bytes:
@@ -136,8 +112,11 @@ class BaseImageStore:
         title: str = "",
         references: Mapping[str, Any] | None = None,
         typ: str = "",
+        *,
+        timestamp: datetime.datetime | str | None = None,
     ) -> Doc:
-        """Add titles, references or a type to an existing image (each store its own way)."""
+        """Add titles, references or a type to an existing image (each store its own way);
+        ``mtime`` becomes ``timestamp`` (now when None)."""
         raise NotImplementedError
 
     def set_title(self, imageid: str, newtitle: str) -> Doc:
@@ -175,11 +154,11 @@ class BaseImageStore:
         return self.links.scaled_imageurl(imageid, size, ext)
 
     def scaled_dimensions(
-        self, imageid: str, size: str = "square"
+        self, imageid: str, size: str = "150x150"
     ) -> tuple[int | None, int | None]:
         return self.links.scaled_dimensions(imageid, size)
 
-    def scaled_tag(self, imageid: str, size: str = "square", *args: str, **options: Any) -> str:
+    def scaled_tag(self, imageid: str, size: str = "150x150", *args: str, **options: Any) -> str:
         return self.links.scaled_tag(imageid, size, *args, **options)
 
     # -- browsing ------------------------------------------------------------
@@ -268,7 +247,7 @@ class ImageStore(BaseImageStore):
             # Was the image live before? (The last call is the one the catalog kept;
             # a new CouchDB document arrives holding its "_id" alone.)
             seen.append(is_live({k: v for k, v in doc.items() if k not in ("_id", "_rev")}))
-            _merge(doc, when=when, title=title, references=references, typ=typ)
+            merge_metadata(doc, when=when, title=title, references=references, typ=typ)
             doc.update(
                 width=info.width,
                 height=info.height,
@@ -277,6 +256,7 @@ class ImageStore(BaseImageStore):
                 deleted=False,
             )
             doc.setdefault("filename", filename)
+            doc.setdefault("seo_name", seo_name(doc))  # its URLs' name, for good (links.py)
             doc.pop("broken", None)
             if info.trailer:  # what follows a JPEG's image: kept, and said here
                 doc["trailer"] = info.trailer
@@ -301,13 +281,19 @@ class ImageStore(BaseImageStore):
         title: str = "",
         references: Mapping[str, Any] | None = None,
         typ: str = "",
+        *,
+        timestamp: datetime.datetime | str | None = None,
     ) -> Doc:
-        """Add titles, references or a type to an existing image."""
+        """Add titles, references or a type to an existing image; ``mtime`` becomes
+        ``timestamp`` (now when None). Its URLs keep their name (``seo_name``)."""
         self.get_imagedoc(imageid)
-        return self.catalog.update(
-            imageid,
-            lambda doc: _merge(doc, when=timestamp(), title=title, references=references, typ=typ),
-        )
+        when = as_timestamp(timestamp)
+
+        def change(doc: Doc) -> None:
+            doc.setdefault("seo_name", seo_name(doc))  # before a first title arrives
+            merge_metadata(doc, when=when, title=title, references=references, typ=typ)
+
+        return self.catalog.update(imageid, change)
 
     def delete_image(self, imageid: str) -> int:
         """Drop the original, then mark the image deleted, then this node's variants.
@@ -328,12 +314,12 @@ class ImageStore(BaseImageStore):
                 self.purge(imageid)
             raise ImageNotFound(f"no image {imageid}")
         self.blobs.delete(imageid)
-        self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=timestamp()))
+        self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=as_timestamp(None)))
         return self.purge(imageid)
 
     # -- rendering (renderer.py) -----------------------------------------------
 
-    def scaled_imagedata(self, imageid: str, size: str = "square", ext: str = "jpeg") -> bytes:
+    def scaled_imagedata(self, imageid: str, size: str = "150x150", ext: str = "jpeg") -> bytes:
         return self.variant_path(imageid, self.size_for(size), ext).read_bytes()
 
     def variant_path(self, imageid: str, size: Size, ext: str = "jpeg") -> Path:

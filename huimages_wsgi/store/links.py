@@ -13,7 +13,8 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import PurePosixPath
 
 from ..core.config import Config
 from ..core.errors import HuImagesError
@@ -24,7 +25,7 @@ from ..core.ids import validate_id
 from ..core.signing import sign
 from ..core.sizes import CROP, Size, SizeRules
 from ..core.tags import img_tag, picture_tag
-from ..core.urls import image_path, join_url
+from ..core.urls import image_path, join_url, slugify
 from ..storage import Doc
 from ..storage.base import source_dimensions
 
@@ -32,11 +33,48 @@ DocReader = Callable[[str], "Doc | None"]
 
 
 def newest_title(doc: Doc | None) -> str:
-    """The title an image is known by now: the last one added."""
+    """The title an image is known by now: the last one added (the browse page's)."""
     titles = (doc or {}).get("title") or []
     if isinstance(titles, str):
         return titles
     return str(titles[-1]) if titles else ""
+
+
+def first_title(doc: Doc | None) -> str:
+    """The title an image was first given: huImages named its URLs and alt text by it."""
+    titles = (doc or {}).get("title") or []
+    if isinstance(titles, str):
+        return titles
+    return str(titles[0]) if titles else ""
+
+
+def file_name(doc: Doc | None) -> str:
+    """The name the original was uploaded under; huImages kept it as its attachment's."""
+    doc = doc or {}
+    name = doc.get("filename")
+    if isinstance(name, str) and name:
+        return name
+    return next(iter(doc.get("_attachments") or {}), "")
+
+
+def seo_name(doc: Doc | None) -> str:
+    """The readable name in an image's URLs (``/<size>/<ID>/<name>.<ext>``).
+
+    Recorded at the image's first save (``seo_name``: the first title, else
+    the file's name) and never changed, so adding titles moves no URL; a
+    document written before that (huImages') gets the same rule on what it
+    holds.
+    """
+    recorded = (doc or {}).get("seo_name")
+    if isinstance(recorded, str):
+        return recorded
+    return slugify(first_title(doc)) or slugify(PurePosixPath(file_name(doc)).stem)
+
+
+def alt_text(doc: Doc | None, addition: str) -> str:
+    """``alt`` as huImages wrote it: the first title, else the file's name, then
+    ``HUIMAGESALTADDITION`` as it is (it brings its own separator)."""
+    return (first_title(doc) or file_name(doc)) + addition
 
 
 class Links:
@@ -89,11 +127,10 @@ class Links:
         doc = self.read_doc(imageid)
         original = self.original_ext(imageid, doc) if canonical.is_original else None
         check_variant(canonical, ext, original)
-        title = newest_title(doc)
-        return self.url_for(imageid, canonical, ext, title, base_url)
+        return self.url_for(imageid, canonical, ext, seo_name(doc), base_url)
 
     def scaled_dimensions(
-        self, imageid: str, size: str = "square"
+        self, imageid: str, size: str = "150x150"
     ) -> tuple[int | None, int | None]:
         """The size a variant will have, or (None, None) for an image not there.
 
@@ -109,15 +146,19 @@ class Links:
     def scaled_tag(
         self,
         imageid: str,
-        size: str = "square",
+        size: str = "150x150",
         *args: str,
         formats: Sequence[str] = (),
         srcset: bool = False,
         base_url: str | None = None,
         doc: Doc | None = None,
-        **attrs: str,
+        attrs: Mapping[str, object] | None = None,
+        **more_attrs: object,
     ) -> str:
-        """An ``<img>`` with width, height and alt, every value HTML-escaped.
+        """An ``<img>`` with width, height and alt, every keyword's value HTML-escaped
+        and the positional ``args`` put in as they are (``'border="0"'``), as
+        huImages did; ``alt`` defaults to the first title (else the file's name)
+        and ``HUIMAGESALTADDITION``.
 
         ``srcset=True`` adds a high-density candidate: the box doubled, capped
         at what the original can give (so ``1.5x`` for a photo only 1.5 times
@@ -125,12 +166,14 @@ class Links:
         ``("avif", "webp")``, best first) wraps the ``<img>`` in a ``<picture>``
         with one ``<source>`` per format; the ``<img>`` stays JPEG, which every
         browser decodes. One catalog read, whatever the options, or none when
-        the caller already holds the image's ``doc``.
+        the caller already holds the image's ``doc``. ``attrs`` takes attributes
+        named like an option (the module's ``scaled_tag`` passes every keyword so).
         """
+        attrs = {**(attrs or {}), **more_attrs}
         validate_id(imageid)
         if doc is None:
             doc = self.read_doc(imageid)
-        title = newest_title(doc)
+        name = seo_name(doc)
         one_x = self.sizes.canonical(size)
         width, height = self.dimensions(doc, one_x)
         sizes = [(one_x, 1.0)]
@@ -146,12 +189,12 @@ class Links:
             else:
                 check_variant(one_x, ext)
             return [
-                (self.url_for(imageid, variant, ext, title, base_url), density)
+                (self.url_for(imageid, variant, ext, name, base_url), density)
                 for variant, density in sizes
                 if variant is one_x or _fits(variant, ext)
             ]
 
-        attrs.setdefault("alt", " ".join(filter(None, [title, self.config.alt_addition])))
+        attrs.setdefault("alt", alt_text(doc, self.config.alt_addition))
         img = img_tag(candidates("jpeg"), width, height, args, attrs)
         sources = [
             (output_format(ext).content_type, candidates(ext))

@@ -31,6 +31,7 @@ from ..core.errors import (
     ImageTooLarge,
     InvalidImage,
     LimitExceeded,
+    Moved,
     WriteFailed,
 )
 from ..core.formats import check_variant, ext_for_type, wrong_original_ext
@@ -39,6 +40,7 @@ from ..core.ids import validate_id
 from ..core.observe import rendered
 from ..core.previews import choose_preview, recorded_previews
 from ..core.sizes import Size
+from ..core.urls import image_path
 from ..imaging.engine import ImageEngine
 from ..storage import BlobNotFound, BlobStore, Catalog, Doc, is_live, timestamp
 from ..storage.base import GuardedReader, broken_mark, source_dimensions
@@ -71,6 +73,10 @@ class Renderer:
         if admission is not None and not self.cache.being_made(size.name, imageid, ext):
             admission.check_room()
         doc = self.live_doc(imageid)
+        if size.is_original and ext != ext_for_type(doc.get("contenttype")):
+            actual = ext_for_type(doc.get("contenttype"))  # huImages: /o/<ID>.jpeg for any
+            hint = str(wrong_original_ext(imageid, ext, actual))
+            raise Moved(hint, image_path(imageid, "o", actual))
         preview = None if size.is_original else self.preview_for(doc, size)
         large = preview is None and self.decodes_large(doc, size)
 

@@ -48,7 +48,7 @@ from .uploads import (
 )
 
 UPLOAD_FIELDS = frozenset({"title", "type", "references", "filename", "timestamp"})
-PATCH_FIELDS = frozenset({"title", "type", "references"})
+PATCH_FIELDS = frozenset({"title", "type", "references", "timestamp"})
 RAW_TYPES = ("image/", "application/octet-stream")
 ITEM_METHODS = ("GET", "HEAD", "PATCH", "DELETE")
 WALK = ("next", "previous")
@@ -173,6 +173,7 @@ class ApiApp:
             title=text_field(changes, "title"),
             references=references_field(references) if references is not None else None,
             typ=text_field(changes, "type"),
+            timestamp=text_field(changes, "timestamp") or None,
         )
         return json_response(200, doc)
 

@@ -24,17 +24,30 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from webob import Response
+
 from ..cache.admission import Admission
 from ..cache.directory import CachedFile
 from ..core.config import Config
-from ..core.errors import GenerationBusy, MethodNotAllowed, SignatureError
+from ..core.errors import (
+    GenerationBusy,
+    HuImagesError,
+    InvalidImageId,
+    InvalidPath,
+    InvalidSize,
+    MethodNotAllowed,
+    Moved,
+    SignatureError,
+)
+from ..core.formats import ext_for_type
+from ..core.legacy import legacy_request
 from ..core.signing import verify
 from ..core.sizes import Size
-from ..core.urls import ImageRequest, query_param, request_path
+from ..core.urls import ImageRequest, image_path, mounted_url, query_param, request_path
 from ..store.imagestore import ImageStore
 from .environ_keys import CACHE_KEY
 from .responders import FileResponder
-from .responses import READ_METHODS, guarded, text_error
+from .responses import READ_METHODS, guarded, redirect, text_error
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -69,9 +82,15 @@ class ImageMiddleware:
             return self.app(environ, start_response)
         return guarded(
             lambda: self.serve(environ, start_response, path),
-            lambda exc: text_error(exc.status, str(exc))(environ, start_response),
+            lambda exc: self.error(environ, path, exc)(environ, start_response),
             lambda: f"{environ.get('REQUEST_METHOD')} {path!r}",
         )
+
+    def error(self, environ: dict[str, Any], path: str, exc: HuImagesError) -> Response:
+        """The short answer to a failure; a huImages link's 301 to where its variant is."""
+        if isinstance(exc, Moved):
+            return redirect(mounted_url(environ, path, exc.path), str(exc))
+        return text_error(exc.status, str(exc))
 
     def serve(
         self, environ: dict[str, Any], start_response: Callable, path: str
@@ -99,12 +118,30 @@ class ImageMiddleware:
         return path[len(self.prefix) :]
 
     def parse(self, environ: dict[str, Any], path: str) -> tuple[ImageRequest, Size]:
-        """The variant asked for and its size; 405, 404 or 400 otherwise."""
+        """The variant asked for and its size; 405, 404 or 400 otherwise, and a 301
+        for a link huImages answered that names a variant in another way."""
         method = environ.get("REQUEST_METHOD", "")
         if method not in READ_METHODS:
             raise MethodNotAllowed(f"method {method} not allowed: use GET or HEAD")
-        wanted = ImageRequest.parse(path)
-        return wanted, self.sizes.parse(wanted.size_text)
+        try:
+            wanted = ImageRequest.parse(path)
+            return wanted, self.sizes.parse(wanted.size_text)
+        except (InvalidPath, InvalidImageId, InvalidSize):
+            moved = self.canonical_path(path)
+            if moved is None or moved == path:
+                raise
+            raise Moved("this link of huImages has moved", moved) from None
+
+    def canonical_path(self, path: str) -> str | None:
+        """Where the variant a huImages link names is now (legacy.py), or None."""
+        old = legacy_request(path)
+        if old is None:
+            return None
+        self.sizes.parse(old.size_text)  # refused sizes stay refused (400, 403)
+        ext = old.ext
+        if ext is None:  # o/<ID>: at the original's own extension; 404 if there is none
+            ext = ext_for_type(self.store.renderer.live_doc(old.imageid).get("contenttype"))
+        return image_path(old.imageid, old.size_text, ext)
 
     def make(self, environ: dict[str, Any], wanted: ImageRequest, size: Size) -> CachedFile:
         """The expensive path: check the signature, then render (once) into the cache,

@@ -39,6 +39,14 @@ def text_error(status: int, message: str, allow: Iterable[str] = READ_METHODS) -
     return response
 
 
+def redirect(location: str, message: str) -> Response:
+    """A 301: the variant lives at ``location`` for good (a CDN may keep the answer)."""
+    response = text_error(301, f"{message}: {location}")
+    response.location = location
+    response.cache_control = "public, max-age=86400"
+    return response
+
+
 def json_response(
     status: int, payload: Any, headers: Mapping[str, str] | None = None, indent: int | None = None
 ) -> Response:

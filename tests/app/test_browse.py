@@ -190,7 +190,7 @@ def test_cross_site_posts_are_refused(token_app):
 def test_bad_uploads_get_their_status_and_the_form_again(tmp_path):
     app = make_app(Config(data_dir=tmp_path / "d", browse=True, max_upload_bytes=20_000))
     cases = [
-        (f.bmp_image(), 415, "only JPEG, PNG"),
+        (f.tga_image(), 415, "only JPEG, PNG"),
         (b"hello, not an image", 415, "photo.jpg"),
         (f.photo_jpeg(800, 600), 413, "limit"),
         (f.declared_size_jpeg(30000, 30000), 413, "pixels"),

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 from webob import Request
 
-import huimages_wsgi as client
 import huimages_wsgi as huimages
 from huimages_wsgi import Config, ImageMiddleware, ImageStore
 from huimages_wsgi.cache.directory import Cache
@@ -27,6 +26,7 @@ from huimages_wsgi.core.errors import (
 )
 from huimages_wsgi.core.ids import compute_id
 from huimages_wsgi.storage import is_live
+from huimages_wsgi.store import module_api as client
 
 from .. import imagefactory as f
 from ..backends import primary_has
@@ -76,18 +76,20 @@ def test_every_module_level_function_reaches_the_default_store(module_api):
     assert huimages.default_store() is module_api
     assert huimages.get_next_imageid(first) == middle
     assert huimages.get_previous_imageid(last) == middle
-    assert huimages.get_previous_imageid(first) is None
+    assert huimages.get_previous_imageid(first) == first  # the start: itself, as huImages
     assert huimages.get_random_imageid() in ids
 
-    doc = huimages.update_metadata(middle, title="Red", references={"artnr": "1"}, typ="product")
+    assert huimages.update_metadata(middle, None, "Red", {"artnr": "1"}, "product") == middle
+    doc = huimages.get_imagedoc(middle)
     assert (doc["title"], doc["references"], doc["types"]) == (["Red"], {"artnr": ["1"]},
                                                                ["product"])
     assert huimages.set_title(middle, "Dark red")["title"] == ["Red", "Dark red"]
     assert module_api.get_imagedoc(middle)["title"] == ["Red", "Dark red"]
 
     tag = huimages.scaled_tag(middle, "200x200", **{"class": "thumb"})
-    assert tag == (f'<img src="http://images.example.com/200x200/{middle}/dark-red.jpeg" '
-                   'width="200" height="100" class="thumb" alt="Dark red" />')
+    # saved untitled: its URLs keep the file's name for good; alt is the first title
+    assert tag == (f'<img src="http://images.example.com/200x200/{middle}/image.jpeg" '
+                   'width="200" height="100" class="thumb" alt="Red" />')
 
     webp = huimages.scaled_imagedata(middle, "200x200", ext="webp")
     assert Image.open(io.BytesIO(webp)).format == "WEBP"
@@ -124,14 +126,18 @@ def test_same_bytes_same_id_and_metadata_merges(store):
     assert doc2["contenttype"] == "image/jpeg" and doc2["deleted"] is False
 
 
-def test_scaled_tag_escapes_and_uses_newest_title(tmp_path):
+def test_scaled_tag_escapes_values_and_keeps_the_first_title(tmp_path):
+    """huImages named the alt text and the URL after the first title, and appended
+    HUIMAGESALTADDITION as it is (it brings its own separator)."""
     store = ImageStore(
-        Config(data_dir=tmp_path, server_url="http://i.example.com/", alt_addition="- Shop")
+        Config(data_dir=tmp_path, server_url="http://i.example.com/", alt_addition=" - Shop")
     )
-    imageid = store.save_image(f.solid_jpeg(400, 200), title="old")
-    store.set_title(imageid, 'A "quoted" <b>title</b>')
+    imageid = store.save_image(f.solid_jpeg(400, 200), title='A "quoted" <b>title</b>')
+    before = store.scaled_tag(imageid, "200x200")
+    store.set_title(imageid, "newer")
     tag = store.scaled_tag(imageid, "200x200", **{"class": "thumb<x>"})
-    assert tag.startswith('<img src="http://i.example.com/200x200/' + imageid)
+    assert tag.startswith(f'<img src="http://i.example.com/200x200/{imageid}/a-quoted-b-title-b.jpeg"')
+    assert before.split()[1] == tag.split()[1]  # the same src: a new title moves no URL
     assert 'width="200" height="100"' in tag
     assert 'alt="A &quot;quoted&quot; &lt;b&gt;title&lt;/b&gt; - Shop"' in tag
     assert 'class="thumb&lt;x&gt;"' in tag and "<b>" not in tag and tag.endswith("/>")
@@ -139,7 +145,8 @@ def test_scaled_tag_escapes_and_uses_newest_title(tmp_path):
 
 def test_presets_in_urls_resolve_to_their_box(store):
     imageid = store.save_image(f.solid_jpeg())
-    assert store.scaled_imageurl(imageid, "square").endswith(f"/75x75!/{imageid}.jpeg")
+    # no title: named after the file, as huImages did (the default file name here)
+    assert store.scaled_imageurl(imageid, "square").endswith(f"/75x75!/{imageid}/image.jpeg")
     assert store.imageurl(imageid, "thumb").endswith(f"/thumb/{imageid}.jpeg")
 
 
@@ -297,7 +304,7 @@ def test_update_metadata(store):
 
 
 def test_bad_input_is_rejected_without_storing_anything(store):
-    for bad in (b"", b"not an image", f.bmp_image(), f.photo_jpeg(400, 300)[:3000]):
+    for bad in (b"", b"not an image", f.tga_image(), f.photo_jpeg(400, 300)[:3000]):
         with pytest.raises(InvalidImage):
             store.save_image(bad)
     with pytest.raises(InvalidImage):

@@ -125,10 +125,10 @@ def test_head_on_a_miss_generates(app, imageid, config):
         ("/9999x9999/{id}.jpeg", 400),
         ("/240x160/not-an-id.jpeg", 400),
         ("/240x160/{id}.gif", 404),
-        ("/240x160/{id}", 404),
+        ("/240x160/{id}", 301),  # huImages' form: to /240x160/<ID>.jpeg
         ("/240x160", 404),
         ("/", 404),
-        ("/240x160/{id}/a/b.jpeg", 404),
+        ("/240x160/{id}/a/b.jpeg", 301),
         ("/240x160/../{id}.jpeg", 400),
     ],
 )

@@ -109,7 +109,7 @@ def _stored(data_dir):
         ("bomb", f.declared_size_jpeg(60_000, 60_000), "too many pixels"),
         ("warning band", f.declared_size_jpeg(10_000, 10_000), "pixels; the limit is 89478485"),
         ("truncated", f.photo_jpeg(400, 300)[:3000], "truncated JPEG"),
-        ("bmp", f.bmp_image(20, 20), "only JPEG, PNG, WebP, AVIF, HEIC/HEIF or GIF originals"),
+        ("tga", f.tga_image(20, 20), "HEIC/HEIF, GIF, TIFF or BMP originals"),
         ("empty", b"", "originals are accepted"),
     ],
 )

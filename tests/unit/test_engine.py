@@ -182,8 +182,8 @@ def test_inspect_accepts_jpeg_and_reports_upright_size():
 @pytest.mark.parametrize(
     "name, data, message",
     [
-        ("bmp", f.encode(Image.new("RGB", (4, 4)), "BMP"), "JPEG, PNG, WebP, AVIF, HEIC"),
-        ("tiff", f.encode(Image.new("RGB", (4, 4)), "TIFF"), "not an image"),
+        ("tga", f.encode(Image.new("RGB", (4, 4)), "TGA"), "JPEG, PNG, WebP, AVIF, HEIC"),
+        ("ppm", f.encode(Image.new("RGB", (4, 4)), "PPM"), "not an image"),
         ("zero bytes", b"", "JPEG"),
         ("text", b"hello world, I am not an image", "JPEG"),
         ("truncated", f.photo_jpeg(400, 300)[:5000], "truncated"),

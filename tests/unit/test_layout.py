@@ -32,3 +32,11 @@ def test_no_room_is_over_its_size():
 def test_the_package_shows_its_layers_at_the_top():
     entries = sorted(p.name for p in PACKAGE.iterdir() if p.name != "__pycache__")
     assert len(entries) <= 10, entries
+
+
+def test_every_file_in_contrib_is_there():
+    """contrib/ links to the templates it shows: a move must not leave them dangling."""
+    contrib = PACKAGE.parent / "contrib"
+    dangling = [str(p.relative_to(contrib)) for p in contrib.rglob("*")
+                if p.is_symlink() and not p.exists()]
+    assert dangling == []
