@@ -73,10 +73,8 @@ class Renderer:
         if admission is not None and not self.cache.being_made(size.name, imageid, ext):
             admission.check_room()
         doc = self.live_doc(imageid)
-        if size.is_original and ext != ext_for_type(doc.get("contenttype")):
-            actual = ext_for_type(doc.get("contenttype"))  # huImages: /o/<ID>.jpeg for any
-            hint = str(wrong_original_ext(imageid, ext, actual))
-            raise Moved(hint, image_path(imageid, "o", actual))
+        if size.is_original:
+            self.check_original_ext(imageid, ext, doc)
         preview = None if size.is_original else self.preview_for(doc, size)
         large = preview is None and self.decodes_large(doc, size)
 
@@ -89,6 +87,15 @@ class Renderer:
                 lambda out: self.write(imageid, size, ext, out, preview), admitted)
         except OSError as exc:  # a full or failing cache disk: the image is fine
             raise WriteFailed(f"cannot write {size.name}/{imageid}.{ext}: {exc}") from exc
+
+    def check_original_ext(self, imageid: str, ext: str, doc: Doc | None = None) -> None:
+        """``o/<ID>.<ext>`` at another extension than its type's: a 301 there, as huImages
+        served ``o/`` at any (it only ever wrote ``.jpeg``); 404 for an unknown image."""
+        doc = doc if doc is not None else self.live_doc(imageid)
+        actual = ext_for_type(doc.get("contenttype"))
+        if ext != actual:
+            hint = str(wrong_original_ext(imageid, ext, actual))
+            raise Moved(hint, image_path(imageid, "o", actual))
 
     def live_doc(self, imageid: str) -> Doc:
         """The catalog document of an image that may be rendered; 404 if it is unknown,

@@ -149,6 +149,8 @@ class ImageMiddleware:
         longer than HUIMAGES_RENDER_WAIT)."""
         environ[CACHE_KEY] = "miss"  # for the instrumentation: metrics and access log
         secret = self.config.secret
+        if secret and size.is_original:  # a huImages link moves whether signed or not
+            self.store.renderer.check_original_ext(wanted.imageid, wanted.ext)
         if secret and not verify(secret, size.name, wanted.imageid, query_param(environ, "sig")):
             raise SignatureError("missing or invalid signature for a variant not yet cached")
         return self.store.renderer.variant(wanted.imageid, size, wanted.ext, self.admission)

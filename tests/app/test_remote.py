@@ -3,6 +3,7 @@ whose own storage is the embedded default or S3+CouchDB."""
 
 from __future__ import annotations
 
+import datetime
 import io
 import subprocess
 import urllib.request
@@ -77,8 +78,10 @@ def test_the_client_api_over_http(server, tmp_path):
     assert Image.open(io.BytesIO(variant)).size == (75, 75)
 
     store.set_title(imageid, "Blue bike")
-    store.update_metadata(imageid, references={"sku": "14601"})
+    store.update_metadata(imageid, references={"sku": "14601"},
+                          timestamp=datetime.datetime(2011, 1, 2, 3, 4, 5))
     doc = store.get_imagedoc(imageid)
+    assert doc["mtime"].startswith("20110102T030405")  # huImages' update_metadata(timestamp)
     assert doc["title"] == ["Red bike", "Blue bike"]
     assert doc["references"] == {"sku": ["14600", "14601"]}
     assert store.scaled_imageurl(imageid).endswith("/red-bike.jpeg")  # the first title stays

@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,7 @@ class Originals:
     base: Path
     data_dir: Path
     imageid: str
+    png_id: str = ""  # a PNG original, for huImages' /o/<ID>.jpeg of it
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,12 @@ def originals() -> Iterator[Originals]:
             capture_output=True, text=True, timeout=60,
         )
         assert result.returncode == 0, result.stderr
-        yield Originals(base, data_dir, result.stdout.strip())
+        drawing = base / "drawing.png"
+        drawing.write_bytes(imagefactory.palette_png(120, 80))
+        png = subprocess.run([str(HUIMAGES), "--data-dir", str(data_dir), "put", str(drawing)],
+                             capture_output=True, text=True, timeout=60)
+        assert png.returncode == 0, png.stderr
+        yield Originals(base, data_dir, result.stdout.strip(), png.stdout.strip())
     finally:
         remove_base_dir(base)
 
@@ -293,6 +300,38 @@ def test_seo_url_on_a_miss_then_from_the_cache(live):
         status, headers, again = live.get(path)
         assert (status, again) == (200, body), path
         assert_static(headers)
+
+
+#: huImages' links (tests/app/test_huimages_compat.py has them all) and where they move.
+HUIMAGES_LINKS = [
+    ("/o/{id}", "/o/{id}.jpeg"),
+    ("/240x160/{id}", "/240x160/{id}.jpeg"),
+    ("/240x160/{id}.jpg", "/240x160/{id}.jpeg"),
+    ("/o/{id}.jpe", "/o/{id}.jpeg"),
+    ("/o/{id}/", "/o/{id}.jpeg"),
+    ("/o/{id}/any-name.jpg", "/o/{id}.jpeg"),
+    ("/o/{id}/x.png", "/o/{id}.jpeg"),
+    ("/o/{id}/a/b.jpeg", "/o/{id}.jpeg"),
+    ("/075x075/{id}.jpeg", "/75x75/{id}.jpeg"),
+    ("/o/{png}.jpeg", "/o/{png}.png"),
+]
+
+
+def test_huimages_links_move_through_the_webserver(live, originals):
+    """The webserver finds no such file and passes the link to the app, which answers
+    a 301 to the canonical URL; that one is then served (signed, where this stack
+    requires signatures for misses: huImages' links never had them)."""
+    ids = {"id": live.imageid, "png": originals.png_id}
+    for old, new in HUIMAGES_LINKS:
+        old, new = old.format(**ids), new.format(**ids)
+        status, headers, body = live.get(old)
+        assert status == 301, (old, status, body, live.logs())
+        assert urllib.parse.urlsplit(headers["location"]).path == new, (old, headers)
+        size, imageid = new.split("/")[1], new.split("/")[2].split(".")[0]
+        target = new + (f"?sig={sign(live.secret, size, imageid)}"
+                        if live.secret else "")
+        status, _, body = live.get(target)
+        assert status == 200, (target, status, body)
 
 
 def test_unknown_id_is_404_through_the_webserver(live):

@@ -329,6 +329,24 @@ def test_api_probes(served):
     assert eventually(lambda: run_sh(ready, cwd, shell_env()).stdout.strip() == "200")
 
 
+# -- docs/migrating.md -------------------------------------------------------------------
+
+
+def test_migrating_code_runs_as_huimages_code_did(base: Path):
+    write_photo(base / "bike.jpg")
+    env = shell_env(HUIMAGES_DATA_DIR=str(base / "data"))
+    out = run_python(doc_block("migrating-code"), base, env, epilogue="\n".join((
+        "print(huimages.update_metadata(imageid, None, 'x'))",
+        "print(huimages.scaled_tag(imageid, 'vga', 'border=\"0\"', alt='Red bike'))",
+        "print(huimages.get_next_imageid(imageid))",
+        "print(huimages.get_imagedoc('AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA01'))",
+    )))
+    imageid, tag, following, nothing = out.splitlines()
+    assert re.fullmatch(r"[A-Z2-7]{32}01", imageid) and following == imageid  # the only one
+    assert tag.startswith(f'<img src="https://i.example.com/640x480/{imageid}/red-bike.jpeg"')
+    assert ' border="0" ' in tag and nothing == "{}"
+
+
 # -- docs/operations.md ------------------------------------------------------------------
 
 
