@@ -28,6 +28,10 @@ class InvalidPath(HuImagesError, ValueError):
     status = 404
 
 
+class InvalidTimestamp(HuImagesError, ValueError):
+    status = 400
+
+
 class ImageNotFound(HuImagesError, LookupError):
     status = 404
 

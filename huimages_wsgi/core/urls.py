@@ -18,6 +18,8 @@ from .ids import validate_id
 
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 _SEO_NAME_RE = re.compile(r"[^\x00-\x20\x7f/\\]{1,200}")
+#: A mount a redirect may keep: "" or "/a/b", segments of safe characters, none a dot segment.
+_PLAIN_MOUNT = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*")
 
 
 class ImageRequest:
@@ -90,18 +92,22 @@ def image_path(
     return f"{path}?sig={signature}" if signature else path
 
 
-def mounted_url(environ: dict[str, Any], path: str, target: str) -> str:
-    """``target`` (a path below the image root, like ``path``, the one asked for) as
-    the client addresses it: whatever the root is mounted under (a prefix, a
-    SCRIPT_NAME, a webserver's rewrite) kept, the query string too."""
-    asked = environ.get("REQUEST_URI", "").split("?", 1)[0]
-    if asked:
-        asked = split_request_uri(asked, "")[1]
-    else:
-        asked = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    base = asked[: -len(path)] if path and asked.endswith(path) else ""
-    query = environ.get("QUERY_STRING", "")
+def mounted_url(environ: dict[str, Any], path: str, target: str, prefix: str = "") -> str:
+    """``target`` (a path below the image root, like ``path``, the one asked for) as the
+    client addresses it, for a ``Location``: whatever the root is mounted under kept
+    (what the client's URL has before ``path``, else SCRIPT_NAME and ``prefix``),
+    the query string too. Only a plain path is ever kept as the mount (no ``//``, no
+    dot segments), so the answer never points at another site."""
+    mounts = []
+    uri = environ.get("REQUEST_URI", "").split("?", 1)[0]
+    if uri:
+        asked = split_request_uri(uri, "")[1]
+        if path and asked.endswith(path):
+            mounts.append(asked[: -len(path)])
+    mounts.append(environ.get("SCRIPT_NAME", "").rstrip("/") + prefix)
+    base = next((mount for mount in mounts if _PLAIN_MOUNT.fullmatch(mount)), "")
     location = quote(base + target, safe="/!-._~")
+    query = quote(environ.get("QUERY_STRING", ""), safe="=&;+%,:@/!$'()*~-._")
     return f"{location}?{query}" if query else location
 
 

@@ -24,6 +24,8 @@ from typing import Any
 import pillow_heif
 from PIL import Image
 
+from ..core.errors import InvalidImage
+
 pillow_heif.register_heif_opener()
 
 #: Pillow format name -> content type, for the formats an upload may have.
@@ -55,6 +57,30 @@ PADDING = b"\x00\xff\r\n\t "
 #: The next frame of a Multi-Picture file: its SOI after optional padding (0xFF fill may
 #: run straight into the SOI's own 0xFF).
 _NEXT_FRAME = re.compile(rb"[\x00\r\n\t ]*\xff+\xd8\xff")
+
+
+#: The TIFF compressions scanners, cameras and editors write (none, CCITT fax, LZW,
+#: JPEG, Deflate, PackBits): libtiff's rarer codecs never see an upload.
+TIFF_COMPRESSIONS = frozenset({1, 2, 3, 4, 5, 7, 8, 32773, 32946})
+
+
+def check_tiff(img: Image.Image) -> None:
+    """InvalidImage for a TIFF with a compression outside the list or with more strips
+    or tiles than its pixels can fill (a file made to make the decoder work)."""
+    tags = img.tag_v2  # type: ignore[attr-defined]
+    compression = tags.get(259, 1)
+    if compression not in TIFF_COMPRESSIONS:
+        raise InvalidImage(f"TIFF compression {compression} is not accepted")
+    width, height = img.size
+    planes = int(tags.get(277, 1) or 1) if tags.get(284, 1) == 2 else 1
+    tile_w, tile_h = int(tags.get(322, 0) or 0), int(tags.get(323, 0) or 0)
+    if tile_w and tile_h:
+        most = -(-width // tile_w) * -(-height // tile_h) * planes
+        count = len(tags.get(324) or ())
+    else:
+        most, count = height * planes, len(tags.get(273) or ())
+    if count > most:
+        raise InvalidImage(f"corrupt TIFF: {count} strips or tiles for {width}x{height} pixels")
 
 
 def content_type_of(pillow_format: str | None, data: bytes) -> str | None:

@@ -19,7 +19,12 @@ from ..core.errors import InvalidImage
 from ..core.previews import planned_previews
 from .decode import decoding, is_jpeg, open_image
 from .jpegscan import JpegStructure, jpeg_trailer, scan_jpeg
-from .originals import ACCEPTED_DESCRIPTION, accepted_pillow_formats, content_type_of
+from .originals import (
+    ACCEPTED_DESCRIPTION,
+    accepted_pillow_formats,
+    check_tiff,
+    content_type_of,
+)
 from .pixels import PLAIN_MODES, TRANSPOSE, normalised, opaque, orientation, to_srgb, upright_size
 from .settings import EngineSettings
 
@@ -66,6 +71,8 @@ def inspect(settings: EngineSettings, data: bytes, previews: bool = False) -> Im
         raise InvalidImage(
             f"{img.format} is not accepted: only {ACCEPTED_DESCRIPTION} originals are"
         )
+    if img.format == "TIFF":
+        check_tiff(img)
     if structure is not None and img.size != (structure.width, structure.height):
         raise InvalidImage("corrupt JPEG: frame header and decoder disagree on the size")
     turn = orientation(img)

@@ -34,7 +34,7 @@ from ..storage import (
     open_catalog,
 )
 from ..storage.disk import check_writable
-from .links import Links, seo_name
+from .links import Links, file_name, seo_name
 from .metadata import as_timestamp, merge_metadata
 from .renderer import Renderer
 
@@ -246,7 +246,11 @@ class ImageStore(BaseImageStore):
         def change(doc: Doc) -> None:
             # Was the image live before? (The last call is the one the catalog kept;
             # a new CouchDB document arrives holding its "_id" alone.)
-            seen.append(is_live({k: v for k, v in doc.items() if k not in ("_id", "_rev")}))
+            held = {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
+            seen.append(is_live(held))
+            if held:  # saved before (here or by huImages): its URLs keep their name
+                doc.setdefault("filename", file_name(doc) or filename)
+                doc.setdefault("seo_name", seo_name(doc))
             merge_metadata(doc, when=when, title=title, references=references, typ=typ)
             doc.update(
                 width=info.width,
@@ -320,7 +324,11 @@ class ImageStore(BaseImageStore):
     # -- rendering (renderer.py) -----------------------------------------------
 
     def scaled_imagedata(self, imageid: str, size: str = "150x150", ext: str = "jpeg") -> bytes:
-        return self.variant_path(imageid, self.size_for(size), ext).read_bytes()
+        """The variant's bytes; ``o`` is the original's, whatever its type."""
+        parsed = self.size_for(size)
+        if parsed.is_original and ext == "jpeg":
+            ext = self.original_ext(validate_id(imageid))
+        return self.variant_path(imageid, parsed, ext).read_bytes()
 
     def variant_path(self, imageid: str, size: Size, ext: str = "jpeg") -> Path:
         """The path of one variant's cached file, made once if missing (renderer.py)."""

@@ -72,9 +72,11 @@ def seo_name(doc: Doc | None) -> str:
 
 
 def alt_text(doc: Doc | None, addition: str) -> str:
-    """``alt`` as huImages wrote it: the first title, else the file's name, then
-    ``HUIMAGESALTADDITION`` as it is (it brings its own separator)."""
-    return (first_title(doc) or file_name(doc)) + addition
+    """``alt`` as huImages 2.2 wrote it: the newest title, else the file's name with
+    ``_`` as spaces, each followed by ``HUIMAGESALTADDITION`` as it is (it brings its
+    own separator); for an image it does not know, the addition alone."""
+    text = newest_title(doc) or file_name(doc).replace("_", " ")
+    return text + addition if text else addition.strip()
 
 
 class Links:
@@ -126,6 +128,8 @@ class Links:
         canonical = self.sizes.canonical(size)
         doc = self.read_doc(imageid)
         original = self.original_ext(imageid, doc) if canonical.is_original else None
+        if original is not None and ext == "jpeg":  # o: the file itself, at its own extension
+            ext = original
         check_variant(canonical, ext, original)
         return self.url_for(imageid, canonical, ext, seo_name(doc), base_url)
 

@@ -7,10 +7,15 @@ in huImages, and the times are kept in its text form.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from ..core.errors import InvalidTimestamp
 from ..storage import Doc, timestamp
+
+#: huImages' own form of a time, as its documents hold it.
+TIMESTAMP_RE = re.compile(r"[0-9]{8}T[0-9]{6}(\.[0-9]{1,6})?")
 
 
 def merge_metadata(
@@ -29,9 +34,16 @@ def merge_metadata(
         doc["title"].append(title)
 
 
-def as_timestamp(value: datetime.datetime | str | None) -> str:
+def as_timestamp(value: datetime.date | str | None) -> str:
+    """A ``ctime``/``mtime`` in huImages' form (``20090129T123456.000123``): now for None,
+    a date or datetime formatted, a string only when it has that form."""
     if value is None:
         return timestamp()
     if isinstance(value, datetime.datetime):
         return timestamp(value)
-    return str(value)
+    if isinstance(value, datetime.date):
+        return timestamp(datetime.datetime.combine(value, datetime.time()))
+    if isinstance(value, str) and TIMESTAMP_RE.fullmatch(value):
+        return value
+    raise InvalidTimestamp(
+        f"a timestamp is a datetime or text like 20090129T123456.000123, not {value!r:.40}")

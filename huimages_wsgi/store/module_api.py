@@ -34,7 +34,7 @@ from typing import Any
 
 from ..core.config import Config
 from ..core.errors import HuImagesError, ImageNotFound, InvalidImageId
-from ..core.sizes import CROP, parse_size
+from ..core.sizes import CROP
 from . import open_store
 from .httpstore import HttpImageStore
 from .imagestore import ImageStore
@@ -52,14 +52,16 @@ AWS_SETTINGS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 _default: ImageStore | HttpImageStore | None = None
 _base: Config | None = None  # what configure() was given; else the environment
 _overrides: dict[str, Any] = {}  # Config fields set through the module's attributes
-_lock = threading.Lock()
+_lock = threading.RLock()  # default_store() reads settings() while holding it
 
 
 def settings() -> Config:
     """The default store's configuration: ``configure``'s (else the environment's), with
     what was assigned to the module's settings."""
-    base = _base if _base is not None else Config.from_env()
-    return base.with_changes(**_overrides) if _overrides else base
+    with _lock:
+        base, overrides = _base, dict(_overrides)
+    base = base if base is not None else Config.from_env()
+    return base.with_changes(**overrides) if overrides else base
 
 
 def default_store() -> ImageStore | HttpImageStore:
@@ -72,7 +74,8 @@ def default_store() -> ImageStore | HttpImageStore:
 
 def configure(config: Config | None = None, **fields: Any) -> ImageStore | HttpImageStore:
     """Replace the default store, e.g. ``configure(data_dir="/srv/images")``; settings
-    assigned to the module before are forgotten, those assigned after apply to it."""
+    assigned to the module before are forgotten (the AWS keys stay in the process's
+    environment), those assigned after apply to it."""
     global _default, _base
     with _lock:
         _base = config or Config.from_env(**fields)
@@ -89,7 +92,14 @@ def get_setting(name: str) -> Any:
 
 
 def set_setting(name: str, value: Any) -> None:
-    """``huimages.S3BUCKET = "..."``: the next call uses a store built with it."""
+    """``huimages.S3BUCKET = "..."``: the next call uses a store built with it. The AWS
+    keys go into the process's environment, where huImages (and boto3) read them;
+    with ``HUIMAGES_API_URL`` set the store talks HTTP and the backends' settings
+    have no effect."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"huimages.{name} is text, not {type(value).__name__}")
+    if name == "IMAGESERVERURL" and not value:
+        raise ValueError("huimages.IMAGESERVERURL needs a URL")
     global _default
     with _lock:
         if name in AWS_SETTINGS:  # boto3 reads the keys from the environment
@@ -128,7 +138,9 @@ def update_metadata(
     typ: str = "",
 ) -> str:
     """Add a title, references or a type (``mtime`` becomes ``timestamp`` when given);
-    the ID."""
+    the ID. A true value that is no time (huImages took any) means now."""
+    if timestamp is not None and not isinstance(timestamp, datetime.date | str):
+        timestamp = None
     default_store().update_metadata(
         doc_id, title=title, references=references, typ=typ, timestamp=timestamp
     )
@@ -187,7 +199,7 @@ def scaled_dimensions(imageid: str, size: str = "150x150") -> tuple[int | None, 
     try:
         return default_store().scaled_dimensions(imageid, size)
     except (ImageNotFound, InvalidImageId):
-        box = parse_size(size, settings().presets)
+        box = default_store().sizes.parse(size)  # the server's limits apply
         return (box.width, box.height) if box.kind == CROP else (None, None)
 
 

@@ -92,10 +92,25 @@ class Renderer:
         """``o/<ID>.<ext>`` at another extension than its type's: a 301 there, as huImages
         served ``o/`` at any (it only ever wrote ``.jpeg``); 404 for an unknown image."""
         doc = doc if doc is not None else self.live_doc(imageid)
-        actual = ext_for_type(doc.get("contenttype"))
+        actual = ext_for_type(self.original_type(imageid, doc))
         if ext != actual:
             hint = str(wrong_original_ext(imageid, ext, actual))
             raise Moved(hint, image_path(imageid, "o", actual))
+
+    def original_type(self, imageid: str, doc: Doc) -> str:
+        """The original's content type; for a document huImages wrote (it kept none),
+        read from the bytes once and recorded."""
+        known = doc.get("contenttype")
+        if isinstance(known, str) and known:
+            return known
+        try:
+            with self.blobs.open(imageid) as handle:
+                found = self.engine.check_stored(GuardedReader(handle, imageid).read())
+        except (InvalidImage, ImageTooLarge):
+            return "image/jpeg"  # as huImages served it; rendering it marks it broken
+        self.catalog.update(imageid, lambda stored: stored.setdefault("contenttype", found))
+        doc["contenttype"] = found
+        return found
 
     def live_doc(self, imageid: str) -> Doc:
         """The catalog document of an image that may be rendered; 404 if it is unknown,

@@ -44,6 +44,7 @@ from .uploads import (
     read_form,
     references_field,
     text_field,
+    timestamp_field,
     upload_metadata,
 )
 
@@ -173,7 +174,7 @@ class ApiApp:
             title=text_field(changes, "title"),
             references=references_field(references) if references is not None else None,
             typ=text_field(changes, "type"),
-            timestamp=text_field(changes, "timestamp") or None,
+            timestamp=timestamp_field(text_field(changes, "timestamp") or None),
         )
         return json_response(200, doc)
 

@@ -89,7 +89,7 @@ class ImageMiddleware:
     def error(self, environ: dict[str, Any], path: str, exc: HuImagesError) -> Response:
         """The short answer to a failure; a huImages link's 301 to where its variant is."""
         if isinstance(exc, Moved):
-            return redirect(mounted_url(environ, path, exc.path), str(exc))
+            return redirect(mounted_url(environ, path, exc.path, self.prefix), str(exc))
         return text_error(exc.status, str(exc))
 
     def serve(

@@ -13,7 +13,6 @@ import io
 import json
 import math
 import posixpath
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,12 +20,12 @@ from urllib.parse import parse_qs
 from webob import Request
 
 from ..core.errors import ImageTooLarge, RequestRefused
+from ..store.metadata import TIMESTAMP_RE
 
 MULTIPART_SLACK = 64 << 10  # form fields and part headers around the image
 JSON_LIMIT = 64 << 10  # a PATCH body
 TEXT_LIMIT = 2000  # characters of a title, type, file name or reference value
 REFERENCES_LIMIT = 100  # keys per request
-_TIMESTAMP_RE = re.compile(r"[0-9]{8}T[0-9]{6}(\.[0-9]{1,6})?")  # huImages' own format
 _CHUNK = 1 << 16
 
 
@@ -162,7 +161,7 @@ def timestamp_field(value: str | None) -> str | None:
     """An explicit ctime/mtime for imports, as ``20090129T123456.000123``."""
     if value is None:
         return None
-    if not _TIMESTAMP_RE.fullmatch(value):
+    if not TIMESTAMP_RE.fullmatch(value):
         raise RequestRefused(400, "timestamp must look like 20090129T123456.000123")
     return value
 

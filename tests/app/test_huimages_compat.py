@@ -20,7 +20,8 @@ from PIL import Image
 from webob import Request
 
 import huimages_wsgi as huimages
-from huimages_wsgi import Config, make_app
+from huimages_wsgi import Config, ImageMiddleware, make_app
+from huimages_wsgi.core.errors import InvalidImage, InvalidTimestamp
 from huimages_wsgi.store import module_api
 
 from .. import imagefactory as f
@@ -79,7 +80,7 @@ def test_the_original_signatures_and_answers(old_code):
     assert Image.open(io.BytesIO(data)).size == (150, 100)
     tag = huimages.scaled_tag(imageid)
     assert tag == (f'<img src="{BASE}150x150/{imageid}/red-bike.jpeg" width="150" '
-                   'height="100" alt="Red bike" />')
+                   'height="100" alt="Green bike" />')  # URL: the first title; alt: the newest
     assert huimages.imageurl(imageid) == f"{BASE}o/{imageid}.jpeg"
     assert huimages.imageurl(imageid, "240x160") == f"{BASE}240x160/{imageid}.jpeg"
     assert huimages.scaled_dimensions(imageid, "vga") == (600, 400)  # never upscaled
@@ -192,14 +193,15 @@ def test_adding_a_title_moves_no_url(old_code):
               for i in (titled, untitled)}
     assert before[titled][0] == f"{BASE}240x160/{titled}/red-bike.jpeg"
     assert before[untitled][0] == f"{BASE}240x160/{untitled}/img-0042.jpeg"  # the file's name
-    assert 'alt="IMG_0042.JPG"' in before[untitled][1]
+    assert 'alt="IMG 0042.JPG"' in before[untitled][1]  # 2.2: the file's name, _ as space
     for name, imageid in (("titled", titled), ("untitled", untitled)):
         huimages.set_title(imageid, "A newer title")
         huimages.update_metadata(imageid, None, "And another")
         huimages.save_image(photos[name], title="Saved again")  # merges one more title
         assert len(huimages.get_imagedoc(imageid)["title"]) >= 3
         assert huimages.scaled_imageurl(imageid, "240x160") == before[imageid][0]
-    assert 'alt="Red bike"' in huimages.scaled_tag(titled)  # the first title, as huImages
+    assert 'alt="A newer title"' not in huimages.scaled_tag(titled)  # the newest: saved last
+    assert 'alt="Saved again"' in huimages.scaled_tag(titled)  # alt is the newest title (2.2)
 
 
 @BOTH
@@ -281,3 +283,87 @@ def test_what_stays_refused(old_code):
     assert get(app, f"/09999x09999/{imageid}.jpeg").status_int == 400
     assert get(app, f"/o/{UNKNOWN}").status_int == 404
     assert Request.blank(f"/o/{imageid}", method="POST").get_response(app).status_int == 405
+
+
+# -- what huImages left behind, and what must not follow from a link ---------------------
+
+
+@BOTH
+def test_an_original_huimages_stored_without_a_type_moves_to_its_own(old_code):
+    """huImages wrote no ``contenttype``: the bytes say it once, the document keeps it."""
+    app = make_app(old_code)
+    data = f.palette_png(120, 80)
+    imageid = huimages.save_image(data)
+    app.store.catalog.update(imageid, lambda doc: doc.pop("contenttype"))
+    assert "contenttype" not in app.store.catalog.get(imageid)
+    for old in (f"/o/{imageid}.jpeg", f"/o/{imageid}", f"/o/{imageid}/drawing.jpg"):
+        answer = get(app, old)
+        assert (answer.status_int, answer.location) == (
+            301, f"http://localhost/o/{imageid}.png"), (old, answer.text)
+    assert get(app, f"/o/{imageid}.png").body == data
+    assert app.store.catalog.get(imageid)["contenttype"] == "image/png"
+    assert huimages.imageurl(imageid).endswith(f"/o/{imageid}.png")
+    assert huimages.scaled_imageurl(imageid, "o").endswith(".png")  # as imageurl
+    assert huimages.scaled_imagedata(imageid, "o") == data
+
+
+@BOTH
+def test_saving_a_huimages_document_again_keeps_its_url(old_code):
+    """A document without ``seo_name`` (huImages', or one saved before names were
+    recorded) keeps the name its first title or file gives it, whatever is saved next."""
+    app = make_app(old_code)
+    titled = f.photo_jpeg(300, 200, seed=7)
+    untitled = f.photo_jpeg(300, 200, seed=8)
+    first = huimages.save_image(titled, title="Red bike")
+    second = huimages.save_image(untitled, filename="test.jpeg")
+    for imageid in (first, second):
+        app.store.catalog.update(imageid, lambda doc: doc.pop("seo_name"))
+    before = [huimages.scaled_imageurl(i) for i in (first, second)]
+    assert before == [f"{BASE}150x150/{first}/red-bike.jpeg",
+                      f"{BASE}150x150/{second}/test.jpeg"]
+    huimages.save_image(titled, title="Blue bike", filename="other.jpeg")
+    huimages.save_image(untitled, title="Now titled", filename="other.jpeg")
+    assert [huimages.scaled_imageurl(i) for i in (first, second)] == before
+    assert 'alt="Now titled"' in huimages.scaled_tag(second)  # alt: the newest title
+
+
+@BOTH
+def test_timestamps_are_times(old_code):
+    imageid = huimages.save_image(f.photo_jpeg(120, 80), timestamp=datetime.date(2009, 1, 29))
+    assert huimages.get_imagedoc(imageid)["ctime"] == "20090129T000000.000000"
+    assert huimages.update_metadata(imageid, True) == imageid  # huImages: any true value is now
+    assert huimages.get_imagedoc(imageid)["mtime"] > "2020"
+    with pytest.raises(InvalidTimestamp):
+        huimages.update_metadata(imageid, "yesterday")
+    assert huimages.get_imagedoc(imageid)["ctime"] == "20090129T000000.000000"
+    with pytest.raises(TypeError):
+        huimages.IMAGESERVERURL = 42
+
+
+def test_a_redirect_never_leaves_this_server(tmp_path):
+    """A front that cleans PATH_INFO but passes the raw REQUEST_URI (Apache, uWSGI) must
+    not turn ``//evil.example/../<old link>`` into a Location on another site."""
+    app = make_app(Config(data_dir=tmp_path / "data"))
+    imageid = app.store.save_image(f.photo_jpeg(120, 80))
+    request = Request.blank(f"/240x160/{imageid}")
+    request.environ["REQUEST_URI"] = f"//evil.example/../240x160/{imageid}?a=1%0d%0aX:%20y"
+    request.environ["QUERY_STRING"] = "a=1\r\nX: y"
+    answer = request.get_response(app)
+    assert answer.status_int == 301
+    assert answer.location == f"http://localhost/240x160/{imageid}.jpeg?a=1%0D%0AX:%20y"
+    mounted = Request.blank(f"/img/o/{imageid}", base_url="http://localhost/app")
+    inner = make_app(Config(data_dir=tmp_path / "data"))
+    host = ImageMiddleware(None, prefix="/img", store=inner.store)
+    assert mounted.get_response(host).location == f"http://localhost/app/img/o/{imageid}.jpeg"
+
+
+def test_tiff_with_a_rare_compression_is_refused(tmp_path):
+    store = make_app(Config(data_dir=tmp_path / "data")).store
+    for compression in ("zstd", "lzma"):
+        data = io.BytesIO()
+        f.photo(64, 48).save(data, "TIFF", compression=compression)
+        with pytest.raises(InvalidImage, match="TIFF compression"):
+            store.save_image(data.getvalue())
+    data = io.BytesIO()
+    f.photo(64, 48).save(data, "TIFF", compression="tiff_deflate")
+    assert store.save_image(data.getvalue())  # the common ones are taken

@@ -87,9 +87,9 @@ def test_every_module_level_function_reaches_the_default_store(module_api):
     assert module_api.get_imagedoc(middle)["title"] == ["Red", "Dark red"]
 
     tag = huimages.scaled_tag(middle, "200x200", **{"class": "thumb"})
-    # saved untitled: its URLs keep the file's name for good; alt is the first title
+    # saved untitled: its URLs keep the file's name for good; alt is the newest title
     assert tag == (f'<img src="http://images.example.com/200x200/{middle}/image.jpeg" '
-                   'width="200" height="100" class="thumb" alt="Red" />')
+                   'width="200" height="100" class="thumb" alt="Dark red" />')
 
     webp = huimages.scaled_imagedata(middle, "200x200", ext="webp")
     assert Image.open(io.BytesIO(webp)).format == "WEBP"
@@ -126,20 +126,20 @@ def test_same_bytes_same_id_and_metadata_merges(store):
     assert doc2["contenttype"] == "image/jpeg" and doc2["deleted"] is False
 
 
-def test_scaled_tag_escapes_values_and_keeps_the_first_title(tmp_path):
-    """huImages named the alt text and the URL after the first title, and appended
-    HUIMAGESALTADDITION as it is (it brings its own separator)."""
+def test_scaled_tag_escapes_values_and_keeps_the_first_title_in_its_url(tmp_path):
+    """huImages 2.2 named the URL after the first title and the alt text after the
+    newest, and appended HUIMAGESALTADDITION as it is (it brings its own separator)."""
     store = ImageStore(
         Config(data_dir=tmp_path, server_url="http://i.example.com/", alt_addition=" - Shop")
     )
     imageid = store.save_image(f.solid_jpeg(400, 200), title='A "quoted" <b>title</b>')
     before = store.scaled_tag(imageid, "200x200")
-    store.set_title(imageid, "newer")
+    store.set_title(imageid, 'A "quoted" <b>title</b> again')
     tag = store.scaled_tag(imageid, "200x200", **{"class": "thumb<x>"})
     assert tag.startswith(f'<img src="http://i.example.com/200x200/{imageid}/a-quoted-b-title-b.jpeg"')
     assert before.split()[1] == tag.split()[1]  # the same src: a new title moves no URL
     assert 'width="200" height="100"' in tag
-    assert 'alt="A &quot;quoted&quot; &lt;b&gt;title&lt;/b&gt; - Shop"' in tag
+    assert 'alt="A &quot;quoted&quot; &lt;b&gt;title&lt;/b&gt; again - Shop"' in tag
     assert 'class="thumb&lt;x&gt;"' in tag and "<b>" not in tag and tag.endswith("/>")
 
 
