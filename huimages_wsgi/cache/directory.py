@@ -13,8 +13,6 @@ single generation by an ``flock`` on one of a fixed set of lock stripes.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import os
 import time
@@ -26,6 +24,7 @@ from typing import BinaryIO
 
 from ..core.errors import GenerationBusy, ImageNotFound
 from ..core.files import atomic_file, unlink_quietly
+from ..core.locks import try_lock
 
 LOCK_STRIPES = 4096
 
@@ -93,12 +92,7 @@ class Cache:
         except OSError:  # no lock directory (a cache that cannot exist): making it says so
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            return True
+            return not try_lock(fd)
         finally:
             os.close(fd)
 
@@ -108,13 +102,7 @@ class Cache:
         try:
             deadline = time.monotonic() + self.lock_timeout
             delay = 0.002
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
+            while not try_lock(fd):
                 if time.monotonic() >= deadline:
                     raise GenerationBusy("this image is being generated; try again shortly")
                 time.sleep(delay)

@@ -15,7 +15,6 @@ before ``prepare`` has set it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -25,6 +24,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 from ..core.config import Config
+from ..core.locks import try_lock
 
 VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 #: The files prometheus_client writes (``<type>_<pid>.db``): the only ones removed.
@@ -68,9 +68,7 @@ def prepare(config: Config, environ: MutableMapping[str, str] | None = None) -> 
     directory = Path(environ.get(VARIABLE) or default_directory(config))
     directory.mkdir(parents=True, exist_ok=True)
     lock = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not try_lock(lock):
         os.close(lock)
         log.warning("another server counts in %s: /_metrics shows both together", directory)
     else:

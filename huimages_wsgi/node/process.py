@@ -4,8 +4,6 @@ that process keeps the following itself running in a child of its own."""
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import multiprocessing
 import os
@@ -17,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.config import Config
+from ..core.locks import try_lock
 from .follower import Follower, write_json_atomic
 from .status import follower_dir, read_json
 
@@ -34,12 +33,8 @@ def hold_lock(config: Config, stop: Callable[[], bool]) -> int | None:
     fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     told = False
     while not stop():
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if try_lock(fd):
             return fd
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
         if not told:
             log.info("another follower runs for %s; waiting for it to stop", config.cache_root)
             told = True
