@@ -369,7 +369,7 @@ def three_workers(tmp_path) -> Iterator[LiveServer]:
     server.stop()
 
 
-def test_metrics_are_node_totals_across_gunicorn_workers(three_workers):
+def test_metrics_are_node_totals_across_the_workers_of_huimages_serve(three_workers):
     server = three_workers
     photo = server.data_dir.parent / "p.jpg"
     photo.write_bytes(f.photo_jpeg(400, 300, seed=21))
