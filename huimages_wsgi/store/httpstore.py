@@ -247,8 +247,7 @@ class HttpImageStore(BaseImageStore):
     def scaled_imagedata(self, imageid: str, size: str = "150x150", ext: str = "jpeg") -> bytes:
         """The variant as the server renders it (its cache, its engine)."""
         parsed = self.size_for(size)
-        if parsed.is_original and ext == "jpeg":  # o: the original's own extension
-            ext = self.original_ext(validate_id(imageid))
+        ext = self.links.served_ext(validate_id(imageid), parsed, ext)
         secret = self.config.secret
         signature = sign(secret, parsed.name, validate_id(imageid)) if secret else ""
         path = image_path(imageid, parsed.name, ext, "", signature)

@@ -32,6 +32,7 @@ from ..storage import (
     is_live,
     open_blob_store,
     open_catalog,
+    timestamp,
 )
 from ..storage.disk import check_writable
 from .links import Links, file_name, seo_name
@@ -248,8 +249,8 @@ class ImageStore(BaseImageStore):
             # a new CouchDB document arrives holding its "_id" alone.)
             held = {k: v for k, v in doc.items() if k not in ("_id", "_rev")}
             seen.append(is_live(held))
+            doc.setdefault("filename", file_name(doc) or filename)
             if held:  # saved before (here or by huImages): its URLs keep their name
-                doc.setdefault("filename", file_name(doc) or filename)
                 doc.setdefault("seo_name", seo_name(doc))
             merge_metadata(doc, when=when, title=title, references=references, typ=typ)
             doc.update(
@@ -259,7 +260,6 @@ class ImageStore(BaseImageStore):
                 contenttype=info.content_type,
                 deleted=False,
             )
-            doc.setdefault("filename", filename)
             doc.setdefault("seo_name", seo_name(doc))  # its URLs' name, for good (links.py)
             doc.pop("broken", None)
             if info.trailer:  # what follows a JPEG's image: kept, and said here
@@ -318,7 +318,7 @@ class ImageStore(BaseImageStore):
                 self.purge(imageid)
             raise ImageNotFound(f"no image {imageid}")
         self.blobs.delete(imageid)
-        self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=as_timestamp(None)))
+        self.catalog.update(imageid, lambda doc: doc.update(deleted=True, mtime=timestamp()))
         return self.purge(imageid)
 
     # -- rendering (renderer.py) -----------------------------------------------
@@ -326,8 +326,7 @@ class ImageStore(BaseImageStore):
     def scaled_imagedata(self, imageid: str, size: str = "150x150", ext: str = "jpeg") -> bytes:
         """The variant's bytes; ``o`` is the original's, whatever its type."""
         parsed = self.size_for(size)
-        if parsed.is_original and ext == "jpeg":
-            ext = self.original_ext(validate_id(imageid))
+        ext = self.links.served_ext(validate_id(imageid), parsed, ext)
         return self.variant_path(imageid, parsed, ext).read_bytes()
 
     def variant_path(self, imageid: str, size: Size, ext: str = "jpeg") -> Path:

@@ -121,6 +121,11 @@ class Links:
             doc = self.read_doc(validate_id(imageid))
         return ext_for_type((doc or {}).get("contenttype"))
 
+    def served_ext(self, imageid: str, size: Size, ext: str, doc: Doc | None = None) -> str:
+        """The extension a variant is asked for at: ``o`` with the default ``jpeg`` is the
+        original itself, at its own extension (huImages' ``o`` was any type)."""
+        return self.original_ext(imageid, doc) if size.is_original and ext == "jpeg" else ext
+
     def scaled_imageurl(
         self, imageid: str, size: str = "150x150", ext: str = "jpeg", *, base_url: str | None = None
     ) -> str:
@@ -128,8 +133,7 @@ class Links:
         canonical = self.sizes.canonical(size)
         doc = self.read_doc(imageid)
         original = self.original_ext(imageid, doc) if canonical.is_original else None
-        if original is not None and ext == "jpeg":  # o: the file itself, at its own extension
-            ext = original
+        ext = self.served_ext(imageid, canonical, ext, doc)
         check_variant(canonical, ext, original)
         return self.url_for(imageid, canonical, ext, seo_name(doc), base_url)
 

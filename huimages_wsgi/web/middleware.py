@@ -140,7 +140,8 @@ class ImageMiddleware:
         self.sizes.parse(old.size_text)  # refused sizes stay refused (400, 403)
         ext = old.ext
         if ext is None:  # o/<ID>: at the original's own extension; 404 if there is none
-            ext = ext_for_type(self.store.renderer.live_doc(old.imageid).get("contenttype"))
+            renderer = self.store.renderer
+            ext = ext_for_type(renderer.original_type(old.imageid, renderer.live_doc(old.imageid)))
         return image_path(old.imageid, old.size_text, ext)
 
     def make(self, environ: dict[str, Any], wanted: ImageRequest, size: Size) -> CachedFile:
