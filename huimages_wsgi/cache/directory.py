@@ -36,10 +36,13 @@ class CachedFile:
     (what X-Accel-Redirect names); ``path`` the absolute file name.
     """
 
-    __slots__ = ("path", "relative", "ext", "stat")
+    __slots__ = ("path", "relative", "imageid", "ext", "stat")
 
-    def __init__(self, path: str, relative: str, ext: str, stat: os.stat_result) -> None:
-        self.path, self.relative, self.ext, self.stat = path, relative, ext, stat
+    def __init__(
+        self, path: str, relative: str, imageid: str, ext: str, stat: os.stat_result
+    ) -> None:
+        self.path, self.relative, self.imageid = path, relative, imageid
+        self.ext, self.stat = ext, stat
 
 
 class Cache:
@@ -74,7 +77,7 @@ class Cache:
             return None
         if not S_ISREG(stat.st_mode):
             raise ImageNotFound("not a cached image")
-        return CachedFile(path, relative, ext, stat)
+        return CachedFile(path, relative, imageid, ext, stat)
 
     def _open_stripe(self, path: Path) -> int:
         """A descriptor of the lock file of ``path``'s stripe (one of ``LOCK_STRIPES``)."""
@@ -114,12 +117,15 @@ class Cache:
     def produce(
         self, size_name: str, imageid: str, ext: str, write: Callable[[BinaryIO], object],
         admitted: Callable[[], AbstractContextManager[object]] = nullcontext,
+        mtime: float | None = None,
     ) -> CachedFile:
         """The variant, written once by ``write`` (single-flight across the node's
         processes): the caller has looked it up and missed; it is looked up once more
         in the lock (another request may have made it meanwhile), and only then is
         the render admitted (``admitted()`` is held while writing). So a request that
-        waits for another to make the same variant holds no render slot."""
+        waits for another to make the same variant holds no render slot. ``mtime``:
+        the file's modification time, its Last-Modified (the renderer's, from the
+        catalog, so every node gives a variant the same)."""
         path = self.path(size_name, imageid, ext)
         with self._stripe_lock(path):
             cached = self.lookup(size_name, imageid, ext)  # made by another request meanwhile
@@ -128,7 +134,7 @@ class Cache:
             with admitted():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 require_plain_dir(path.parent)  # a link may have appeared meanwhile
-                with atomic_file(path) as handle:
+                with atomic_file(path, mtime=mtime) as handle:
                     write(handle)
         cached = self.lookup(size_name, imageid, ext)
         if cached is None:  # pruned or purged in the microseconds since the rename

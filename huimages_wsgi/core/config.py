@@ -9,6 +9,7 @@ can live in one process.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -73,11 +74,23 @@ def _as_text(value: Any) -> str:
         return ",".join(sorted(value))
     if isinstance(value, Mapping):
         return ",".join(f"{name}={box}" for name, box in value.items())
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
     return str(value)
 
 
 def _parse_names(text: str) -> frozenset[str]:
     return frozenset(s.strip() for s in text.split(",") if s.strip())
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    """``"a, b c"`` -> ``("a", "b", "c")``; ``none`` -> ``()``."""
+    items = tuple(item for item in text.replace(",", " ").split() if item)
+    return () if items == ("none",) else items
+
+
+_PURGE_TARGET = re.compile(r"(?:(?:xkey|ban)\+http|https?)://[^\s/?#]+(?:[/?#]\S*)?")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 #: Config field -> (environment variables, first set one wins; converter from text).
@@ -115,6 +128,9 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "background": (("HUIMAGES_BACKGROUND",), str.strip),
     "follow": (("HUIMAGES_FOLLOW",), _parse_bool),
     "follow_heartbeat": (("HUIMAGES_FOLLOW_HEARTBEAT",), float),
+    "surrogate_headers": (("HUIMAGES_SURROGATE_HEADERS",), _parse_list),
+    "purge": (("HUIMAGES_PURGE",), _parse_list),
+    "purge_token": (("HUIMAGES_PURGE_TOKEN",), str),
 }
 
 
@@ -174,6 +190,12 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
                          " them: `/_health` says stuck"),
     "background": ("`#ffffff`", "what transparent pixels become in `.jpeg` variants (any CSS"
                    " colour Pillow reads); other formats keep alpha"),
+    "surrogate_headers": ("`Surrogate-Key`", "the headers that name an image answer's image"
+                          " ID for a shared cache to purge by (`xkey`, `Cache-Tag`; `none`)"),
+    "purge": ("unset", "shared caches to purge an image from when it is deleted:"
+              " `xkey+http://varnish:6081`, `ban+http://...`, or a webhook URL"
+              " (docs/caching.md)"),
+    "purge_token": ("unset", "sent as `Authorization: Bearer` to webhook purge targets"),
 }
 
 
@@ -241,6 +263,12 @@ class Config:
     # neither starts nor shows one. False: none (run `huimages follow` beside, or not at all).
     follow: bool | None = None
     follow_heartbeat: float = 5.0  # seconds; silent for 3 of them: /_health says stuck
+    # Shared caches in front (docs/caching.md): the headers naming an answer's image ID,
+    # the caches the follower purges a deleted image from (purges.py), and the token
+    # webhook targets get.
+    surrogate_headers: tuple[str, ...] = ("Surrogate-Key",)
+    purge: tuple[str, ...] = ()
+    purge_token: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).absolute())
@@ -274,6 +302,15 @@ class Config:
             raise ValueError("render_queue must be 0 or more")
         if not 0 <= self.render_wait <= 600:
             raise ValueError("render_wait must be between 0 and 600 seconds")
+        object.__setattr__(self, "surrogate_headers", tuple(self.surrogate_headers))
+        for name in self.surrogate_headers:
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"surrogate_headers: {name!r} is not a header name")
+        object.__setattr__(self, "purge", tuple(self.purge))
+        for target in self.purge:
+            if not _PURGE_TARGET.fullmatch(target):
+                raise ValueError(f"purge: {target!r} is none of xkey+http://HOST:PORT,"
+                                 " ban+http://HOST:PORT, http(s)://webhook")
 
     @property
     def cache_root(self) -> Path:

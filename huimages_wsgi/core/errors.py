@@ -15,6 +15,11 @@ class HuImagesError(Exception):
     #: Whether a 5xx of this kind is logged per request (False: counted elsewhere).
     logged = True
 
+    def client_message(self) -> str:
+        """What a client is told: the message itself, unless it names the server's
+        internals (a backend's address, a path), which only the log and /_health show."""
+        return str(self)
+
 
 class InvalidImageId(HuImagesError, ValueError):
     status = 400
@@ -96,9 +101,15 @@ class SizeNotAllowed(HuImagesError):
 
 
 class BackendUnavailable(HuImagesError, RuntimeError):
-    """A storage backend is down or too slow; the request may succeed later."""
+    """A storage backend is down or too slow; the request may succeed later.
+
+    The message names the backend and its error for the log; a client is told
+    only that the storage is unavailable."""
 
     status = 503
+
+    def client_message(self) -> str:
+        return "the image storage is unavailable just now; retry shortly"
 
 
 class WriteFailed(BackendUnavailable):
@@ -107,6 +118,9 @@ class WriteFailed(BackendUnavailable):
     Never a reason to think less of the image, which is why it is not an
     InvalidImage (that marks the original broken); a 503 like any outage.
     """
+
+    def client_message(self) -> str:
+        return "the server cannot write the image just now; retry shortly"
 
 
 class GenerationBusy(HuImagesError, RuntimeError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,8 +38,12 @@ def unlink_quietly(path: str | Path) -> bool:
 
 
 @contextmanager
-def atomic_file(path: Path, durable: bool = False) -> Iterator[BinaryIO]:
+def atomic_file(
+    path: Path, durable: bool = False, mtime: float | None = None
+) -> Iterator[BinaryIO]:
     """A handle to write ``path``'s new content to; in place (mode 0644) when the block ends.
+
+    ``mtime``: the file's modification time once in place (its access time is now).
 
     ``durable``: the file is fsynced before the rename and its directory
     after it (and the directory above, when this created the directory), in
@@ -56,6 +61,8 @@ def atomic_file(path: Path, durable: bool = False) -> Iterator[BinaryIO]:
                 handle.flush()
                 os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
+        if mtime is not None:
+            os.utime(tmp, (time.time(), mtime))
         os.replace(tmp, path)
     except BaseException:
         unlink_quietly(tmp)

@@ -47,3 +47,17 @@ def as_timestamp(value: datetime.date | str | None) -> str:
         return value
     raise InvalidTimestamp(
         f"a timestamp is a datetime or text like 20090129T123456.000123, not {value!r:.40}")
+
+
+def written_at(value: object) -> float | None:
+    """A document's time (``20090129T123456.000123``) as POSIX seconds, whole; None for
+    anything else. huImages and this store write it in the server's local time
+    (``storage.timestamp``), so it is read back the same way: the nodes of a cluster,
+    which share a catalog, share a timezone too."""
+    if not isinstance(value, str) or not TIMESTAMP_RE.fullmatch(value):
+        return None
+    try:
+        return float(int(datetime.datetime.strptime(value[:15], "%Y%m%dT%H%M%S").timestamp()))
+    except (ValueError, OverflowError, OSError):
+        return None
+

@@ -44,6 +44,7 @@ from ..core.urls import image_path
 from ..imaging.engine import ImageEngine
 from ..storage import BlobNotFound, BlobStore, Catalog, Doc, is_live, timestamp
 from ..storage.base import GuardedReader, broken_mark, source_dimensions
+from .metadata import written_at
 
 log = logging.getLogger("huimages_wsgi")
 
@@ -84,9 +85,18 @@ class Renderer:
         try:
             return self.cache.produce(
                 size.name, imageid, ext,
-                lambda out: self.write(imageid, size, ext, out, preview), admitted)
+                lambda out: self.write(imageid, size, ext, out, preview), admitted,
+                mtime=self.last_modified(doc))
         except OSError as exc:  # a full or failing cache disk: the image is fine
             raise WriteFailed(f"cannot write {size.name}/{imageid}.{ext}: {exc}") from exc
+
+    @staticmethod
+    def last_modified(doc: Doc) -> float | None:
+        """A variant's mtime, and so its Last-Modified: the image's upload time from the
+        catalog (never later than now), the same on every node that renders it; None
+        (the time of writing) for a document without one."""
+        made = written_at(doc.get("ctime"))
+        return None if made is None else min(made, float(int(time.time())))
 
     def check_original_ext(self, imageid: str, ext: str, doc: Doc | None = None) -> None:
         """``o/<ID>.<ext>`` at another extension than its type's: a 301 there, as huImages

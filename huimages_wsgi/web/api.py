@@ -57,7 +57,7 @@ WALK = ("next", "previous")
 
 def error_response(exc: HuImagesError) -> Response:
     headers = dict(getattr(exc, "headers", {}))
-    return json_response(exc.status, {"error": str(exc), "status": exc.status}, headers)
+    return json_response(exc.status, {"error": exc.client_message(), "status": exc.status}, headers)
 
 
 class ApiApp:
@@ -119,7 +119,7 @@ class ApiApp:
         """405 for a wrong method, then 401/403 unless the right bearer token came along."""
         if request.method not in methods:
             raise RequestRefused(
-                405, f"method {request.method} not allowed here: use {', '.join(methods)}",
+                405, f"this method is not allowed here: use {', '.join(methods)}",
                 {"Allow": ", ".join(methods)},
             )
         presented = bearer_token(request.environ)

@@ -90,23 +90,34 @@ class ImageMiddleware:
         """The short answer to a failure; a huImages link's 301 to where its variant is."""
         if isinstance(exc, Moved):
             return redirect(mounted_url(environ, path, exc.path, self.prefix), str(exc))
-        return text_error(exc.status, str(exc))
+        return text_error(exc.status, exc.client_message())
 
     def serve(
         self, environ: dict[str, Any], start_response: Callable, path: str
     ) -> Iterable[bytes]:
         """parse → lookup → (miss: make) → respond; failures raise HuImagesError."""
         wanted, size = self.parse(environ, path)
+        canonical = self.canonical_url(environ, path, wanted)
         cached = self.store.cache.lookup(size.name, wanted.imageid, wanted.ext)
         if cached is not None:
-            answer = self.responder.respond(environ, start_response, cached)
+            answer = self.responder.respond(environ, start_response, cached, canonical)
             if answer is not None:
                 return answer  # else pruned since the lookup: make it again
         made = self.make(environ, wanted, size)
-        answer = self.responder.respond(environ, start_response, made)
+        answer = self.responder.respond(environ, start_response, made, canonical)
         if answer is None:  # pruned or purged between making and opening: rare
             raise GenerationBusy("the variant was removed while being served; retry")
         return answer
+
+    def canonical_url(
+        self, environ: dict[str, Any], path: str, wanted: ImageRequest
+    ) -> str | None:
+        """For an SEO URL (``/<size>/<ID>/<name>.<ext>``), the canonical one under the
+        client's mount, without a query; None for a canonical URL."""
+        if path.count("/") != 3:
+            return None
+        target = image_path(wanted.imageid, wanted.size_text, wanted.ext)
+        return mounted_url({**environ, "QUERY_STRING": ""}, path, target, self.prefix)
 
     def image_path(self, environ: dict[str, Any]) -> str | None:
         """The path below the prefix, or None when the request is not ours."""

@@ -1,12 +1,22 @@
-"""Every HTTP answer for a cached file: headers, validators, 304, Range, HEAD, X-Sendfile.
+"""Every HTTP answer for a cached file: headers, validators, 304, 412, Range, HEAD, X-Sendfile.
 
 ``FileResponder.respond`` is the only way a variant is answered, whether it
 was a cache hit or made a moment ago (whitenoise's ``StaticFile.get_response``
 is the model). A plain GET or HEAD, by far the most common request, is
 answered straight through ``start_response`` with the headers built once per
-extension: no WebOb objects, no pathlib, one ``open``. A Range request goes
-through WebOb's ``conditional_response``, which owns 206, 416 and If-Range;
-both answers carry the same headers, built by ``FileResponder.headers``.
+extension: no WebOb objects, no pathlib, one ``open``. A request with
+conditional headers or a Range is decided by ``conditional.evaluate``
+(RFC 9110: 304, 412, 206 with one part or ``multipart/byteranges``, 416);
+every answer about the file carries the same headers, built by
+``FileResponder.headers``.
+
+The validator is ``Last-Modified`` alone: the file's mtime, which the
+renderer sets from the catalog, so it is the same on every node and from
+every webserver in front (conditional.py says why there is no ETag). Each
+answer names its image in the surrogate-key headers (``Surrogate-Key``, or
+what HUIMAGES_SURROGATE_HEADERS says: ``xkey``, ``Cache-Tag``), by which a
+shared cache purges every size of an image at once; an SEO URL names its
+canonical URL in ``Link: <...>; rel="canonical"``.
 
 Usage::
 
@@ -18,19 +28,17 @@ Usage::
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Iterable, Iterator
-from datetime import timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
 from wsgiref.handlers import format_date_time
-
-from webob import Response
-from webob.etag import ETagMatcher
 
 from ..cache.directory import CachedFile
 from ..core.config import DEFAULT_XACCEL_PREFIX, XSENDFILE_HEADERS, Config
 from ..core.formats import SERVED_TYPES
+from .conditional import FULL, Outcome, evaluate
 from .environ_keys import SENDFILE_BYTES_KEY
+from .responses import text_error
 
 #: Variants never change under their URL: a new image is a new ID.
 CACHE_CONTROL = "public, max-age=31536000, immutable"
@@ -41,49 +49,11 @@ INERT_HEADERS = (
     ("Content-Security-Policy", "sandbox; default-src 'none'"),
 )
 CHUNK = 1 << 16
-
-
-def http_date(value: str) -> int | None:
-    """An HTTP date as a POSIX timestamp; None for anything unparsable (RFC 9110: ignore it)."""
-    try:
-        when = parsedate_to_datetime(value)
-        return int((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def not_modified(environ: dict[str, Any], etag: str, mtime: int) -> bool:
-    """RFC 9110 section 13.2.2: If-None-Match (weak comparison) wins over If-Modified-Since."""
-    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
-    if if_none_match:
-        return if_none_match.strip() == "*" or etag in ETagMatcher.parse(if_none_match, False)
-    if_modified_since = environ.get("HTTP_IF_MODIFIED_SINCE")
-    if if_modified_since:
-        since = http_date(if_modified_since)
-        return since is not None and mtime <= since
-    return False
-
-
-def drop_unusable_validators(environ: dict[str, Any]) -> None:
-    """Remove the date validators RFC 9110 says to ignore when invalid (WebOb raises on some).
-
-    An If-Modified-Since that is no date is ignored. WebOb reads an
-    If-Range ending in " GMT" as a date (anything else as entity tags); one
-    that is no date then can never be true, so its Range is ignored with it:
-    the client gets the whole representation.
-    """
-    since = environ.get("HTTP_IF_MODIFIED_SINCE")
-    if since is not None and http_date(since) is None:
-        del environ["HTTP_IF_MODIFIED_SINCE"]
-    if_range = environ.get("HTTP_IF_RANGE")
-    if if_range is not None and if_range.endswith(" GMT") and http_date(if_range) is None:
-        del environ["HTTP_IF_RANGE"]
-        environ.pop("HTTP_RANGE", None)
-
-
-def etag_of(cached: CachedFile) -> str:
-    """Size and nanosecond mtime: changes whenever the file is made again."""
-    return f"{cached.stat.st_size:x}-{cached.stat.st_mtime_ns:x}"
+#: The request headers that make an answer anything but a plain 200.
+CONDITIONAL_KEYS = (
+    "HTTP_RANGE", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_UNMODIFIED_SINCE",
+)
 
 
 class FileResponder:
@@ -92,22 +62,26 @@ class FileResponder:
     def __init__(
         self, cache_root: str | os.PathLike[str], sendfile: str | None = None,
         xaccel_prefix: str = DEFAULT_XACCEL_PREFIX,
+        surrogate_headers: tuple[str, ...] = ("Surrogate-Key",),
     ) -> None:
         self.cache_root = str(cache_root)
         #: "X-Sendfile" or "X-Accel-Redirect": the webserver sends the file itself.
         self.sendfile_header = XSENDFILE_HEADERS.get(sendfile or "")
         self.xaccel_prefix = xaccel_prefix.rstrip("/")
+        self.surrogate_headers = surrogate_headers
         self._dates: dict[int, str] = {}  # Last-Modified by mtime: most hits share a few
         self._fixed = {
-            ext: (("Content-Type", content_type), *INERT_HEADERS, ("Cache-Control", CACHE_CONTROL))
+            ext: (("Content-Type", content_type), *INERT_HEADERS,
+                  ("Cache-Control", CACHE_CONTROL), ("Accept-Ranges", "bytes"))
             for ext, content_type in SERVED_TYPES.items()
         }
 
     @classmethod
     def from_config(cls, config: Config) -> FileResponder:
-        return cls(config.cache_root, config.xsendfile, config.xaccel_prefix)
+        return cls(config.cache_root, config.xsendfile, config.xaccel_prefix,
+                   config.surrogate_headers)
 
-    def headers(self, cached: CachedFile, etag: str) -> list[tuple[str, str]]:
+    def headers(self, cached: CachedFile, canonical: str | None = None) -> list[tuple[str, str]]:
         """What every answer about ``cached`` says (200, 206 and, less Content-Type, 304)."""
         mtime = int(cached.stat.st_mtime)
         date = self._dates.get(mtime)
@@ -115,11 +89,10 @@ class FileResponder:
             if len(self._dates) >= 4096:
                 self._dates.clear()
             date = self._dates[mtime] = format_date_time(mtime)
-        headers = [
-            *self._fixed[cached.ext],
-            ("Last-Modified", date),
-            ("ETag", f'"{etag}"'),
-        ]
+        headers = [*self._fixed[cached.ext], ("Last-Modified", date)]
+        headers.extend((name, cached.imageid) for name in self.surrogate_headers)
+        if canonical is not None:
+            headers.append(("Link", f'<{canonical}>; rel="canonical"'))
         if self.sendfile_header:
             headers.append((self.sendfile_header, self.sendfile_target(cached)))
         return headers
@@ -131,22 +104,28 @@ class FileResponder:
         return f"{self.xaccel_prefix}/{cached.relative}"
 
     def respond(
-        self, environ: dict[str, Any], start_response: Callable, cached: CachedFile
+        self, environ: dict[str, Any], start_response: Callable, cached: CachedFile,
+        canonical: str | None = None,
     ) -> Iterable[bytes] | None:
         """The answer to a GET or HEAD for ``cached``; None, before anything was sent,
-        when the file was pruned or replaced since it was looked up."""
-        if "HTTP_RANGE" in environ:
-            return self._ranged(environ, start_response, cached)
+        when the file was pruned or replaced since it was looked up. ``canonical``: the
+        canonical URL of the variant, for an SEO URL's Link header."""
         stat = cached.stat
-        etag = etag_of(cached)
-        headers = self.headers(cached, etag)
-        if not_modified(environ, etag, int(stat.st_mtime)):
+        outcome = FULL
+        if any(key in environ for key in CONDITIONAL_KEYS):
+            outcome = evaluate(environ, int(stat.st_mtime), stat.st_size)
+        if outcome.status in (412, 416):
+            return self.refuse(outcome, stat.st_size)(environ, start_response)
+        headers = self.headers(cached, canonical)
+        if outcome.status == 304:
             start_response("304 Not Modified", headers[1:])  # no Content-Type, no body
             return []
-        if self.sendfile_header:
+        if self.sendfile_header:  # the webserver sends the file, its length and any Range
             environ[SENDFILE_BYTES_KEY] = stat.st_size
-            start_response("200 OK", headers)  # the webserver sends the file and its length
+            start_response("200 OK", headers)
             return []
+        if outcome.status == 206:
+            return self.partial(environ, start_response, cached, headers, outcome.ranges)
         headers.append(("Content-Length", str(stat.st_size)))
         if environ["REQUEST_METHOD"] == "HEAD":
             start_response("200 OK", headers)
@@ -157,23 +136,45 @@ class FileResponder:
         start_response("200 OK", headers)
         return self._body(environ, handle)
 
-    def _ranged(
-        self, environ: dict[str, Any], start_response: Callable, cached: CachedFile
+    @staticmethod
+    def refuse(outcome: Outcome, size: int) -> Any:
+        """412 (a precondition failed) or 416 (no range of the file was asked for)."""
+        if outcome.status == 412:
+            return text_error(412, "precondition failed: this image was not modified so")
+        response = text_error(416, f"range not satisfiable: the file has {size} bytes")
+        response.headers["Content-Range"] = f"bytes */{size}"
+        return response
+
+    def partial(
+        self, environ: dict[str, Any], start_response: Callable, cached: CachedFile,
+        headers: list[tuple[str, str]], ranges: tuple[tuple[int, int], ...],
     ) -> Iterable[bytes] | None:
-        """Range and If-Range through WebOb's conditional response (206, 416, or the whole)."""
-        drop_unusable_validators(environ)
-        response = Response(conditional_response=True)
-        response.headerlist = self.headers(cached, etag_of(cached))
-        if self.sendfile_header:
-            environ[SENDFILE_BYTES_KEY] = cached.stat.st_size
-            response.app_iter = []  # the webserver sends the file (and its length)
-        else:
-            handle = self._open(cached)
-            if handle is None:
-                return None
-            response.app_iter = self._body(environ, handle)
-            response.content_length = cached.stat.st_size
-        return response(environ, start_response)
+        """206: one range as itself, several as ``multipart/byteranges`` (RFC 9110 14.6)."""
+        size = cached.stat.st_size
+        handle = self._open(cached)
+        if handle is None:
+            return None
+        if len(ranges) == 1:
+            first, last = ranges[0]
+            headers.extend((("Content-Range", f"bytes {first}-{last}/{size}"),
+                            ("Content-Length", str(last - first + 1))))
+            start_response("206 Partial Content", headers)
+            return RangeIter(handle, [(b"", first, last)], b"")
+        content_type = headers[0][1]
+        boundary = secrets.token_hex(12)
+        parts = [
+            (f"--{boundary}\r\nContent-Type: {content_type}\r\n"
+             f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n".encode(), first, last)
+            for first, last in ranges
+        ]
+        parts = [(b"\r\n" + head if index else head, first, last)
+                 for index, (head, first, last) in enumerate(parts)]
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        length = sum(len(head) + last - first + 1 for head, first, last in parts) + len(tail)
+        headers[0] = ("Content-Type", f"multipart/byteranges; boundary={boundary}")
+        headers.append(("Content-Length", str(length)))
+        start_response("206 Partial Content", headers)
+        return RangeIter(handle, parts, tail)
 
     @staticmethod
     def _open(cached: CachedFile) -> BinaryIO | None:
@@ -187,6 +188,31 @@ class FileResponder:
     def _body(environ: dict[str, Any], handle: BinaryIO) -> Iterable[bytes]:
         wrapper = environ.get("wsgi.file_wrapper")
         return wrapper(handle, CHUNK) if wrapper else FileIter(handle)
+
+
+class RangeIter:
+    """The bytes of a 206: each part's head, then its slice of the file; then the tail."""
+
+    def __init__(self, handle: BinaryIO, parts: list[tuple[bytes, int, int]], tail: bytes) -> None:
+        self.handle, self.parts, self.tail = handle, parts, tail
+
+    def __iter__(self) -> Iterator[bytes]:
+        for head, first, last in self.parts:
+            if head:
+                yield head
+            self.handle.seek(first)
+            left = last - first + 1
+            while left > 0:
+                chunk = self.handle.read(min(CHUNK, left))
+                if not chunk:  # the file shrank under us: end the answer short
+                    return
+                left -= len(chunk)
+                yield chunk
+        if self.tail:
+            yield self.tail
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 class FileIter:

@@ -36,6 +36,7 @@ def text_error(status: int, message: str, allow: Iterable[str] = READ_METHODS) -
     if status == 405:
         response.allow = tuple(allow)
     response.cache_control = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"  # an echoed input stays text
     return response
 
 
@@ -54,6 +55,7 @@ def json_response(
     body = json.dumps(payload, default=str, sort_keys=True, indent=indent)
     response.body = body.encode() + b"\n"
     response.cache_control = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
     if status == 503:
         response.headers["Retry-After"] = RETRY_AFTER
     response.headers.update(headers or {})

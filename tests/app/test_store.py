@@ -243,7 +243,7 @@ class FullDiskCache(Cache):
 
     def produce(
         self, size_name: str, imageid: str, ext: str, write: Callable[[BinaryIO], object],
-        admitted: Callable[[], Any] = nullcontext,
+        admitted: Callable[[], Any] = nullcontext, mtime: float | None = None,
     ) -> NoReturn:
         with admitted(), io.BufferedWriter(f.FullDisk()) as handle:
             write(handle)

@@ -57,8 +57,8 @@ def test_every_size_kind(app, imageid, size, expected):
     assert int(response.headers["Content-Length"]) == len(response.body)
     assert Image.open(io.BytesIO(response.body)).size == expected
     assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
-    assert response.etag and not response.headers["ETag"].startswith("W/")
-    assert response.last_modified is not None
+    assert "ETag" not in response.headers  # Last-Modified is the one validator
+    assert response.last_modified is not None and response.headers["Accept-Ranges"] == "bytes"
 
 
 def test_original_bytes_are_untouched(app, store, imageid):
@@ -68,7 +68,8 @@ def test_original_bytes_are_untouched(app, store, imageid):
 def test_seo_url_serves_the_same_file(app, imageid):
     plain = get(app, f"/240x160/{imageid}.jpeg")
     seo = get(app, f"/240x160/{imageid}/red-bike.jpeg")
-    assert seo.status_int == 200 and seo.body == plain.body and seo.etag == plain.etag
+    assert seo.status_int == 200 and seo.body == plain.body
+    assert seo.last_modified == plain.last_modified
 
 
 def test_cache_file_is_written_where_a_webserver_finds_it(app, config, imageid):
@@ -87,16 +88,13 @@ def test_hit_is_served_from_the_cache_without_the_catalog(app, store, imageid):
 
 def test_conditional_requests(app, imageid):
     first = get(app, f"/240x160/{imageid}.jpeg")
-    etag = first.headers["ETag"]
-    not_modified = get(app, f"/240x160/{imageid}.jpeg", headers={"If-None-Match": etag})
-    assert not_modified.status_int == 304 and not_modified.body == b""
-    assert not_modified.headers["ETag"] == etag
     since = get(
         app,
         f"/240x160/{imageid}.jpeg",
         headers={"If-Modified-Since": first.headers["Last-Modified"]},
     )
-    assert since.status_int == 304
+    assert since.status_int == 304 and since.body == b""
+    assert since.headers["Last-Modified"] == first.headers["Last-Modified"]
     other = get(app, f"/240x160/{imageid}.jpeg", headers={"If-None-Match": '"nope"'})
     assert other.status_int == 200 and other.body == first.body
 
@@ -105,7 +103,8 @@ def test_head_has_headers_and_no_body(app, imageid):
     full = get(app, f"/240x160/{imageid}.jpeg")
     head = get(app, f"/240x160/{imageid}.jpeg", method="HEAD")
     assert head.status_int == 200 and head.body == b""
-    for header in ("Content-Type", "Content-Length", "ETag", "Last-Modified", "Cache-Control"):
+    for header in ("Content-Type", "Content-Length", "Last-Modified", "Cache-Control",
+                   "Surrogate-Key", "Accept-Ranges"):
         assert head.headers[header] == full.headers[header]
 
 
@@ -278,8 +277,6 @@ def test_conditional_edge_cases(embedded_hit):
     app, path, miss = embedded_hit()
     star = get(app, path, headers={"If-None-Match": "*"})
     assert star.status_int == 304 and "Content-Type" not in star.headers
-    weak = get(app, path, headers={"If-None-Match": f'"other", W/{miss.headers["ETag"]}'})
-    assert weak.status_int == 304
     for date in ("Mon, 01 Jan 99999 00:00:00 GMT", "not a date", ""):  # ignored, never a 500
         assert get(app, path, headers={"If-Modified-Since": date}).status_int == 200
         ranged = get(app, path, headers={"If-Modified-Since": date, "Range": "bytes=0-1"})
