@@ -14,6 +14,7 @@ from ..deploy.webconfig import (
     default_user_group,
     ensure_cache_dir,
     ensure_run_dir,
+    ensure_unavailable_page,
     render_config,
 )
 
@@ -93,6 +94,7 @@ def run_config(args: argparse.Namespace, config: object | None = None) -> int:
             proxy=getattr(args, "proxy", None),
             xaccel_prefix=getattr(config, "xaccel_prefix", DEFAULT_XACCEL_PREFIX),
             max_body_bytes=getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES),
+            surrogate_headers=getattr(config, "surrogate_headers", ("Surrogate-Key",)),
         )
     except ValueError as exc:
         print(f"huimages config: error: {exc}", file=sys.stderr)
@@ -126,6 +128,14 @@ def run_config(args: argparse.Namespace, config: object | None = None) -> int:
     else:
         if note:
             print(f"huimages config: {note}", file=sys.stderr)
+        if args.kind == "lighttpd":
+            try:
+                note = ensure_unavailable_page(run_dir)
+            except OSError as exc:
+                note = (f"cannot write {run_dir}/unavailable.txt ({exc.strerror}): lighttpd"
+                        " answers 404 for it while the app is unreachable; write it by hand")
+            if note:
+                print(f"huimages config: {note}", file=sys.stderr)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -31,6 +31,7 @@ __all__ = [
     "default_user_group",
     "ensure_cache_dir",
     "ensure_run_dir",
+    "ensure_unavailable_page",
     "parse_hostport",
     "parse_proxy_url",
     "render_config",
@@ -179,6 +180,7 @@ def render_config(
     proxy: str | None = None,
     xaccel_prefix: str = DEFAULT_XACCEL_PREFIX,
     max_body_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    surrogate_headers: tuple[str, ...] = ("Surrogate-Key",),
 ) -> str:
     """Return the complete ``kind`` config with every placeholder filled.
 
@@ -190,6 +192,8 @@ def render_config(
     ``user``/``group`` default to :func:`default_user_group`.  nginx also
     uses ``xaccel_prefix`` (its internal location for ``X-Accel-Redirect``)
     and ``max_body_bytes`` (the largest upload it lets through to ``/_api``).
+    ``surrogate_headers``: the headers that carry a static hit's image ID
+    (HUIMAGES_SURROGATE_HEADERS; nginx and Apache, lighttpd cannot).
     Raises ``ValueError`` with a readable message for bad arguments.
     """
     _check_kind(kind)
@@ -225,6 +229,7 @@ def render_config(
         "backend_address": address,
         "xaccel_prefix": xaccel_prefix.rstrip("/"),
         "max_body_size": f"{-(-max(int(max_body_bytes), 1) // (1 << 20)) + 1}m",
+        "surrogate_headers": _surrogate_lines(kind, surrogate_headers),
         "command": shlex.join(command),
     }
     blocks = frozenset({"proxy" if proxy is not None else "fcgi"})
@@ -233,6 +238,41 @@ def render_config(
         return BracedTemplate(text).substitute(values)
     except KeyError as exc:  # a placeholder in the template we do not know
         raise ValueError(f"template {kind}.conf uses unknown placeholder {exc}") from None
+
+
+_SURROGATE_LINES = {
+    "nginx": "            add_header {name} $huimages_image_id;",
+    "apache": '    Header set {name} "%{{HUIMAGES_IMAGE_ID}}e" env=HUIMAGES_IMAGE_ID',
+    "lighttpd": "",
+}
+
+
+def _surrogate_lines(kind: str, names: tuple[str, ...]) -> str:
+    for name in names:
+        if not re.fullmatch(r"[!#%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ValueError(f"surrogate header {name!r} is not a header name")
+    line = _SURROGATE_LINES[kind]
+    return "\n".join(line.format(name=name) for name in names) if line else ""
+
+
+#: What lighttpd's error handler sends when it cannot reach the app (a 503).
+UNAVAILABLE_TEXT = "the image application is not reachable; retry shortly\n"
+
+
+def ensure_unavailable_page(run_dir: str) -> str:
+    """Write ``unavailable.txt`` into ``run_dir`` (mode 0644) for lighttpd's error
+    handler, when it is missing or says something else; a note, or ""."""
+    path = os.path.join(run_dir, "unavailable.txt")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == UNAVAILABLE_TEXT:
+                return ""
+    except OSError:
+        pass
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(UNAVAILABLE_TEXT)
+    os.chmod(path, 0o644)
+    return f"wrote {path} (lighttpd's answer while the app is unreachable)"
 
 
 def _check_choice(

@@ -56,6 +56,9 @@ from ..webservers import (
 pytestmark = pytest.mark.webserver
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+#: What a webserver's own answer from the cache says: lighttpd sets it with mod_expire,
+#: which leaves the app's answers alone (its setenv would overwrite theirs).
+HIT_CACHE_CONTROL = {"nginx": IMMUTABLE, "apache": IMMUTABLE, "lighttpd": "max-age=31536000"}
 INERT_CSP = "sandbox; default-src 'none'"
 SECRET = "deployment-test-secret"
 WIDTH, HEIGHT = 1200, 900
@@ -223,12 +226,16 @@ def assert_generated(headers: dict[str, str]) -> None:
     assert headers["content-type"] == "image/jpeg"
 
 
-def assert_static(headers: dict[str, str]) -> None:
-    """Answered by the web server from the cache directory."""
+def assert_static(headers: dict[str, str], kind: str) -> None:
+    """Answered by the web server from the cache directory: no ETag (Last-Modified is
+    the one validator, the same as the app's), and the image named for purging where
+    the webserver can (lighttpd cannot)."""
     assert "x-content-type-options" not in headers, headers
-    assert headers["cache-control"] == IMMUTABLE
+    assert headers["cache-control"] == HIT_CACHE_CONTROL[kind]
     assert headers["content-type"] == "image/jpeg"
-    assert "etag" in headers
+    assert "etag" not in headers and "last-modified" in headers, headers
+    if kind != "lighttpd":
+        assert len(headers["surrogate-key"]) == 34, headers
 
 
 def assert_app_error(status: int, headers: dict[str, str], body: bytes, expected: int,
@@ -255,7 +262,7 @@ def test_miss_is_generated_then_the_webserver_serves_it_alone(live):
     for path in (url, live.url("320x240", signed=False), live.url("320x240", seo="red-bike.jpeg")):
         status, again_headers, again = live.get(path)
         assert (status, again) == (200, body), path
-        assert_static(again_headers)
+        assert_static(again_headers, live.kind)
         assert again_headers["last-modified"] == headers["last-modified"]
         assert again_headers["content-length"] == str(len(body))
     status, head_headers, empty = live.get(url, method="HEAD")
@@ -263,16 +270,15 @@ def test_miss_is_generated_then_the_webserver_serves_it_alone(live):
     status, _, _ = live.get(url, headers={"If-Modified-Since": headers["last-modified"]})
     assert status == 304
 
-    # a miss with the backend down is the web server's own error, not a hang:
-    # Apache and nginx say 503 (nginx with Retry-After); lighttpd falls back to
-    # the original 404 when its error handler (the backend) fails
+    # a miss with the backend down is the web server's own 503, not a hang, and
+    # never an answer a cache in front may keep (lighttpd's used to be a bare 404)
     status, headers, body = live.get(live.url("330x240"))
-    assert status == (404 if live.kind == "lighttpd" else 503), (status, body)
+    assert status == 503, (status, body)
     assert "x-content-type-options" not in headers
-    if live.kind == "nginx":
-        assert headers["retry-after"] == "5" and headers["cache-control"] == "no-store"
+    assert headers["retry-after"] == "5" and headers["cache-control"] == "no-store", headers
+    assert b"not reachable" in body
+    if live.kind != "apache":  # Apache's ErrorDocument text goes out as text/html
         assert headers["content-type"].startswith("text/plain")
-        assert b"not reachable" in body
 
     live.backend.start()
     deadline = time.monotonic() + 10  # lighttpd keeps a failed backend off for ~1 s
@@ -299,7 +305,7 @@ def test_seo_url_on_a_miss_then_from_the_cache(live):
                  live.url("200x200!", signed=False)):
         status, headers, again = live.get(path)
         assert (status, again) == (200, body), path
-        assert_static(headers)
+        assert_static(headers, live.kind)
 
 
 #: huImages' links (tests/app/test_huimages_compat.py has them all) and where they move.
@@ -379,7 +385,8 @@ def test_other_formats_are_files_the_webserver_serves(live, ext, content_type):
         status, headers, again = live.get(path)
         assert (status, again) == (200, body), path
         assert "x-content-type-options" not in headers  # the webserver's own answer
-        assert headers["content-type"] == content_type and headers["cache-control"] == IMMUTABLE
+        assert headers["content-type"] == content_type
+        assert headers["cache-control"] == HIT_CACHE_CONTROL[live.kind]
 
 
 def test_dotfiles_are_never_served(live):
@@ -476,8 +483,8 @@ def test_originals_are_served_inert_by_the_webserver(live, originals):
         assert headers["content-type"] == "image/jpeg"
         assert headers["x-content-type-options"] == "nosniff", headers
         assert headers["content-security-policy"] == INERT_CSP, headers
-        assert headers["cache-control"] == IMMUTABLE
-        assert "etag" in headers  # the web server's own answer: the app sends no CSP
+        assert headers["cache-control"] == HIT_CACHE_CONTROL[live.kind]
+        assert "etag" not in headers and "last-modified" in headers
 
 
 def test_no_directory_listing(live):
@@ -557,3 +564,30 @@ def test_nginx_passes_uploads_through_to_the_api(originals, transport):
         assert status == 401, body
     finally:
         stop_stack(s)
+
+
+def get_from(port: int, path: str, source: str) -> tuple[int, dict[str, str], bytes]:
+    """One GET from another loopback address (``source``): a client not on 127.0.0.1."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15, source_address=(source, 0))
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        return (response.status, {k.lower(): v for k, v in response.getheaders()},
+                response.read())
+    finally:
+        conn.close()
+
+
+def test_the_node_state_answers_this_machine_only(live):
+    """/_health and /_metrics show the node's state: the rendered configurations answer
+    them to 127.0.0.1 and ::1 only; images answer everyone."""
+    for path in ("/_health", "/_metrics", "/_health?x=1"):
+        status, _, body = live.get(path)  # the app's answer (a health check may say 503)
+        assert status in (200, 503) and (b"checks" in body or b"huimages_" in body), body
+        status, headers, body = get_from(live.server.port, path, "127.0.0.2")
+        assert status == 403, (path, status, body)
+        assert b"checks" not in body and b"huimages_" not in body
+        if live.kind != "lighttpd":  # lighttpd's own 403 says nothing about caching
+            assert headers.get("cache-control") == "no-store", headers
+    status, _, body = get_from(live.server.port, live.url("o"), "127.0.0.2")
+    assert status == 200 and body == (live.cache_dir.parent.parent / "red-bike.jpg").read_bytes()

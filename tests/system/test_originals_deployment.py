@@ -16,7 +16,7 @@ import pytest
 
 from .. import realfiles
 from ..webservers import HUIMAGES, make_base_dir, remove_base_dir
-from .test_deployment import Originals, Stack, start_stack, stop_stack
+from .test_deployment import HIT_CACHE_CONTROL, Originals, Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.webserver
 
@@ -88,4 +88,4 @@ def test_an_original_is_served_inert_by_the_app_then_by_the_webserver(stack, upl
             assert headers["content-type"] == content_type, path
             assert headers["x-content-type-options"] == "nosniff", path
             assert headers["content-security-policy"] == CSP, path
-            assert headers["cache-control"] == "public, max-age=31536000, immutable", path
+            assert headers["cache-control"] == HIT_CACHE_CONTROL[stack.kind], path
