@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -483,11 +484,53 @@ class PrometheusServer(ManagedServer):
         return [rule for group in groups for rule in group["rules"]]
 
 
+class VarnishServer(ManagedServer):
+    """Debian's Varnish with vmod-xkey (scripts/install-services) running
+    contrib/varnish/huimages.vcl as shipped, its backend set to ``backend_port``."""
+
+    name = "varnish"
+    stop_timeout = 10.0
+
+    def __init__(self, base_dir: str | os.PathLike[str], backend_port: int,
+                 port: int | None = None) -> None:
+        """``port``: listen there (chosen beforehand, for HUIMAGES_PURGE); else any."""
+        super().__init__(base_dir)
+        self.executable = find_executable(".services/bin/varnishd", "varnishd")  # apt
+        self.backend_port = backend_port
+        if port is not None:
+            self.ports, self._ports_proven = {"http": port}, True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    def prepare(self) -> None:
+        vcl = (REPO_ROOT / "contrib" / "varnish" / "huimages.vcl").read_text()
+        assert '.port = "8080";' in vcl, "the shipped VCL no longer names its backend port"
+        (self.dir / "huimages.vcl").write_text(
+            vcl.replace('.port = "8080";', f'.port = "{self.backend_port}";'))
+
+    def command(self) -> list[str]:
+        # -j none: no privilege separation, so a test run as root needs no varnish user
+        # to reach the files; -F: in the foreground, in this process group
+        return [self.executable, "-F", "-j", "none", "-n", str(self.data_dir / "work"),
+                "-a", f"127.0.0.1:{self.ports['http']}", "-T", "127.0.0.1:0",
+                "-f", str(self.dir / "huimages.vcl"), "-s", "malloc,64m"]
+
+    def probe(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/_varnish_ready", timeout=2):
+                return True
+        except urllib.error.HTTPError:  # any answer: Varnish is up (the backend may not be)
+            return True
+
+
 __all__ = [
     "REPO_ROOT",
     "ManagedServer",
     "PouchDBServer",
     "PrometheusServer",
+    "VarnishServer",
     "SeaweedS3",
     "find_executable",
     "reserve_ports",

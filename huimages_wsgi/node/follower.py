@@ -29,6 +29,10 @@ shipped webserver configurations never serve):
     purges nothing, and one that alters it purges. A damaged file is set
     aside and started afresh, with a full reconcile: it only ever saves
     purges.
+``purges.sqlite3``
+    the purges still owed to the shared caches in front (HUIMAGES_PURGE,
+    purges.py): a deletion, or a change of an image's bytes, is purged there
+    too, by surrogate key, and asked again until each cache says yes.
 ``lock``
     an ``flock`` held by the running follower: one per node, whoever starts it.
 
@@ -62,6 +66,7 @@ from ..core.files import write_atomic
 from ..core.ids import is_valid_id
 from ..storage import Catalog, open_catalog
 from ..storage.base import Change, ChangesGone, Doc, broken_mark, is_live, seq_number
+from .purges import SharedPurges
 from .status import follower_dir, read_json
 
 log = logging.getLogger("huimages_wsgi")
@@ -157,6 +162,7 @@ class Follower:
         self.state_path = self.dir / "state.json"
         self.seen = SeenStore(self.dir / "seen.sqlite3")
         self.repurge: collections.deque[tuple[float, str]] = collections.deque()
+        self.shared = SharedPurges(config, self.dir / "purges.sqlite3")
         old = read_json(self.state_path) or {}
         self.state: dict[str, Any] = {
             "pid": os.getpid(),
@@ -172,6 +178,9 @@ class Follower:
             "reconciles_total": int(old.get("reconciles_total") or 0),
             "errors_total": int(old.get("errors_total") or 0),
             "restarts_total": int(old.get("restarts_total") or 0),
+            "shared_purges_total": int(old.get("shared_purges_total") or 0),
+            "shared_purge_failures_total": int(old.get("shared_purge_failures_total") or 0),
+            "shared_purges_pending": 0,
         }
         self._saved = 0.0
 
@@ -219,6 +228,7 @@ class Follower:
         if fp is not None and (before is None or before == fp):
             return 0  # a new image, or one whose variants stay right
         removed = self.cache.purge(imageid)
+        self.shared.add(imageid)
         if fp is None:
             self.repurge.append((time.monotonic() + REPURGE_AFTER, imageid))
         if removed:
@@ -229,7 +239,17 @@ class Follower:
     def due_repurges(self) -> None:
         now = time.monotonic()
         while self.repurge and self.repurge[0][0] <= now:
-            self.state["purged_total"] += self.cache.purge(self.repurge.popleft()[1])
+            imageid = self.repurge.popleft()[1]
+            self.state["purged_total"] += self.cache.purge(imageid)
+            self.shared.add(imageid)  # a cache in front may have fetched it meanwhile
+
+    def send_shared_purges(self) -> None:
+        """Send the purges owed to the shared caches that are due; count them."""
+        sent, failed = self.shared.sent_total, self.shared.failed_total
+        self.shared.send_due()
+        self.state["shared_purges_total"] += self.shared.sent_total - sent
+        self.state["shared_purge_failures_total"] += self.shared.failed_total - failed
+        self.state["shared_purges_pending"] = self.shared.pending()
 
     def cached_ids(self) -> Iterator[str]:
         for directory in self.cache.size_dirs():
@@ -253,6 +273,7 @@ class Follower:
             for imageid in chunk:
                 if imageid not in live:
                     removed += self.cache.purge(imageid)
+                    self.shared.add(imageid)
             self.note_alive()
         self.state["reconciles_total"] += 1
         self.state["purged_total"] += removed
@@ -279,11 +300,13 @@ class Follower:
                 self.state["pending"] = 0
                 self.note_alive(caught_up=True)
                 self.due_repurges()
+                self.send_shared_purges()
                 self.save(identity, since, force=True)
             else:
                 removed = self.handle(change)
                 since = change.seq
                 self.note_alive()
+                self.send_shared_purges()
                 self.save(identity, since, force=removed > 0)
             if stop():
                 break
@@ -323,3 +346,4 @@ class Follower:
 
     def close(self) -> None:
         self.seen.close()
+        self.shared.close()

@@ -57,6 +57,9 @@ def follower_status(config: Config, now: float | None = None) -> dict[str, Any] 
         "reconciles_total": state.get("reconciles_total", 0),
         "errors_total": state.get("errors_total", 0),
         "restarts_total": state.get("restarts_total", 0),
+        "shared_purges_total": state.get("shared_purges_total", 0),
+        "shared_purge_failures_total": state.get("shared_purge_failures_total", 0),
+        "shared_purges_pending": state.get("shared_purges_pending", 0),
         "pid": state.get("pid"),
     }
 

@@ -16,11 +16,9 @@ multiprocess mode, set up by its server's main process
 ended stay in the sums; its gauges leave them. Without that variable (one
 process, tests) the metrics live in this process.
 
-``prometheus_client`` chooses its mode when it is first imported, so this
-module is imported only by ``make_app`` (``web/app.py``), after the main
-process has prepared the directory, and by ``huimages prune-cache`` (which
-writes no multiprocess files): nothing the ``huimages`` command imports
-before that loads it.
+``prometheus_client`` chooses its mode when it is first imported, so only
+``make_app`` (after the main process prepared the directory) and ``huimages
+prune-cache`` (no multiprocess files) import this module.
 """
 
 from __future__ import annotations
@@ -64,10 +62,8 @@ REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    1.0, 2.5, 5.0, 10.0, 30.0)
 RENDER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-BACKEND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                   1.0, 2.5, 5.0, 10.0)
-UPLOAD_SIZE_BUCKETS = (2.0**14, 2.0**16, 2.0**18, 2.0**20, 2.0**21, 2.0**22, 2.0**23,
-                       2.0**24, 2.0**25, 2.0**26)
+BACKEND_BUCKETS = REQUEST_BUCKETS[:-1]  # up to 10 s
+UPLOAD_SIZE_BUCKETS = tuple(2.0**n for n in (14, 16, 18, 20, 21, 22, 23, 24, 25, 26))
 
 
 # -- a worker's start: the gauges of workers that died ------------------------------
@@ -312,6 +308,8 @@ class NodeCollector:
              "Seconds since the follower was last known to have applied every change."),
             ("follower_feed_silence_seconds", "seconds_since_feed",
              "Seconds since the change feed last sent a change or a heartbeat."),
+            ("shared_purges_pending", "shared_purges_pending",
+             "Purges owed to the shared caches in front (HUIMAGES_PURGE)."),
         ):
             if status[key] is not None:
                 yield GaugeMetricFamily(f"huimages_{name}", text, value=status[key])
@@ -325,6 +323,10 @@ class NodeCollector:
             ("follower_errors", "errors_total", "Failures the follower retried."),
             ("follower_restarts", "restarts_total",
              "Times the follower process was started again."),
+            ("shared_purges", "shared_purges_total",
+             "Purges the shared caches in front acknowledged."),
+            ("shared_purge_failures", "shared_purge_failures_total",
+             "Purges a shared cache refused or did not answer (each is asked again)."),
         ):
             yield CounterMetricFamily(f"huimages_{name}", text, value=int(status[key] or 0))
 
