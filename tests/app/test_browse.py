@@ -26,6 +26,7 @@ from ..conftest import LiveServer
 
 HOST = "127.0.0.1:8080"
 LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
+TOKEN = "browse-token-0123456789"
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def browse_app(tmp_path):
 
 @pytest.fixture
 def token_app(tmp_path):
-    return make_app(Config(data_dir=tmp_path / "data", browse=True, upload_token="s3cret"))
+    return make_app(Config(data_dir=tmp_path / "data", browse=True, upload_token=TOKEN))
 
 
 def get(app, path, environ=None, **kwargs):
@@ -175,14 +176,14 @@ def test_a_configured_token_is_required_from_everyone(token_app):
     assert "No images yet" in get(token_app, "/_browse/").text
     remote = {"REMOTE_ADDR": "192.0.2.7", "HTTP_HOST": "images.example.com"}
     assert 'name="token"' in get(token_app, "/_browse/", environ=remote).text
-    upload(token_app, data, token="s3cret", environ=remote)
+    upload(token_app, data, token=TOKEN, environ=remote)
 
 
 def test_cross_site_posts_are_refused(token_app):
-    response = post_upload(token_app, f.solid_jpeg(), token="s3cret",
+    response = post_upload(token_app, f.solid_jpeg(), token=TOKEN,
                            headers={"Origin": "https://evil.example"})
     assert response.status_int == 403 and "own page" in response.text
-    same = post_upload(token_app, f.solid_jpeg(), token="s3cret",
+    same = post_upload(token_app, f.solid_jpeg(), token=TOKEN,
                        headers={"Origin": f"http://{HOST}"})
     assert same.status_int == 303
 
@@ -225,7 +226,7 @@ def test_off_unless_configured(tmp_path):
 
 def test_unknown_form_fields_and_a_file_where_text_belongs(token_app):
     request = Request.blank("/_browse/upload", environ=LOCAL, POST={
-        "token": ("token.txt", b"s3cret"), "title": ("t.txt", b"x"), "file": ("a.jpg", b"x")})
+        "token": ("token.txt", TOKEN.encode()), "title": ("t.txt", b"x"), "file": ("a.jpg", b"x")})
     request.host = HOST
     assert request.get_response(token_app).status_int == 403
 

@@ -29,7 +29,7 @@ from huimages_wsgi.store.httpstore import HttpImageStore, NotAvailableRemotely, 
 from .. import imagefactory as f
 from ..conftest import BIN, LiveServer
 
-TOKEN = "remote-token"
+TOKEN = "remote-token-0123456789"
 BOTH = pytest.mark.parametrize("backend", ["embedded", "s3+couch"], indirect=True)
 
 
@@ -106,7 +106,7 @@ def test_errors_arrive_as_the_local_exception_classes(server, tmp_path):
         small.save_image(f.photo_jpeg(300, 300))
     with pytest.raises(NotAvailableRemotely):
         list(store.catalog.ids())
-    wrong = open_store(remote_config(server, tmp_path, upload_token="not-the-token"))
+    wrong = open_store(remote_config(server, tmp_path, upload_token="not-the-token-0123456789"))
     with pytest.raises(RemoteError) as refused:
         wrong.save_image(f.solid_jpeg())
     assert refused.value.status == 403 and "HUIMAGES_UPLOAD_TOKEN" in str(refused.value)

@@ -38,7 +38,7 @@ from ..webservers import (
 )
 from .test_deployment import render_with_cli
 
-TOKEN = "cluster-token"
+TOKEN = "cluster-token-0123456789"
 BOUND = 10.0  # seconds: the bound for node B (the follower needs well under one)
 FAST = {"HUIMAGES_UPLOAD_TOKEN": TOKEN, "HUIMAGES_FOLLOW_HEARTBEAT": "1"}
 

@@ -8,7 +8,7 @@ from huimages_wsgi.core.signing import sign, verify
 
 from .. import imagefactory as f
 
-SECRET = "s3cr3t"
+SECRET = "s3cr3t-0123456789"
 
 
 def test_sign_and_verify():
