@@ -249,7 +249,7 @@ class HttpImageStore(BaseImageStore):
         parsed = self.size_for(size)
         ext = self.links.served_ext(validate_id(imageid), parsed, ext)
         secret = self.config.secret
-        signature = sign(secret, parsed.name, validate_id(imageid)) if secret else ""
+        signature = sign(secret, parsed.name, validate_id(imageid), ext) if secret else ""
         path = image_path(imageid, parsed.name, ext, "", signature)
         try:
             return self.api.call("GET", path, api=False)[1]
