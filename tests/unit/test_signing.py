@@ -88,3 +88,20 @@ def test_store_without_secret_builds_unsigned_urls(tmp_path):
     store = ImageStore(Config(data_dir=tmp_path))
     imageid = store.save_image(f.solid_jpeg())
     assert "?" not in store.scaled_imageurl(imageid, "10x10")
+
+
+@pytest.mark.parametrize("secret", [None, SECRET])
+def test_allow_listed_presets_make_working_client_urls(tmp_path, secret):
+    """URLs name a preset's box (one cache file for both spellings), so the allow-list
+    admits the box of every preset it names; other sizes stay refused."""
+    config = Config(data_dir=tmp_path, server_url="http://i.test/", secret=secret,
+                    allowed_sizes=frozenset({"square", "o"}))
+    app = make_app(config)
+    imageid = app.store.save_image(f.solid_jpeg(300, 200), title="Listed")
+    url = app.store.scaled_imageurl(imageid, "square")
+    assert url.startswith(f"http://i.test/75x75!/{imageid}/listed.jpeg")
+    assert status(app, url) == 200
+    assert status(app, app.store.imageurl(imageid)) == 200
+    assert 'width="75" height="75"' in app.store.scaled_tag(imageid, "square")
+    for refused in ("76x76!", "75x75", "thumb", "50x200"):
+        assert status(app, f"/{refused}/{imageid}.jpeg") == 403, refused
