@@ -35,6 +35,10 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def name(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
 def peak_kb(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1))
@@ -95,7 +99,7 @@ def test_unauthenticated_50_mb_posts_keep_the_server_small(tmp_path, env, posts)
             thread.join(120)
         assert len(statuses) == CLIENTS
         assert all(expected == status for expected, status in statuses), statuses
-        peaks = {pid: peak_kb(pid) for pid in process_tree(server.process.pid)}
+        peaks = {f"{pid} {name(pid)}": peak_kb(pid) for pid in process_tree(server.process.pid)}
         print(f"VmHWM per server process (kB): {peaks}")
         assert len(peaks) >= 2  # the main process and its worker at least
         assert max(peaks.values()) < PEAK_LIMIT_KB, peaks
