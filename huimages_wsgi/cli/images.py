@@ -52,11 +52,13 @@ def cmd_info(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_url(args: argparse.Namespace, config: Config) -> int:
+    """The URL of one variant, signed for its size and format when a secret is set."""
     store = open_store(config)
     store.get_imagedoc(args.id)
-    print(
-        store.scaled_imageurl(args.id, args.size) if args.size != "o" else store.imageurl(args.id)
-    )
+    if args.size == "o" and args.ext == "jpeg":  # the original, at its own type's extension
+        print(store.imageurl(args.id))
+    else:
+        print(store.scaled_imageurl(args.id, args.size, args.ext))
     return 0
 
 
@@ -102,6 +104,8 @@ def add_parsers(commands: Any) -> None:
     url = commands.add_parser("url", help="print an image's URL")
     url.add_argument("id")
     url.add_argument("--size", default="o")
+    url.add_argument("--ext", default="jpeg", choices=("jpeg", "webp", "avif", "png"),
+                     help="the format (a signature covers it: one URL per format)")
     url.set_defaults(handler=cmd_url)
 
     delete = commands.add_parser(

@@ -33,6 +33,25 @@ DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_MAX_UPLOAD_BYTES = 50 << 20
 #: The internal location nginx serves the cache under for X-Accel-Redirect.
 DEFAULT_XACCEL_PREFIX = "/huimages-cache"
+#: The shortest upload token or URL secret accepted: a guessable one protects nothing.
+MIN_SECRET_LENGTH = 16
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, refused when the configuration is built (at start-up)."""
+
+
+def check_secret(value: str | None, field_name: str) -> None:
+    """ConfigError naming the variable for a token or secret that is set but weak:
+    shorter than ``MIN_SECRET_LENGTH`` characters, only whitespace, or with
+    whitespace around it (a bearer header is read stripped, so it could never match)."""
+    if value is None:
+        return
+    variable = ENV_READERS[field_name][0][0]
+    if value != value.strip() or len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{variable} ({field_name}) must be at least {MIN_SECRET_LENGTH} characters with"
+            " no whitespace around them (e.g. the output of: openssl rand -hex 24)")
 
 
 def _parse_presets(text: str) -> dict[str, str]:
@@ -150,7 +169,7 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "couch_server": ("unset", "keep the catalog in CouchDB (credentials in the URL allowed)"),
     "couch_db": ("`huimages`", "the CouchDB database"),
     "backend_timeout": ("10", "seconds before a backend call gives up (then 503)"),
-    "secret": ("unset", "require signed URLs to generate variants"),
+    "secret": ("unset", "require signed URLs to generate variants (at least 16 characters)"),
     "allowed_sizes": ("unset", "comma-separated allow-list of sizes/presets"),
     "max_dimension": ("4096", "largest width or height a URL may ask for"),
     "max_pixels": (str(DEFAULT_MAX_PIXELS), "largest original (Pillow's bomb-guard threshold;"
@@ -162,7 +181,8 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
                   " file"),
     "xaccel_prefix": ("`/huimages-cache`", "the internal location X-Accel-Redirect names"
                       " (nginx)"),
-    "upload_token": ("unset", "bearer token for the HTTP API (`/_api`); unset: uploads over"
+    "upload_token": ("unset", "bearer token for the HTTP API (`/_api`), `/_browse` and the"
+                     " detail of `/_health` (at least 16 characters); unset: uploads over"
                      " HTTP disabled"),
     "api_url": ("unset", "client library and CLI use this server's HTTP API instead of the"
                 " backends"),
@@ -294,6 +314,8 @@ class Config:
         if self.allowed_sizes is not None:
             object.__setattr__(self, "allowed_sizes", frozenset(self.allowed_sizes))
         check_pixel_limit(self.max_pixels)
+        check_secret(self.upload_token, "upload_token")
+        check_secret(self.secret, "secret")
         if self.render_slots is not None and self.render_slots < 0:
             raise ValueError("render_slots must be 0 (no limit) or more")
         if self.render_slots_per_process is not None and self.render_slots_per_process < 1:

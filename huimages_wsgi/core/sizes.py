@@ -101,6 +101,10 @@ class SizeRules:
     ``parse`` is what every caller uses (URLs, the client API, the CLI), so
     no caller predicts or renders a size the server would refuse. Valid
     answers are memoised (bounded), since every cache hit parses its size.
+
+    A preset on the allow-list admits its box too: URLs name the box
+    (``canonical``: ``square`` is built as ``/75x75!/``, one cache file for
+    both spellings), so ``HUIMAGES_ALLOWED_SIZES=square`` must serve that URL.
     """
 
     MEMO_LIMIT = 256
@@ -111,6 +115,8 @@ class SizeRules:
         allowed: frozenset[str] | None = None,
         max_dimension: int = 4096,
     ) -> None:
+        if allowed is not None:
+            allowed = frozenset(allowed) | {presets[name] for name in allowed if name in presets}
         self.presets, self.allowed, self.max_dimension = presets, allowed, max_dimension
         self._memo: dict[str, Size] = {}
 

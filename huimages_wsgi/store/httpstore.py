@@ -13,7 +13,10 @@ and raises :class:`NotAvailableRemotely`.
 
 Errors arrive as the same exception classes the local store raises
 (``ImageNotFound``, ``InvalidImage``, ``ImageTooLarge``,
-``BackendUnavailable`` when the server cannot be reached ...).
+``BackendUnavailable`` when the server cannot be reached ...). Redirects are
+never followed: a 3xx is a ``RemoteError`` naming its ``Location``, so the
+token goes to ``HUIMAGES_API_URL`` and nowhere else, and an upload is never
+turned into a GET.
 """
 
 from __future__ import annotations
@@ -69,6 +72,17 @@ class RemoteError(HuImagesError):
         self.status = status
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Hand every 3xx back as an HTTPError instead of following it elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+#: http(s) only (the scheme is checked in ApiClient), and no redirect is followed.
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class ApiClient:
     """JSON over HTTP to one server's ``/_api``, with the bearer token on every request."""
 
@@ -95,9 +109,15 @@ class ApiClient:
         # the scheme is checked in __init__: http(s) only, no file:// or custom openers
         request = urllib.request.Request(url, data=body, headers=headers, method=method)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
+            if 300 <= error.code < 400:
+                raise RemoteError(error.code, (
+                    f"{method} {url}: the server redirects ({error.code}) to"
+                    f" {error.headers.get('Location')!r}; the client follows no redirect (the"
+                    " token goes to HUIMAGES_API_URL only): set HUIMAGES_API_URL to the"
+                    " server's own address")) from None
             raise _error_from(error.code, error.read(), url) from None
         except (urllib.error.URLError, OSError) as exc:
             raise BackendUnavailable(f"huimages API at {self.base_url}: {exc}") from exc
@@ -249,7 +269,7 @@ class HttpImageStore(BaseImageStore):
         parsed = self.size_for(size)
         ext = self.links.served_ext(validate_id(imageid), parsed, ext)
         secret = self.config.secret
-        signature = sign(secret, parsed.name, validate_id(imageid)) if secret else ""
+        signature = sign(secret, parsed.name, validate_id(imageid), ext) if secret else ""
         path = image_path(imageid, parsed.name, ext, "", signature)
         try:
             return self.api.call("GET", path, api=False)[1]

@@ -103,7 +103,7 @@ class Links:
         relative to a page one level below the image root (the browse page).
         """
         secret = self.config.secret
-        signature = sign(secret, size.name, imageid) if secret else ""
+        signature = sign(secret, size.name, imageid, ext) if secret else ""
         path = image_path(imageid, size.name, ext, title, signature)
         return join_url(base_url or self.config.server_url, path)
 

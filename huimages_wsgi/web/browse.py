@@ -7,26 +7,30 @@ the images with relative URLs (``../480x320/<ID>.jpeg``), so the page works
 whatever host name, port or mount point it is reached on, and behind a web
 server the thumbnails come straight from the cache directory like any image.
 
-Who may upload through the form:
+Who may browse and upload (every page, the listing and next/previous too):
 
-- with ``HUIMAGES_UPLOAD_TOKEN`` set, whoever types that token into the form;
+- with ``HUIMAGES_UPLOAD_TOKEN`` set, whoever has that token: typed once into
+  the page's token form (``/login``), which sets a session cookie
+  (auth.session_cookie), or sent as ``Authorization: Bearer``;
 - without one, only someone on the machine itself talking to the server
-  directly: a loopback client address, a loopback ``Host`` (no DNS
-  rebinding) and no proxy headers. That is the ``huimages serve`` quick
-  start; anywhere else the form is replaced by a note saying what to set.
+  directly (auth.is_local_client). That is the ``huimages serve`` quick
+  start; anyone else gets a 403 saying what to set.
 
-Either way a cross-site form post (an ``Origin`` that is not this server) is
-refused, and the upload passes the same validation as every other upload.
+Who is asking is decided before a byte of a body is read: a refused upload is
+answered at once, and the token form's own post is read up to ``LOGIN_LIMIT``
+only (413 beyond). A cross-site post (an ``Origin`` that is not this server)
+is refused, and an upload passes the same validation as every other upload.
 """
 
 from __future__ import annotations
 
 import html
-import ipaddress
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs
 
 from webob import Request, Response
 
@@ -35,9 +39,17 @@ from ..core.errors import BackendUnavailable, HuImagesError
 from ..core.ids import validate_id
 from ..store.imagestore import ImageStore
 from ..store.links import newest_title
-from .auth import token_ok
+from .auth import (
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    bearer_token,
+    is_local_client,
+    session_cookie,
+    session_ok,
+    token_ok,
+)
 from .responses import RETRY_AFTER, guarded
-from .uploads import TEXT_LIMIT, read_form, upload_metadata
+from .uploads import TEXT_LIMIT, read_body, read_form, upload_metadata
 
 log = logging.getLogger("huimages_wsgi")
 
@@ -45,7 +57,7 @@ THUMB_SIZE = "150x150!"
 DETAIL_SIZE = "svga"
 DETAIL_FORMATS = ("avif", "webp")
 PAGE_SIZE = 48
-_PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+LOGIN_LIMIT = 4096  # bytes of the token form's post: the one body read before knowing who
 _RELATIVE_ROOT = ".."  # every page sits directly below the mount point
 _STAMP_RE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)(?:\.\d*)?")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
@@ -75,26 +87,6 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def is_local_client(environ: dict[str, Any]) -> bool:
-    """A browser on this machine talking to us directly (not through a proxy)."""
-    if any(environ.get(header) for header in _PROXY_HEADERS):
-        return False
-    try:
-        if not ipaddress.ip_address(environ.get("REMOTE_ADDR", "")).is_loopback:
-            return False
-    except ValueError:
-        return False
-    host = environ.get("HTTP_HOST", "")
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def encodable(text: str) -> str:
     """``text`` with every lone surrogate replaced by U+FFFD, so it encodes as UTF-8.
 
@@ -119,11 +111,14 @@ def same_origin(request: Request) -> bool:
 
 
 class BrowseApp:
-    """The pages below the mount point: ``/``, ``/<ID>``, ``/random``, ``/upload``."""
+    """The pages below the mount point: ``/``, ``/<ID>``, ``/random``, ``/upload``, ``/login``."""
 
-    def __init__(self, store: ImageStore, page_size: int = PAGE_SIZE) -> None:
+    def __init__(
+        self, store: ImageStore, page_size: int = PAGE_SIZE, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.page_size = page_size
+        self.clock = clock  # for the session cookie's expiry
 
     @property
     def config(self) -> Config:
@@ -150,6 +145,10 @@ class BrowseApp:
         path = request.environ.get("PATH_INFO", "")  # as sent: WebOb's decoding may raise
         if path == "":
             return self.redirect(request, "/", status=301)
+        if path == "/login":
+            return self.login(request)
+        if not self.allowed(request):
+            return self.refused(request)  # before reading anything of a body
         if path == "/upload":
             if request.method != "POST":
                 return self.not_allowed("POST")
@@ -172,7 +171,7 @@ class BrowseApp:
         ids = self.store.catalog.recent_ids(self.page_size)
         items = "".join(self._thumb(imageid) for imageid in ids)
         grid = f'<ul class="grid">{items}</ul>' if ids else '<p class="note">No images yet.</p>'
-        body = self._error(error) + self._form(request) + grid
+        body = self._error(error) + self._form() + grid
         return self.page("Recent images", body, status=status)
 
     def detail(self, request: Request, imageid: str) -> Response:
@@ -195,32 +194,79 @@ class BrowseApp:
             ("Uploaded", _when(doc.get("ctime"))),
         ]
         ext = self.store.original_ext(imageid, doc)  # o/<ID>.heic for a HEIC (core/formats.py)
-        original = f"{_RELATIVE_ROOT}/o/{imageid}.{ext}"
         body = (
             pager
             + f'<div class="detail">{image}</div>'
             + "<dl>"
             + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
-            + f'<dt>Original</dt><dd><a href="{_e(original)}">{imageid}.{ext}</a></dd></dl>'
+            + f"<dt>Original</dt><dd>{self._original(imageid, ext)}</dd></dl>"
         )
         return self.page(title or imageid, body)
+
+    # -- who is asking --------------------------------------------------------
+
+    def allowed(self, request: Request) -> bool:
+        """The token (a session cookie or a bearer header) when one is set, else a local client."""
+        if not self.config.upload_token:
+            return is_local_client(request.environ)
+        if token_ok(self.config, bearer_token(request.environ)):
+            return True
+        return session_ok(self.config, request.cookies.get(SESSION_COOKIE), self.clock())
+
+    def refused(self, request: Request, error: str = "", status: int = 401) -> Response:
+        """401 with the token form, or 403 where no token is set (local clients only)."""
+        if not self.config.upload_token:
+            return self.page("Not from here", (
+                '<p class="error" role="alert">Browsing and uploading from here needs'
+                " HUIMAGES_UPLOAD_TOKEN on the server; without it, only a browser on the"
+                " server's own machine, talking to it directly, may.</p>"), status=403)
+        form = (
+            '<form id="login" method="post" action="login">'
+            '<label>Token <input type="password" name="token" required'
+            ' autocomplete="current-password"></label><button type="submit">Sign in</button>'
+            "</form>"
+        )
+        note = '<p class="note">The server\'s HUIMAGES_UPLOAD_TOKEN opens these pages.</p>'
+        response = self.page("Sign in", self._error(error) + form + note, status=status)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="huimages"'
+        return response
+
+    def login(self, request: Request) -> Response:
+        """The token form: a session cookie for the right token (303 to the index)."""
+        if request.method != "POST":
+            if request.method not in ("GET", "HEAD"):
+                return self.not_allowed("GET, HEAD, POST")
+            return self.redirect(request, "/") if self.allowed(request) else self.refused(request)
+        if not self.config.upload_token or not same_origin(request):
+            return self.refused(request, "This form only accepts posts from its own page.", 403)
+        try:
+            body = read_body(request.environ, LOGIN_LIMIT, "the token form")
+        except HuImagesError as exc:
+            return self.refused(request, str(exc), exc.status)
+        fields = parse_qs(body.decode("utf-8", "replace"), errors="replace")
+        if not token_ok(self.config, (fields.get("token") or [""])[-1]):
+            return self.refused(request, "Wrong token.", 403)
+        expires = int(self.clock()) + SESSION_SECONDS
+        response = self.redirect(request, "/")
+        response.set_cookie(
+            SESSION_COOKIE, session_cookie(self.config, expires), max_age=SESSION_SECONDS,
+            path=request.environ.get("SCRIPT_NAME") or "/", httponly=True, samesite="strict",
+            secure="https" in (request.scheme, request.environ.get("HTTP_X_FORWARDED_PROTO")),
+        )
+        return response
 
     # -- uploading -----------------------------------------------------------
 
     def upload(self, request: Request) -> Response:
-        """Check who is asking before reading the body; POST-redirect-GET on success."""
+        """Only for those ``allowed`` (checked before the body is read); POST-redirect-GET."""
         if not same_origin(request):
             return self.index(request, "This form only accepts posts from its own page.", 403)
-        token_required = bool(self.config.upload_token)
-        if not token_required and not is_local_client(request.environ):
-            return self.index(request, "Uploads need HUIMAGES_UPLOAD_TOKEN on the server.", 403)
         if request.content_length is None:
             return self.index(request, "The upload needs a Content-Length.", 411)
         name = ""
         try:
             data, fields = read_form(request.environ, self.config.max_upload_bytes, strict=False)
-            if token_required and not token_ok(self.config, fields.get("token") or None):
-                return self.index(request, "Wrong or missing upload token.", 403)
             if data is None:
                 return self.index(request, "Choose a JPEG file to upload.", 400)
             if not data:
@@ -266,27 +312,25 @@ class BrowseApp:
         response.headers["Allow"] = allow
         return response
 
-    def _form(self, request: Request) -> str:
-        if self.config.upload_token:
-            extra_field = (
-                '<label>Token <input type="password" name="token" required '
-                'autocomplete="current-password"></label>'
-            )
-        elif is_local_client(request.environ):
-            extra_field = ""
-        else:
-            return (
-                '<p class="note">Uploading from here needs HUIMAGES_UPLOAD_TOKEN '
-                "on the server.</p>"
-            )
+    @staticmethod
+    def _form() -> str:
         return (
             '<form id="upload" method="post" action="upload" enctype="multipart/form-data">'
             '<label>Image <input type="file" name="file" required accept="image/jpeg,'
             'image/png,image/webp,image/avif,image/heic,image/heif,image/gif,.heic,.heif">'
             "</label>"
             f'<label>Title <input type="text" name="title" maxlength="{TEXT_LIMIT}"></label>'
-            f'{extra_field}<button type="submit">Upload</button></form>'
+            '<button type="submit">Upload</button></form>'
         )
+
+    def _original(self, imageid: str, ext: str) -> str:
+        """The link to ``o`` (signed when a secret is set), or why there is none."""
+        try:
+            size = self.store.sizes.parse("o")
+        except HuImagesError as exc:
+            return f'<span class="note">{_e(exc)}</span>'
+        url = self.store.links.url_for(imageid, size, ext, base_url=_RELATIVE_ROOT)
+        return f'<a id="original" href="{_e(url)}">{imageid}.{ext}</a>'
 
     def _thumb(self, imageid: str) -> str:
         doc = self.store.catalog.get(imageid)

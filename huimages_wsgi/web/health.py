@@ -9,18 +9,20 @@ Three answers, for the three questions an orchestrator asks:
 * ``/_health/live``: the process answers. From the process alone, never a
   backend: a liveness probe must not restart a node because CouchDB is down.
 * ``/_health/ready``: a miss can be served now (backends reachable, cache
-  writable, follower caught up). The report is kept for ``READY_SECONDS`` in
-  each process, so probes from many load balancers cannot load the backends.
-* ``/_health``: the full report, probed on every call (for the operator).
+  writable, follower caught up).
+* ``/_health``: the same report (for the operator).
+
+Both share one probe, kept for ``READY_SECONDS`` in each process, so a flood
+of calls from load balancers (or anyone) cannot load the backends.
 
 The checks themselves are the store's (``ImageStore.check``): each backend
 (blob store, catalog; each bounded by ``HUIMAGES_BACKEND_TIMEOUT``) and that
 the cache directory is writable. 200 with ``"status": "ok"`` when all pass,
 else 503 with ``"status": "degraded"``, so a load balancer can route around
-the node; cached variants are still served while degraded. The answer names
-the backends (never credentials) and the errors: meant for the operator's
-load balancer and monitoring; block it at the front or set
-``HUIMAGES_HEALTH=0`` if it should not be public.
+the node; cached variants are still served while degraded. Local clients and
+holders of the upload token (``auth.trusted``) see what each check probed
+(backends and paths, never credentials) and its error; everyone else sees
+the status and whether each check passed, nothing about the machine.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from webob import Request
 
 from ..node.status import follower_check
 from ..store.imagestore import ImageStore
+from .auth import trusted
 from .responses import json_response, only_read_methods, text_error
 
-#: Seconds a readiness report is reused by the process that made it.
+#: Seconds a probe's report (/_health and /_health/ready) is reused by its process.
 READY_SECONDS = 1.0
 
 
@@ -54,19 +57,19 @@ class HealthApp:
         request = Request(environ)
         response = only_read_methods(request.method)
         if response is None:
-            response = self.answer(request.path_info.rstrip("/"))
+            detail = trusted(self.store.config, environ)
+            response = self.answer(request.path_info.rstrip("/"), detail)
         return response(environ, start_response)
 
-    def answer(self, which: str) -> Any:
+    def answer(self, which: str, detail: bool = True) -> Any:
         if which == "/live":
             return json_response(200, {"status": "ok", "pid": os.getpid()})
-        if which == "/ready":
-            report = self.ready_report()
-        elif which == "":
-            report = self.report()
-        else:
+        if which not in ("", "/ready"):
             return text_error(404, "no such health check: use /_health, /_health/live"
                               " or /_health/ready")
+        report = self.ready_report()
+        if not detail:
+            report = public_report(report)
         return json_response(200 if report["status"] == "ok" else 503, report, indent=2)
 
     def ready_report(self) -> dict[str, Any]:
@@ -94,3 +97,9 @@ class HealthApp:
             checks["follower"] = follower_check(self.store.config)
         healthy = all(check["ok"] for check in checks.values())
         return {"status": "ok" if healthy else "degraded", "checks": checks}
+
+
+def public_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without what each check probed (paths, backends) and its errors."""
+    checks = {name: {"ok": check["ok"]} for name, check in report["checks"].items()}
+    return {"status": report["status"], "checks": checks}

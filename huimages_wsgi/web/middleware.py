@@ -163,6 +163,7 @@ class ImageMiddleware:
         secret = self.config.secret
         if secret and size.is_original:  # a huImages link moves whether signed or not
             self.store.renderer.check_original_ext(wanted.imageid, wanted.ext)
-        if secret and not verify(secret, size.name, wanted.imageid, query_param(environ, "sig")):
+        signature = query_param(environ, "sig")
+        if secret and not verify(secret, size.name, wanted.imageid, wanted.ext, signature):
             raise SignatureError("missing or invalid signature for a variant not yet cached")
         return self.store.renderer.variant(wanted.imageid, size, wanted.ext, self.admission)

@@ -20,7 +20,7 @@ from huimages_wsgi import make_app
 from .. import imagefactory as f
 from ..conftest import LiveServer
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BOTH = pytest.mark.parametrize("backend", ["embedded", "s3+couch"], indirect=True)
 

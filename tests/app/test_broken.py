@@ -69,13 +69,13 @@ def test_a_damaged_original_is_marked_not_deleted_and_check_clears_the_mark(any_
     data = f.photo_jpeg(400, 300, seed=4)
     imageid = any_store.save_image(data)
     any_store.blobs.put(imageid, data[:500], "image/jpeg", 400, 300)  # damaged in storage
-    config = any_store.config.with_changes(upload_token="t")
+    config = any_store.config.with_changes(upload_token="t" * 16)
     app = make_app(store=ImageStore(config, catalog=any_store.catalog, blobs=any_store.blobs))
     response = get(app, f"/100x100/{imageid}.jpeg")
     assert response.status_int == 404
     doc = any_store.get_imagedoc(imageid)  # still there: live, marked
     assert not doc["deleted"] and doc["broken"]["reason"] and doc["broken"]["time"]
-    api = get(app, f"/_api/images/{imageid}", headers={"Authorization": "Bearer t"})
+    api = get(app, f"/_api/images/{imageid}", headers={"Authorization": "Bearer " + "t" * 16})
     assert api.status_int == 200 and api.json["broken"] == doc["broken"]
     assert imageid in any_store.catalog.ids() and any_store.get_random_imageid() == imageid
     # later requests answer from the mark, without decoding again

@@ -3,6 +3,7 @@
 The same pages in a real browser, against real servers, are in test_browse_e2e.py.
 """
 
+import html
 import io
 import json
 import re
@@ -26,6 +27,7 @@ from ..conftest import LiveServer
 
 HOST = "127.0.0.1:8080"
 LOCAL = {"REMOTE_ADDR": "127.0.0.1"}
+TOKEN = "browse-token-0123456789"
 
 
 @pytest.fixture
@@ -35,7 +37,39 @@ def browse_app(tmp_path):
 
 @pytest.fixture
 def token_app(tmp_path):
-    return make_app(Config(data_dir=tmp_path / "data", browse=True, upload_token="s3cret"))
+    return make_app(Config(data_dir=tmp_path / "data", browse=True, upload_token=TOKEN))
+
+
+REMOTE = {"REMOTE_ADDR": "192.0.2.7", "HTTP_HOST": "images.example.com"}
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def login(app, token=TOKEN, environ=None, headers=None, mount="/_browse"):
+    """The token form's post: its answer (a 303 with the session cookie, or why not)."""
+    environ = {**LOCAL, "HTTP_HOST": HOST, **(environ or {})}
+    request = Request.blank(f"{mount}/login", POST={"token": token}, environ=environ,
+                            headers=headers)
+    return request.get_response(app)
+
+
+def session(app, environ=None, mount="/_browse") -> dict[str, str]:
+    """A ``Cookie`` header of a session the token form opened."""
+    response = login(app, environ=environ, mount=mount)
+    assert response.status_int == 303, response.text
+    assert response.location.endswith(f"{mount}/")
+    cookie = response.headers["Set-Cookie"]
+    for attribute in ("HttpOnly", "SameSite=Strict", f"Path={mount or '/'}", "Max-Age="):
+        assert attribute.lower() in cookie.lower(), cookie
+    return {"Cookie": cookie.split(";", 1)[0]}
+
+
+class Unreadable:
+    """A request body that fails the test when anyone reads it."""
+
+    def read(self, *args):
+        raise AssertionError("the body of a refused post was read")
+
+    readline = readlines = read
 
 
 def get(app, path, environ=None, **kwargs):
@@ -153,11 +187,17 @@ def test_redirects_on_an_empty_store_and_without_the_slash(browse_app):
         ({"REMOTE_ADDR": ""}, {}),  # a unix socket: nobody known
     ],
 )
-def test_without_a_token_only_local_direct_clients_may_upload(browse_app, environ, headers):
+def test_without_a_token_only_local_direct_clients_may_browse_and_upload(
+        browse_app, environ, headers):
+    imageid = upload(browse_app, f.solid_jpeg(), "Private")
     response = post_upload(browse_app, f.solid_jpeg(), environ=environ, headers=headers)
     assert response.status_int == 403 and "HUIMAGES_UPLOAD_TOKEN" in response.text
-    index = get(browse_app, "/_browse/", environ=environ, headers=headers)
-    assert "<form" not in index.text and "HUIMAGES_UPLOAD_TOKEN" in index.text
+    for path in ("/_browse/", f"/_browse/{imageid}", "/_browse/random", "/_browse/login"):
+        page = get(browse_app, path, environ=environ, headers=headers)
+        assert page.status_int == 403, path
+        assert "HUIMAGES_UPLOAD_TOKEN" in page.text and "<form" not in page.text
+        assert imageid not in page.text and "Private" not in page.text
+    assert len(browse_app.store.recent_ids(10)) == 1
 
 
 def test_local_clients_by_name_and_ipv6(browse_app):
@@ -166,25 +206,111 @@ def test_local_clients_by_name_and_ipv6(browse_app):
            environ={"REMOTE_ADDR": "::1", "HTTP_HOST": "[::1]:8080"})
 
 
-def test_a_configured_token_is_required_from_everyone(token_app):
-    assert 'name="token"' in get(token_app, "/_browse/").text
-    data = f.solid_jpeg()
-    for token in (None, "", "wrong"):
-        response = post_upload(token_app, data, token=token)
-        assert response.status_int == 403 and "token" in response.text
-    assert "No images yet" in get(token_app, "/_browse/").text
-    remote = {"REMOTE_ADDR": "192.0.2.7", "HTTP_HOST": "images.example.com"}
-    assert 'name="token"' in get(token_app, "/_browse/", environ=remote).text
-    upload(token_app, data, token="s3cret", environ=remote)
+@pytest.mark.parametrize("environ", [LOCAL, REMOTE, {"HTTP_X_FORWARDED_FOR": "192.0.2.7"}])
+def test_a_configured_token_is_required_from_everyone(token_app, environ):
+    """Pages, next/previous and uploads: the token (its session cookie or a bearer
+    header) from everyone, local clients included; without it a 401 and the token form."""
+    imageid = token_app.store.save_image(f.solid_jpeg(), title="Private")
+    for path in ("/_browse/", f"/_browse/{imageid}", "/_browse/random", "/_browse/login"):
+        page = get(token_app, path, environ=environ)
+        assert page.status_int == 401, path
+        assert page.headers["WWW-Authenticate"].startswith("Bearer")
+        assert 'id="login"' in page.text and 'id="upload"' not in page.text
+        assert imageid not in page.text and "Private" not in page.text
+    for token in ("", "wrong", TOKEN[:-1], TOKEN + "x"):
+        response = login(token_app, token, environ=environ)
+        assert response.status_int == 403 and "Wrong token" in response.text
+        assert "Set-Cookie" not in response.headers
+    assert post_upload(token_app, f.solid_jpeg(), environ=environ).status_int == 401
+    assert post_upload(token_app, f.solid_jpeg(), token=TOKEN,  # a field is no way in
+                       environ=environ).status_int == 401
+    for number, credentials in enumerate((session(token_app, environ), BEARER)):
+        index = get(token_app, "/_browse/", environ=environ, headers=credentials)
+        assert index.status_int == 200 and 'id="upload"' in index.text and imageid in index.text
+        assert 'name="token"' not in index.text
+        assert get(token_app, f"/_browse/{imageid}", environ=environ,
+                   headers=credentials).status_int == 200
+        assert get(token_app, "/_browse/login", environ=environ,
+                   headers=credentials).status_int == 303
+        upload(token_app, f.solid_jpeg(colour=(90 * number, 0, 0)), headers=credentials,
+               environ=environ)
+
+
+def test_a_session_ends_with_its_time_and_with_the_token(tmp_path):
+    from huimages_wsgi.web.auth import SESSION_SECONDS
+    from huimages_wsgi.web.browse import BrowseApp
+
+    store = make_app(Config(data_dir=tmp_path / "d", upload_token=TOKEN)).store
+    now = [1_000_000.0]
+    app = BrowseApp(store, clock=lambda: now[0])  # mounted nowhere: its pages at /
+    cookie = session(app, mount="")
+    assert get(app, "/", headers=cookie).status_int == 200
+    now[0] += SESSION_SECONDS - 1
+    assert get(app, "/", headers=cookie).status_int == 200
+    now[0] += 1
+    assert get(app, "/", headers=cookie).status_int == 401  # expired
+    now[0] = 1_000_000.0
+    other = BrowseApp(make_app(Config(data_dir=tmp_path / "d",
+                                      upload_token="another-token-0123456789")).store,
+                      clock=lambda: now[0])
+    assert get(other, "/", headers=cookie).status_int == 401  # another token's session
+    expires, _, mac = cookie["Cookie"].partition("=")[2].partition(".")
+    for forged in (f"{int(expires) + 3600}.{mac}", f"{expires}.{'A' * len(mac)}", expires,
+                   "9" * 20 + "." + mac, "x" * 500):
+        assert get(app, "/", headers={"Cookie": f"huimages_browse={forged}"}).status_int == 401
+
+
+def test_refused_posts_are_answered_before_a_byte_of_the_body_is_read(token_app, browse_app):
+    """An upload from someone not allowed, declared at 50 MB, is refused unread; the token
+    form's post is the one body read before knowing who asks, and only up to 4 KB."""
+    big = str(50 << 20)
+    cases = [
+        (token_app, "/_browse/upload", LOCAL, big, 401),
+        (browse_app, "/_browse/upload", REMOTE, big, 403),
+        (token_app, "/_browse/", LOCAL, big, 401),
+        (token_app, "/_browse/login", LOCAL, big, 413),
+        (token_app, "/_browse/login", LOCAL, "4097", 413),
+        (browse_app, "/_browse/login", REMOTE, big, 403),
+    ]
+    for app, path, environ, length, status in cases:
+        request = Request.blank(path, method="POST", environ={
+            **environ, "CONTENT_TYPE": "multipart/form-data; boundary=x",
+            "CONTENT_LENGTH": length, "wsgi.input": Unreadable()})
+        response = request.get_response(app)
+        assert response.status_int == status, (path, length, response.text)
+    chunked = Request.blank("/_browse/login", method="POST", environ={
+        **LOCAL, "HTTP_TRANSFER_ENCODING": "chunked",
+        "wsgi.input": io.BytesIO(b"token=" + b"x" * 10_000)})
+    assert chunked.get_response(token_app).status_int == 413
 
 
 def test_cross_site_posts_are_refused(token_app):
-    response = post_upload(token_app, f.solid_jpeg(), token="s3cret",
-                           headers={"Origin": "https://evil.example"})
+    cookie = session(token_app)
+    evil = {"Origin": "https://evil.example"}
+    response = post_upload(token_app, f.solid_jpeg(), headers={**cookie, **evil})
     assert response.status_int == 403 and "own page" in response.text
-    same = post_upload(token_app, f.solid_jpeg(), token="s3cret",
-                       headers={"Origin": f"http://{HOST}"})
+    assert login(token_app, headers=evil).status_int == 403
+    same = post_upload(token_app, f.solid_jpeg(), headers={**cookie, "Origin": f"http://{HOST}"})
     assert same.status_int == 303
+
+
+def test_with_a_secret_every_link_on_the_pages_is_signed_and_served(tmp_path):
+    """The thumbnails, the detail's <picture> (AVIF, WebP, JPEG, 1x and 2x) and the
+    original: each URL carries the signature of its own size and format."""
+    app = make_app(Config(data_dir=tmp_path / "d", browse=True,
+                          secret="browse-secret-0123456789"))
+    imageid = upload(app, f.photo_jpeg(1200, 800), "Signed bike")
+    index = get(app, "/_browse/")
+    detail = get(app, f"/_browse/{imageid}")
+    assert 'id="original"' in detail.text
+    for page, path in ((index, "/_browse/"), (detail, f"/_browse/{imageid}")):
+        urls = [u for attr in re.findall(r'(?:src|srcset|href)="([^"]+)"', page.text)
+                for u in re.findall(r"(\.\./[^ ,]+)", html.unescape(attr))]
+        assert urls and all("?sig=" in url for url in urls), urls
+        for url in urls:
+            answer = get(app, urljoin(f"http://{HOST}{path}", url).removeprefix(f"http://{HOST}"))
+            assert answer.status_int == 200, url
+    assert len([u for u in re.findall(r'srcset="([^"]+)"', detail.text)]) >= 3
 
 
 def test_bad_uploads_get_their_status_and_the_form_again(tmp_path):
@@ -224,10 +350,11 @@ def test_off_unless_configured(tmp_path):
 
 
 def test_unknown_form_fields_and_a_file_where_text_belongs(token_app):
-    request = Request.blank("/_browse/upload", environ=LOCAL, POST={
-        "token": ("token.txt", b"s3cret"), "title": ("t.txt", b"x"), "file": ("a.jpg", b"x")})
+    request = Request.blank("/_browse/upload", environ=LOCAL, headers=BEARER, POST={
+        "token": ("token.txt", TOKEN.encode()), "title": ("t.txt", b"x"), "file": ("a.jpg", b"x")})
     request.host = HOST
-    assert request.get_response(token_app).status_int == 403
+    response = request.get_response(token_app)
+    assert response.status_int == 415 and "a.jpg" in response.text
 
 
 @settings(max_examples=150, deadline=None,

@@ -20,7 +20,7 @@ ALLOWED = {200, 206, 301, 304, 400, 403, 404, 405, 412, 413, 416, 503}  # 301: h
 @pytest.fixture(scope="module")
 def hostile_app(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
-    app = make_app(Config(data_dir=root / "data", secret="hostile-secret"))
+    app = make_app(Config(data_dir=root / "data", secret="hostile-secret-0123"))
     imageid = app.store.save_image(f.solid_jpeg(120, 90))
     signed = app.store.scaled_imageurl(imageid, "40x40").split("127.0.0.1:8080")[1]
     Request.blank(signed).get_response(app)  # one cached variant to hit

@@ -22,6 +22,7 @@ from webob import Request
 
 from huimages_wsgi import Config, make_app
 from huimages_wsgi.deploy.multiprocess import default_directory
+from huimages_wsgi.web.health import READY_SECONDS, HealthApp
 from huimages_wsgi.web.logs import JsonFormatter, LogfmtFormatter
 
 from .. import imagefactory as f
@@ -31,6 +32,15 @@ from ..conftest import BIN, LiveServer
 BOTH = pytest.mark.parametrize("backend", ["embedded", "s3+couch"], indirect=True)
 def get(app, path, **kwargs):
     return Request.blank(path, **kwargs).get_response(app)
+
+
+LOCAL = {"REMOTE_ADDR": "127.0.0.1"}  # Request.blank's Host is localhost:80
+
+
+def local_health(app) -> tuple[object, list[float]]:
+    """``app``'s store's health endpoint on a clock the test moves (``now[0]``)."""
+    now = [100.0]
+    return HealthApp(app.store, clock=lambda: now[0]), now
 
 
 #: Every family /_metrics shows (the follower's when one ran: test_cluster.py), by type.
@@ -98,7 +108,7 @@ def requests(route: str, status: str) -> str:
 @BOTH
 def test_health_is_ok_when_every_backend_answers(any_config):
     app = make_app(any_config)
-    response = get(app, "/_health")
+    response = get(app, "/_health", environ=LOCAL)
     assert response.status_int == 200, response.body
     assert response.content_type == "application/json" and response.cache_control.no_store
     report = response.json
@@ -125,16 +135,64 @@ def test_health_reports_an_unwritable_cache(tmp_path):
 
 def test_health_reports_an_unwritable_originals_directory(tmp_path):
     """The embedded blob store checks its disk like the cache does."""
-    app = make_app(Config(data_dir=tmp_path / "data"))
-    assert get(app, "/_health").status_int == 200
-    originals = app.store.blobs.root
+    health, now = local_health(make_app(Config(data_dir=tmp_path / "data")))
+    assert get(health, "", environ=LOCAL).status_int == 200
+    originals = health.store.blobs.root
     originals.rmdir()  # the first check created it
     originals.write_text("")  # a file where the directory should be
-    response = get(app, "/_health")
+    assert get(health, "", environ=LOCAL).status_int == 200  # the last probe, reused
+    now[0] += READY_SECONDS
+    response = get(health, "", environ=LOCAL)
     assert response.status_int == 503
     assert response.json["checks"]["blobs"]["ok"] is False
     assert "not writable" in response.json["checks"]["blobs"]["error"]
     assert response.json["checks"]["catalog"]["ok"] is True
+
+
+HEALTH_TOKEN = "health-token-0123456789"
+
+
+@pytest.mark.parametrize("environ, headers, detail", [
+    (LOCAL, {}, True),  # on this machine, directly
+    ({"REMOTE_ADDR": "192.0.2.7"}, {"Authorization": f"Bearer {HEALTH_TOKEN}"}, True),
+    ({"REMOTE_ADDR": "192.0.2.7"}, {}, False),  # another machine
+    (LOCAL, {"X-Forwarded-For": "192.0.2.7"}, False),  # through a proxy on this machine
+    ({**LOCAL, "HTTP_HOST": "images.example.com"}, {}, False),
+    ({"REMOTE_ADDR": "192.0.2.7"}, {"Authorization": "Bearer wrong-token-0123456789"}, False),
+])
+def test_health_shows_paths_and_errors_only_to_local_clients_and_token_holders(
+        tmp_path, environ, headers, detail):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    app = make_app(Config(data_dir=tmp_path / "data", cache_dir=blocker / "cache",
+                          upload_token=HEALTH_TOKEN))
+    for path in ("/_health", "/_health/ready"):
+        response = get(app, path, environ=dict(environ), headers=headers)
+        assert response.status_int == 503
+        report = response.json
+        assert report["status"] == "degraded" and report["checks"]["cache"]["ok"] is False
+        assert report["checks"]["catalog"]["ok"] is True
+        if detail:
+            assert str(blocker) in report["checks"]["cache"]["backend"]
+            assert report["checks"]["cache"]["error"]
+        else:
+            assert report["checks"] == {"blobs": {"ok": True}, "catalog": {"ok": True},
+                                        "cache": {"ok": False}}
+            assert str(tmp_path) not in response.text
+
+
+def test_metrics_show_no_paths(tmp_path):
+    """/_metrics stays open (the webserver configurations restrict it): nothing of the
+    machine's file system is in it, after hits, misses, errors and the health probe."""
+    app = make_app(Config(data_dir=tmp_path / "data"))
+    imageid = app.store.save_image(f.photo_jpeg(300, 200))
+    for path in (f"/100x100/{imageid}.jpeg", f"/100x100/{imageid}.jpeg", "/_health",
+                 "/o/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA01.jpeg", "/_api/images"):
+        get(app, path, environ=LOCAL)
+    get(app, f"/120x120/{imageid}.webp", environ=LOCAL)
+    text = get(app, "/_metrics").text
+    assert "huimages_http_request_duration_seconds_count" in text
+    assert str(tmp_path) not in text and "/data" not in text and "/cache" not in text
 
 
 @pytest.mark.parametrize("server_name, failing", [("own_s3", "blobs"), ("own_couch", "catalog")])
@@ -145,12 +203,13 @@ def test_health_is_503_while_a_backend_is_down(
         monkeypatch.setenv(key, value)
     config = backend_config("s3+couch", tmp_path / "data", own_s3, own_couch,
                             backend_timeout=1.5)
-    app = make_app(config)
-    assert get(app, "/_health").status_int == 200
+    health, now = local_health(make_app(config))
+    assert get(health, "", environ=LOCAL).status_int == 200
     server = request.getfixturevalue(server_name)
     server.stop()
     try:
-        response = get(app, "/_health")
+        now[0] += READY_SECONDS
+        response = get(health, "", environ=LOCAL)
         assert response.status_int == 503
         report = response.json
         assert report["status"] == "degraded"
@@ -160,9 +219,12 @@ def test_health_is_503_while_a_backend_is_down(
     finally:
         server.start()
     deadline = time.monotonic() + 20
-    while get(app, "/_health").status_int != 200 and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        now[0] += READY_SECONDS
+        if get(health, "").status_int == 200:
+            break
         time.sleep(0.2)
-    assert get(app, "/_health").json["status"] == "ok"
+    assert get(health, "").json["status"] == "ok"
 
 
 def test_liveness_and_readiness_follow_a_couchdb_outage(tmp_path, own_s3, own_couch,
@@ -195,7 +257,6 @@ def test_liveness_and_readiness_follow_a_couchdb_outage(tmp_path, own_s3, own_co
 
 
 def test_liveness_never_asks_a_backend_and_readiness_is_reused_for_a_second(tmp_path):
-    from huimages_wsgi.web.health import READY_SECONDS, HealthApp
 
     app = make_app(Config(data_dir=tmp_path / "data"))
     health = HealthApp(app.store, clock=lambda: now[0])
@@ -212,7 +273,10 @@ def test_liveness_never_asks_a_backend_and_readiness_is_reused_for_a_second(tmp_
     assert probes == [100.0]
     now[0] += READY_SECONDS
     assert get(health, "/ready").status_int == 200 and probes == [100.0, 101.0]
-    assert get(health, "").status_int == 200 and len(probes) == 3  # /_health: every call
+    for _ in range(5):  # /_health shares the probe: a flood of calls is one probe a second
+        assert get(health, "").status_int == 200 and len(probes) == 2
+    now[0] += READY_SECONDS
+    assert get(health, "").status_int == 200 and len(probes) == 3
     assert get(health, "/nonsense").status_int == 404
 
 
@@ -462,8 +526,6 @@ def test_logfmt_lines_quote_only_what_needs_it():
 
 def test_readiness_probes_do_not_queue_behind_a_slow_probe(tmp_path):
     """While one probe waits for a silent backend, the others answer the last report."""
-    from huimages_wsgi.web.health import READY_SECONDS, HealthApp
-
     app = make_app(Config(data_dir=tmp_path / "data"))
     now = [100.0]
     health = HealthApp(app.store, clock=lambda: now[0])

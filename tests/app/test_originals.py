@@ -245,7 +245,7 @@ def test_non_images_and_undecodable_files_are_still_refused(store, data, message
 
 @BOTH
 def test_api_uploads_heic_and_motion_photos(any_config):
-    token = "t0ken"
+    token = "t0ken-0123456789abcdef"
     app = make_app(any_config.with_changes(upload_token=token))
     auth = {"Authorization": f"Bearer {token}"}
     for data, content_type, ext in ((r.heic(800, 600), "image/heic", "heic"),
@@ -282,7 +282,7 @@ def test_the_polyglot_is_served_inert_by_the_app(tmp_path):
 def test_browse_links_the_original_at_its_own_extension(tmp_path):
     app = make_app(Config(data_dir=tmp_path / "d", browse=True))
     imageid = app.store.save_image(r.heic(600, 400))
-    page = get(app, f"/_browse/{imageid}").text
+    page = get(app, f"/_browse/{imageid}", environ={"REMOTE_ADDR": "127.0.0.1"}).text
     assert f"o/{imageid}.heic" in page and f"o/{imageid}.jpeg" not in page
 
 
@@ -318,7 +318,7 @@ def test_rendered_dimensions_equal_predicted_dimensions_for_every_format(
 def test_original_only_extensions_are_404_for_sizes_even_before_the_signature(tmp_path):
     """``.heic``/``.heif``/``.gif`` exist only for ``o``: any size with them is an unknown
     URL (404), not a variant whose missing signature is worth a 403."""
-    store = ImageStore(Config(data_dir=tmp_path / "d", secret="s"))
+    store = ImageStore(Config(data_dir=tmp_path / "d", secret="s" * 16))
     app = ImageMiddleware(prefix="", store=store)
     imageid = store.save_image(r.heic(300, 200))
     for ext in ("heic", "heif", "gif"):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
@@ -29,7 +32,7 @@ from huimages_wsgi.store.httpstore import HttpImageStore, NotAvailableRemotely, 
 from .. import imagefactory as f
 from ..conftest import BIN, LiveServer
 
-TOKEN = "remote-token"
+TOKEN = "remote-token-0123456789"
 BOTH = pytest.mark.parametrize("backend", ["embedded", "s3+couch"], indirect=True)
 
 
@@ -106,7 +109,7 @@ def test_errors_arrive_as_the_local_exception_classes(server, tmp_path):
         small.save_image(f.photo_jpeg(300, 300))
     with pytest.raises(NotAvailableRemotely):
         list(store.catalog.ids())
-    wrong = open_store(remote_config(server, tmp_path, upload_token="not-the-token"))
+    wrong = open_store(remote_config(server, tmp_path, upload_token="not-the-token-0123456789"))
     with pytest.raises(RemoteError) as refused:
         wrong.save_image(f.solid_jpeg())
     assert refused.value.status == 403 and "HUIMAGES_UPLOAD_TOKEN" in str(refused.value)
@@ -155,3 +158,76 @@ def test_browsing_over_http(server, tmp_path):
     assert store.get_random_imageid() in {a, b, c}
     store.delete_image(b)
     assert store.get_next_imageid(a) == c
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Another origin: records every request it gets and answers like the API would."""
+
+    seen: list[tuple[str, str, str | None]]
+
+    def answer(self) -> None:
+        self.seen.append((self.command, self.path, self.headers.get("Authorization")))
+        body = json.dumps({"id": "A" * 32 + "01", "title": ["elsewhere"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class Redirector(BaseHTTPRequestHandler):
+    """Answers every request with ``status`` to the same path on the other origin."""
+
+    target: str
+    status: int
+
+    def answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(self.status)
+        self.send_header("Location", self.target + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_PATCH = do_DELETE = answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def serving(handler: type) -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_the_client_follows_no_redirect_and_sends_the_token_nowhere_else(tmp_path, status):
+    seen: list[tuple[str, str, str | None]] = []
+    other, other_url = serving(type("Other", (Recorder,), {"seen": seen}))
+    front, front_url = serving(type("Front", (Redirector,),
+                                    {"target": other_url, "status": status}))
+    try:
+        store = open_store(Config(data_dir=tmp_path / "client", api_url=front_url,
+                                  upload_token=TOKEN, server_url=front_url + "/"))
+        imageid = compute_id(f.solid_jpeg())
+        calls = [lambda: store.save_image(f.solid_jpeg(), title="x"),
+                 lambda: store.get_imagedoc(imageid),
+                 lambda: store.set_title(imageid, "y"),
+                 lambda: store.delete_image(imageid),
+                 lambda: store.get_random_imageid(),
+                 lambda: store.scaled_imagedata(imageid, "100x100")]
+        for call in calls:
+            with pytest.raises(RemoteError) as refused:
+                call()
+            assert refused.value.status == status
+            assert f"{other_url}/" in str(refused.value) and "redirect" in str(refused.value)
+        assert seen == []  # the other origin never heard from the client, token or not
+    finally:
+        front.shutdown()
+        other.shutdown()

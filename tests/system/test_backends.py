@@ -415,14 +415,14 @@ def test_couch_wrong_credentials_are_503_and_a_clear_cli_error(own_couch, tmp_pa
         good = own_couch.url.replace("http://", "http://boss:right-pw@")
         bad = own_couch.url.replace("http://", "http://boss:wrong-pw@")
         config = Config(data_dir=tmp_path / "data", server_url="http://img.example.test/",
-                        couch_server=bad, couch_db="huimages_creds", upload_token="t")
+                        couch_server=bad, couch_db="huimages_creds", upload_token="t" * 16)
         CouchCatalog(good, config.couch_db).check()  # the password is all that differs
         with pytest.raises(BackendUnavailable, match="refused access"):
             CouchCatalog(bad, config.couch_db).check()
         imageid = compute_id(b"any")
         app = make_app(config)
         for path, headers in ((f"/9x9/{imageid}.jpeg", {}),
-                              (f"/_api/images/{imageid}", {"Authorization": "Bearer t"})):
+                              (f"/_api/images/{imageid}", {"Authorization": "Bearer " + "t" * 16})):
             response = Request.blank(path, headers=headers).get_response(app)
             assert response.status_int == 503, (path, response.body)
             assert response.headers["Retry-After"]
@@ -443,8 +443,8 @@ def test_couch_database_deleted_under_a_server_is_503_then_recreated(s3_couch, c
     (A 403 is mapped like the 401 above, but pouchdb-server answers 401 even
     where CouchDB says 403, so no test provokes one.)
     """
-    app = make_app(s3_couch.with_changes(upload_token="t"))
-    auth = {"Authorization": "Bearer t"}
+    app = make_app(s3_couch.with_changes(upload_token="t" * 16))
+    auth = {"Authorization": "Bearer " + "t" * 16}
     imageid = app.store.save_image(f.solid_jpeg())
     couchdb.Server(couch_server.url).delete(s3_couch.couch_db)
     gone = Request.blank("/_api/random", headers=auth).get_response(app)

@@ -115,7 +115,8 @@ class Stack:
         imageid = imageid or self.imageid
         path = f"/{size}/{imageid}/{seo}" if seo else f"/{size}/{imageid}.jpeg"
         if signed and self.secret:
-            path += f"?sig={sign(self.secret, size, imageid)}"
+            ext = seo.rpartition(".")[2] if seo else "jpeg"
+            path += f"?sig={sign(self.secret, size, imageid, ext)}"
         return path
 
     def get(self, path: str, method: str = "GET", headers: dict[str, str] | None = None):
@@ -334,7 +335,8 @@ def test_huimages_links_move_through_the_webserver(live, originals):
         assert status == 301, (old, status, body, live.logs())
         assert urllib.parse.urlsplit(headers["location"]).path == new, (old, headers)
         size, imageid = new.split("/")[1], new.split("/")[2].split(".")[0]
-        target = new + (f"?sig={sign(live.secret, size, imageid)}"
+        ext = new.rpartition(".")[2]
+        target = new + (f"?sig={sign(live.secret, size, imageid, ext)}"
                         if live.secret else "")
         status, _, body = live.get(target)
         assert status == 200, (target, status, body)
@@ -371,7 +373,7 @@ def test_signature_in_the_query_string_reaches_the_app(live):
 def test_other_formats_are_files_the_webserver_serves(live, ext, content_type):
     """/<size>/<ID>.webp|avif|png: generated once, then static with the right type."""
     size = f"{100 + len(ext)}x{100 + len(ext)}"  # one size per format, unused elsewhere
-    signed = f"?sig={sign(live.secret, size, live.imageid)}"
+    signed = f"?sig={sign(live.secret, size, live.imageid, ext)}"
     canonical = f"/{size}/{live.imageid}.{ext}"
     status, headers, body = live.get(canonical + signed)
     assert status == 200, (status, body, live.logs())

@@ -86,7 +86,7 @@ class Outcome:
 
 
 def signed(imageid: str, size: str, title: str = "") -> str:
-    return image_path(imageid, size, title=title, signature=sign(SECRET, size, imageid))
+    return image_path(imageid, size, title=title, signature=sign(SECRET, size, imageid, "jpeg"))
 
 
 def unsigned(imageid: str, size: str) -> str:
@@ -272,8 +272,8 @@ def build_jobs(library: Library, validators: dict[tuple[str, str], dict[str, str
             unsigned(imageid, size),
             unsigned(imageid, size) + "?sig=",
             unsigned(imageid, size) + "?sig=AAAAAAAAAAAAAAAAAAAAAA",
-            unsigned(imageid, size) + "?sig=" + sign(SECRET, "240x160", imageid),
-            unsigned(imageid, size) + "?sig=" + sign("wrong-secret", size, imageid),
+            unsigned(imageid, size) + "?sig=" + sign(SECRET, "240x160", imageid, "jpeg"),
+            unsigned(imageid, size) + "?sig=" + sign("wrong-secret", size, imageid, "jpeg"),
             unsigned(imageid, size) + "?sig=%ff%fe" + "x" * 100,
         ][i % 6]
         return job("signature", target, imageid, size)

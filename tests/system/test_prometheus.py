@@ -102,7 +102,8 @@ def load(node: LiveServer, seed: int) -> None:
                 statuses.append(fetch(f"{node.url}/{size}/{imageid}.jpeg"))
         statuses.append(fetch(f"{node.url}/150x150/{imageid}.webp"))
         statuses.append(fetch(f"{node.url}/o/{imageid}.jpeg"))
-    statuses += [fetch(f"{node.url}/_browse/"), fetch(f"{node.url}/_health/ready")]
+    statuses += [fetch(f"{node.url}/_browse/", headers={"Authorization": f"Bearer {TOKEN}"}),
+                 fetch(f"{node.url}/_health/ready")]
     assert set(statuses) == {200}, statuses
     assert fetch(f"{node.url}/100x100/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA01.jpeg") == 404
     node.cli("prune-cache", "--max-bytes", "1G")

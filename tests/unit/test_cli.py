@@ -36,6 +36,8 @@ def test_put_info_url_delete(env, capsys):
     assert capsys.readouterr().out.strip() == f"http://i.example.com/75x75!/{imageid}/bike.jpeg"
     assert main(["url", imageid]) == 0
     assert capsys.readouterr().out.strip() == f"http://i.example.com/o/{imageid}.jpeg"
+    assert main(["url", imageid, "--size", "240x160", "--ext", "webp"]) == 0
+    assert capsys.readouterr().out.strip() == f"http://i.example.com/240x160/{imageid}/bike.webp"
     assert main(["delete", imageid]) == 0
     assert main(["info", imageid]) == 2
     assert "no image" in capsys.readouterr().err
@@ -129,3 +131,23 @@ def test_put_refuses_with_one_clear_line_and_stores_nothing(
     assert captured.err.count("\n") == 1, captured.err
     assert captured.err.startswith(f"huimages: {bad}: ") and message in captured.err
     assert _stored(env / "data") == before
+
+
+def test_url_is_signed_for_its_size_and_format(env, capsys, monkeypatch):
+    from webob import Request
+
+    from huimages_wsgi import Config, make_app
+    from huimages_wsgi.core.signing import sign
+
+    secret = "cli-secret-0123456789"
+    monkeypatch.setenv("HUIMAGES_SECRET", secret)
+    (path,) = write_images(env, 1)
+    assert main(["put", path, "--title", "Bike"]) == 0
+    imageid = capsys.readouterr().out.strip()
+    app = make_app(Config.from_env())
+    for ext in ("jpeg", "webp", "png"):
+        assert main(["url", imageid, "--size", "square", "--ext", ext]) == 0
+        url = capsys.readouterr().out.strip()
+        assert url.endswith(f"/bike.{ext}?sig={sign(secret, '75x75!', imageid, ext)}")
+        path = url.removeprefix("http://i.example.com")
+        assert Request.blank(path).get_response(app).status_int == 200, ext

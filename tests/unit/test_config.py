@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from huimages_wsgi import ImageStore
-from huimages_wsgi.core.config import Config
+from huimages_wsgi.core.config import Config, ConfigError
 from huimages_wsgi.core.sizes import DEFAULT_PRESETS
 from huimages_wsgi.storage.couch import CouchAttachmentStore, CouchCatalog
 from huimages_wsgi.storage.disk import DiskBlobStore
@@ -197,9 +197,34 @@ def test_the_configuration_reference_is_generated_from_the_code():
 def test_a_configuration_exported_to_an_environment_reads_back_the_same():
     """How a server's workers and the follower get the configuration the CLI built."""
     config = Config(data_dir="/srv/x", allowed_sizes=frozenset({"o", "square"}), browse=True,
-                    render_wait=2.5, secret="s", follow_heartbeat=1.0,
+                    render_wait=2.5, secret="s" * 16, follow_heartbeat=1.0,
                     presets={**DEFAULT_PRESETS, "big": "800x600"}, max_upload_bytes=1234)
-    env = {"HUIMAGES_SECRET": "old", "S3BUCKET": "older-name", "HUIMAGES_API_URL": "x"}
+    env = {"HUIMAGES_SECRET": "old" * 6, "S3BUCKET": "older-name", "HUIMAGES_API_URL": "x"}
     config.export(env)
     assert Config.from_env(env) == config
     assert "S3BUCKET" not in env and "HUIMAGES_API_URL" not in env  # None: removed
+
+
+@pytest.mark.parametrize("variable, field", [("HUIMAGES_UPLOAD_TOKEN", "upload_token"),
+                                             ("HUIMAGES_SECRET", "secret")])
+@pytest.mark.parametrize("weak", [" ", " " * 20, "short-token", "x" * 15, " " + "x" * 20,
+                                  "x" * 20 + "\n"])
+def test_weak_tokens_and_secrets_are_refused_at_start_up(variable, field, weak):
+    """A token of one space or a few letters protects nothing: refused, naming the variable."""
+    with pytest.raises(ConfigError, match=f"{variable} \\({field}\\) must be at least 16"):
+        Config.from_env({variable: weak})
+    with pytest.raises(ConfigError, match=variable):
+        Config(**{field: weak})
+    assert getattr(Config.from_env({variable: "x" * 16}), field) == "x" * 16
+    assert getattr(Config.from_env({variable: ""}), field) is None  # empty: not set
+
+
+def test_the_cli_refuses_a_weak_token_before_serving(tmp_path, capsys):
+    from huimages_wsgi.cli.main import main
+
+    env = {"HUIMAGES_UPLOAD_TOKEN": "secret", "HUIMAGES_DATA_DIR": str(tmp_path)}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        assert main(["url", "A" * 32 + "01"]) == 1
+    assert "HUIMAGES_UPLOAD_TOKEN (upload_token) must be at least 16" in capsys.readouterr().err
