@@ -30,6 +30,12 @@ DEFAULT_MAX_DIMENSION = 4096  # widest or tallest variant a URL may ask for
 # changing its process-wide threshold is the host application's call, not ours.
 DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_MAX_UPLOAD_BYTES = 50 << 20
+# libjpeg-turbo's djpeg -maxscans idea: each scan of a progressive JPEG is another pass
+# over every block, and encoders write about 10 (at most a few dozen).
+DEFAULT_MAX_SCANS = 100
+# The memory one decode may take, by the estimate from its header (imaging/bounds.py):
+# a 30 MP WebP (the costliest format a pixel) fits, and a baseline RGB JPEG at the pixel limit.
+DEFAULT_MAX_DECODE_BYTES = 512 << 20
 #: The internal location nginx serves the cache under for X-Accel-Redirect.
 DEFAULT_XACCEL_PREFIX = "/huimages-cache"
 
@@ -98,6 +104,8 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "max_dimension": (("HUIMAGES_MAX_DIMENSION",), int),
     "max_pixels": (("HUIMAGES_MAX_PIXELS",), int),
     "max_upload_bytes": (("HUIMAGES_MAX_UPLOAD_BYTES",), parse_bytes),
+    "max_scans": (("HUIMAGES_MAX_SCANS",), int),
+    "max_decode_bytes": (("HUIMAGES_MAX_DECODE_BYTES",), parse_bytes),
     "lock_timeout": (("HUIMAGES_LOCK_TIMEOUT",), float),
     "xsendfile": (("HUIMAGES_XSENDFILE",), str.lower),
     "xaccel_prefix": (("HUIMAGES_XACCEL_PREFIX",), str),
@@ -140,6 +148,10 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "max_pixels": (str(DEFAULT_MAX_PIXELS), "largest original (Pillow's bomb-guard threshold;"
                    " at most twice it)"),
     "max_upload_bytes": ("50M", "largest upload"),
+    "max_scans": (str(DEFAULT_MAX_SCANS), "most scans a progressive JPEG may have (counted"
+                  " from its markers; more: refused before decoding)"),
+    "max_decode_bytes": ("512M", "most memory one decode may need, estimated from the header"
+                         " before a pixel is decoded (docs/formats.md); more: refused"),
     "lock_timeout": ("30", "seconds a request waits for another worker generating the same"
                      " variant"),
     "xsendfile": ("unset", "`x-sendfile` or `x-accel-redirect`: let the webserver send the"
@@ -207,6 +219,8 @@ class Config:
     max_dimension: int = DEFAULT_MAX_DIMENSION
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_scans: int = DEFAULT_MAX_SCANS
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
     lock_timeout: float = 30.0
     xsendfile: str | None = None
     xaccel_prefix: str = DEFAULT_XACCEL_PREFIX
@@ -266,6 +280,8 @@ class Config:
         if self.allowed_sizes is not None:
             object.__setattr__(self, "allowed_sizes", frozenset(self.allowed_sizes))
         check_pixel_limit(self.max_pixels)
+        if self.max_scans < 1 or self.max_decode_bytes < 1:
+            raise ValueError("max_scans and max_decode_bytes must be 1 or more")
         if self.render_slots is not None and self.render_slots < 0:
             raise ValueError("render_slots must be 0 (no limit) or more")
         if self.render_slots_per_process is not None and self.render_slots_per_process < 1:
