@@ -46,6 +46,8 @@ MODE_BYTES = {"1": 6, "L": 6, "P": 9, "LA": 9, "PA": 9, "RGB": 9, "YCbCr": 9, "R
 #: (the YUV planes beside the RGB result).
 FORMAT_BYTES = {"WEBP": {"RGB": 17, "RGBA": 21}, "HEIF": {"RGB": 10, "RGBA": 12},
                 "AVIF": {"RGB": 10, "RGBA": 12}}
+#: A JPEG's output at full scale and its working copies (CMYK's RGB one included).
+JPEG_BYTES = {"L": 3, "RGB": 5, "CMYK": 9}
 UNKNOWN_MODE_BYTES = 16
 
 
@@ -87,8 +89,9 @@ def decode_bytes(img: Image.Image, cost: JpegCost | None = None) -> int:
     width, height = img.size
     pixels = width * height
     if is_jpeg(img):
-        # the output, and its resized copy (a JPEG's DCT-scaled decodes take less)
-        return pixels * (len(img.getbands()) + 2) + (cost.coefficient_bytes if cost else 0)
+        # the output at full size and its copies (a DCT-scaled decode takes less)
+        per_pixel = JPEG_BYTES.get(img.mode, len(img.getbands()) + 5)
+        return pixels * per_pixel + (cost.coefficient_bytes if cost else 0)
     per_pixel = FORMAT_BYTES.get(img.format or "", {}).get(img.mode)
     if per_pixel is None:
         per_pixel = MODE_BYTES.get(img.mode, UNKNOWN_MODE_BYTES)
