@@ -380,12 +380,12 @@ class served:
         self.log.close()
 
 
-def post(base: str, data: bytes) -> tuple[int, str]:
+def post(base: str, data: bytes, timeout: float = 120.0) -> tuple[int, str]:
     request = urllib.request.Request(
         f"{base}/_api/images", data=data, method="POST",
         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"})
     try:
-        with urllib.request.urlopen(request, timeout=120) as answer:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
