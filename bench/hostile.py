@@ -42,6 +42,7 @@ FILES = {
     "GIF 65535x65535 screen, 1x1 frame": lambda: f.huge_canvas_gif(65535, 65535),
     "GIF 9000x9000 screen, 1x1 frame": lambda: f.huge_canvas_gif(9000, 9000),
     "GIF 9000x9000 screen, 20000 1x1 frames": lambda: f.huge_canvas_gif(9000, 9000, 20_000),
+    "HEIC, 64x64 coded, ispe 9000x9000": lambda: f.huge_canvas_heic(9000, 9000),
     "(control) JPEG photo 4032x3024": lambda: f.photo_jpeg(4032, 3024, seed=3),
 }
 

@@ -303,3 +303,25 @@ def huge_canvas_gif(width: int, height: int, frames: int = 1) -> bytes:
     frame = (b"\x21\xf9\x04\x00\x00\x00\x00\x00"  # a graphic control extension, then the image
              + b"\x2c" + struct.pack("<HHHH", 0, 0, 1, 1) + b"\x00" + b"\x02\x02\x44\x01\x00")
     return out + frame * frames + b"\x3b"
+
+
+def huge_canvas_heic(width: int, height: int) -> bytes:
+    """A small HEIC whose image spatial extent (``ispe``) declares ``width`` x ``height``."""
+    data = bytearray(encode(Image.new("RGB", (64, 64), (200, 30, 30)), "HEIF", quality=50))
+    ispe = data.index(b"ispe")  # box type, then version and flags, then width and height
+    data[ispe + 8 : ispe + 16] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    return bytes(data)
+
+
+def deep_heic(width: int, height: int) -> bytes:
+    """A 10-bit HEIC of ``photo``'s pixels (pillow-heif writes 16-bit input as 10 bits)."""
+    import array
+
+    import pillow_heif
+
+    pixels = photo(width, height, seed=2)
+    samples = array.array("H", (value << 8 for value in pixels.tobytes()))
+    heif = pillow_heif.from_bytes(mode="RGB;16", size=pixels.size, data=samples.tobytes())
+    out = io.BytesIO()
+    heif.save(out, quality=60)
+    return out.getvalue()

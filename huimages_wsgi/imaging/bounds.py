@@ -49,6 +49,9 @@ FORMAT_BYTES = {"WEBP": {"RGB": 17, "RGBA": 21}, "HEIF": {"RGB": 10, "RGBA": 12}
 #: A JPEG's output at full scale and its working copies (CMYK's RGB one included).
 JPEG_BYTES = {"L": 3, "RGB": 5, "CMYK": 9}
 UNKNOWN_MODE_BYTES = 16
+#: More for a HEIF of 10 or 12 bits (pillow-heif's documented ``info["bit_depth"]``): its
+#: YUV planes at 16 bits before the 8-bit result (measured 8.5 against 8.2 at 8 bits).
+DEEP_PLANES_BYTES = 2
 
 
 def open_bounded(source: BinaryIO, settings: EngineSettings,
@@ -95,6 +98,9 @@ def decode_bytes(img: Image.Image, cost: JpegCost | None = None) -> int:
     per_pixel = FORMAT_BYTES.get(img.format or "", {}).get(img.mode)
     if per_pixel is None:
         per_pixel = MODE_BYTES.get(img.mode, UNKNOWN_MODE_BYTES)
+    depth = img.info.get("bit_depth")  # pillow-heif's: 10 and 12 bits decode to 16-bit planes
+    if isinstance(depth, int) and depth > 8:
+        per_pixel += DEEP_PLANES_BYTES
     return pixels * per_pixel
 
 

@@ -45,6 +45,7 @@ HOSTILE = {
     "GIF 65535x65535 screen": lambda: f.huge_canvas_gif(65535, 65535),
     "GIF 9000x9000 screen": lambda: f.huge_canvas_gif(9000, 9000),
     "GIF of 20000 frames": lambda: f.huge_canvas_gif(9000, 9000, frames=20_000),
+    "HEIC declaring 9000x9000": lambda: f.huge_canvas_heic(9000, 9000),
 }
 
 
@@ -231,12 +232,13 @@ def _peak_cases() -> dict[str, bytes]:
         "WebP": f.encode(photo, "WEBP", quality=80, method=0),
         "WebP with alpha": f.encode(alpha, "WEBP", quality=80, method=0),
         "HEIC": f.encode(photo, "HEIF", quality=60),
+        "10-bit HEIC": f.deep_heic(3000, 3000),
         "AVIF": f.encode(photo, "AVIF", quality=60, speed=10),
         "GIF 9000x9000 screen": f.huge_canvas_gif(9000, 9000),
     }
 
 
-@pytest.mark.slow  # 33 decodes of 9 MP and more in subprocesses: about 30 s
+@pytest.mark.slow  # 36 decodes of 9 MP and more in subprocesses: about 30 s
 def test_the_estimate_covers_the_real_peak(tmp_path):
     """The memory limit bounds what a decode really takes: for every format, the peak
     resident memory of an upload and of renders from the original stays within the
