@@ -78,14 +78,17 @@ def plant(store: ImageStore, data: bytes, width: int, height: int) -> str:
 # -- scans ---------------------------------------------------------------------------
 
 
-def test_the_hostile_jpeg_has_its_scans_and_decodes():
-    """The file is what it claims: a progressive JPEG of over 1000 scans that libjpeg
-    decodes (slowly) when nothing stops it."""
+def test_the_hostile_files_decode_when_nothing_stops_them(no_decoding):
+    """The files are what they claim (a progressive JPEG of over 1000 scans, a GIF
+    drawn on a 9000x9000 screen), and ``no_decoding`` sees a decode when there is one."""
     data = f.many_scans_jpeg(64, 48, 1000)
     assert len(data) < 100_000
     cost = jpeg_cost(data, 5000)
     assert cost.progressive and cost.scans > 1000
-    ImageEngine(max_scans=5000).inspect(data, previews=True)  # decodes, all of it
+    lifted = ImageEngine(max_scans=5000, max_decode_bytes=1 << 40)
+    lifted.inspect(data, previews=True)  # decodes, all of it
+    assert lifted.inspect(f.huge_canvas_gif(9000, 9000)).width == 9000
+    assert no_decoding == ["JPEG", "GIF"]
 
 
 def test_a_jpeg_of_too_many_scans_is_refused_at_upload_before_decoding(store, no_decoding):
