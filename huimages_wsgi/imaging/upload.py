@@ -95,7 +95,7 @@ def inspect(settings: EngineSettings, data: bytes, previews: bool = False,
         elif is_jpeg(img):
             img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
         # a progressive JPEG works on all its coefficients at any DCT scale
-        pixels = whole if img.info.get("progressive") else img.width * img.height
+        pixels = whole if img.info.get("progression") else img.width * img.height
         with nullcontext() if admit is None else admit(pixels):
             if planned:
                 made = make_previews(settings, img, turn, planned)
