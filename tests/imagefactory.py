@@ -261,3 +261,67 @@ class FullDisk(io.RawIOBase):
 
     def write(self, data: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
+
+
+# -- hostile files: small on disk, costly to decode (tests/app/test_decode_bounds.py) -----
+
+
+def many_scans_jpeg(width: int = 64, height: int = 48, repeats: int = 1000) -> bytes:
+    """A progressive JPEG whose last scan is repeated ``repeats`` times before its end
+    marker: libjpeg decodes every copy again, each a pass over the whole image. The
+    picture is flat, so each copy is small (8000x8000 and 1000 copies: about 300 KB)."""
+    data = encode(Image.new("RGB", (width, height), (90, 120, 200)), quality=85,
+                  progressive=True)
+    last = data.rindex(b"\xff\xda")  # the last SOS: the scan's header, then its data
+    end = len(data) - 2  # the EOI
+    assert data[end:] == b"\xff\xd9"
+    return data[:end] + data[last:end] * repeats + data[end:]
+
+
+def webp_vp8l_header(width: int, height: int) -> bytes:
+    """A lossless WebP of a few bytes declaring ``width`` x ``height`` (at most 16384)."""
+    bits = (width - 1) | ((height - 1) << 14)
+    payload = b"\x2f" + struct.pack("<I", bits) + b"\x00" * 5
+    chunk = b"VP8L" + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def huge_canvas_webp(width: int, height: int) -> bytes:
+    """A valid animated WebP of two 1x1 frames on a ``width`` x ``height`` canvas."""
+    frames = [Image.new("RGBA", (1, 1), (255, 0, 0, 255)), Image.new("RGBA", (1, 1))]
+    data = bytearray(encode(frames[0], "WEBP", save_all=True, append_images=frames[1:],
+                            lossless=True))
+    vp8x = data.index(b"VP8X")  # chunk header, then 4 bytes of flags, then the canvas
+    data[vp8x + 12 : vp8x + 18] = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(
+        3, "little")
+    return bytes(data)
+
+
+def huge_canvas_gif(width: int, height: int, frames: int = 1) -> bytes:
+    """A GIF of ``frames`` 1x1 frames on a ``width`` x ``height`` logical screen."""
+    out = b"GIF89a" + struct.pack("<HH", width, height) + b"\x80\x00\x00" + b"\0\0\0\xff\xff\xff"
+    frame = (b"\x21\xf9\x04\x00\x00\x00\x00\x00"  # a graphic control extension, then the image
+             + b"\x2c" + struct.pack("<HHHH", 0, 0, 1, 1) + b"\x00" + b"\x02\x02\x44\x01\x00")
+    return out + frame * frames + b"\x3b"
+
+
+def huge_canvas_heic(width: int, height: int) -> bytes:
+    """A small HEIC whose image spatial extent (``ispe``) declares ``width`` x ``height``."""
+    data = bytearray(encode(Image.new("RGB", (64, 64), (200, 30, 30)), "HEIF", quality=50))
+    ispe = data.index(b"ispe")  # box type, then version and flags, then width and height
+    data[ispe + 8 : ispe + 16] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    return bytes(data)
+
+
+def deep_heic(width: int, height: int) -> bytes:
+    """A 10-bit HEIC of ``photo``'s pixels (pillow-heif writes 16-bit input as 10 bits)."""
+    import array
+
+    import pillow_heif
+
+    pixels = photo(width, height, seed=2)
+    samples = array.array("H", (value << 8 for value in pixels.tobytes()))
+    heif = pillow_heif.from_bytes(mode="RGB;16", size=pixels.size, data=samples.tobytes())
+    out = io.BytesIO()
+    heif.save(out, quality=60)
+    return out.getvalue()

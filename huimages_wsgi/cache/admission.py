@@ -24,7 +24,9 @@ A waiting large decode never holds back a render that a free slot can take.
 
 Nothing is shared between processes: every worker admits by its own queue,
 each sized for a whole node's cores, as the kernel shares the cores out
-between them. Cache hits, 304s and every other endpoint never enter.
+between them. Uploads enter like misses (``ImageStore.save``: the decode that
+checks one and makes its previews). Cache hits, 304s and every other endpoint
+never enter.
 """
 
 from __future__ import annotations

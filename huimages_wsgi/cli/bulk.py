@@ -7,7 +7,8 @@ import sys
 from collections import Counter
 from typing import Any
 
-from ..core.config import Config, parse_bytes
+from ..core.config import Config
+from ..core.settings import parse_bytes
 from ..node.parallel import FAILED
 from ..store.imagestore import ImageStore
 from .options import Progress, add_jobs, local_store

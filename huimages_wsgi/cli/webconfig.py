@@ -9,12 +9,10 @@ import sys
 from typing import Any
 
 from ..core.config import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_XACCEL_PREFIX
+from ..deploy.rundirs import ensure_cache_dir, ensure_run_dir, ensure_unavailable_page
 from ..deploy.webconfig import (
     KINDS,
     default_user_group,
-    ensure_cache_dir,
-    ensure_run_dir,
-    ensure_unavailable_page,
     render_config,
 )
 
@@ -99,8 +97,18 @@ def run_config(args: argparse.Namespace, config: object | None = None) -> int:
     except ValueError as exc:
         print(f"huimages config: error: {exc}", file=sys.stderr)
         return 2
-    run_dir = os.path.abspath(run_dir)
-    cache_dir = os.path.abspath(cache_dir)
+    prepare_dirs(args, os.path.abspath(cache_dir), os.path.abspath(run_dir))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def prepare_dirs(args: argparse.Namespace, cache_dir: str, run_dir: str) -> None:
+    """Create the cache and run directories (and lighttpd's 503 page) the rendered file
+    names; what cannot be done is printed on stderr with the command that does it."""
     try:
         note = ensure_cache_dir(cache_dir)
     except OSError as exc:
@@ -136,12 +144,6 @@ def run_config(args: argparse.Namespace, config: object | None = None) -> int:
                         " answers 404 for it while the app is unreachable; write it by hand")
             if note:
                 print(f"huimages config: {note}", file=sys.stderr)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
 
 
 def add_parsers(commands: Any) -> None:

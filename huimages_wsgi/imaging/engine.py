@@ -31,9 +31,11 @@ class ImageEngine(EngineSettings):
     """Scaling and validation with one set of limits and quality settings (the fields
     of ``EngineSettings``)."""
 
-    def inspect(self, data: bytes, previews: bool = False) -> ImageInfo:
-        """Validate an upload completely; with ``previews``, make them from the same decode."""
-        return upload.inspect(self, data, previews)
+    def inspect(self, data: bytes, previews: bool = False,
+                admit: upload.Admit | None = None) -> ImageInfo:
+        """Validate an upload completely; with ``previews``, make them from the same decode,
+        inside ``admit(pixels)`` (the store's render admission) when given."""
+        return upload.inspect(self, data, previews, admit)
 
     def check_stored(self, data: bytes) -> str:
         """Cheap checks of a stored original before it is served as ``o``; its content type."""

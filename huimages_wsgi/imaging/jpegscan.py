@@ -5,6 +5,10 @@ whether it is a Multi-Picture (MPF) file, and it catches truncation with a
 clear message before any decoding. What follows the end marker is kept (a
 camera's trailer, further frames, a video: see ``originals.describe_trailer``);
 ``o`` is served inert, so bytes after the image are no danger to our domain.
+
+``jpeg_cost`` counts the scans (SOS markers) of the primary image the way
+libjpeg reaches them, for the limit on progressive scans (bounds.py): every
+scan of a progressive JPEG is another pass over the whole image.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from .originals import describe_trailer
 _SOF_MARKERS = frozenset(
     {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 )
+_PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 
 
@@ -84,3 +89,66 @@ def jpeg_trailer(data: bytes) -> tuple[JpegStructure, dict[str, Any] | None]:
     """The structure of a JPEG and a description of what follows its primary image."""
     structure = scan_jpeg(data)
     return structure, describe_trailer(data[structure.end :], structure.is_mpf)
+
+
+@dataclass(frozen=True)
+class JpegCost:
+    """What decoding a JPEG's primary image costs beyond its pixels."""
+
+    scans: int  # SOS markers, counted no further than the limit plus one
+    progressive: bool
+    coefficient_bytes: int  # libjpeg's whole-image coefficient buffer (multi-scan only)
+
+
+def jpeg_cost(data: bytes, most_scans: int) -> JpegCost:
+    """The scans (SOS markers) of the primary image, counted no further than
+    ``most_scans + 1``, and the coefficient buffer libjpeg allocates for a
+    progressive or multi-scan JPEG (two bytes a coefficient, 64 a block, every
+    block of every component, whatever the DCT scale of the output).
+
+    Lenient where ``scan_jpeg`` is strict, as libjpeg is: bytes that are not
+    a marker are skipped (libjpeg warns and resyncs at the next 0xFF), a
+    segment's length is followed without looking inside (an EXIF thumbnail's
+    own scans are not counted), and the count ends at the end marker or
+    wherever the file runs out. So a file the strict walk refuses still has
+    its scans counted before any decoder sees it. Nothing is decoded.
+    """
+    pos, size, scans, frame, progressive = 2, len(data), 0, b"", False
+    while scans <= most_scans:
+        pos = data.find(b"\xff", pos)
+        while 0 <= pos < size and data[pos] == 0xFF:
+            pos += 1
+        if pos < 0 or pos >= size:
+            break
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:
+            break
+        if marker == 0x00 or marker in _STANDALONE or pos + 2 > size:
+            continue
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if marker in _SOF_MARKERS and not frame:
+            frame = data[pos + 2 : pos + length]
+            progressive = marker in _PROGRESSIVE
+        pos += length
+        if marker == 0xDA:
+            scans += 1
+            try:
+                pos = _next_marker_after_scan(data, pos)
+            except InvalidImage:
+                break
+    multi = progressive or scans > 1
+    return JpegCost(scans, progressive, _coefficient_bytes(frame) if multi else 0)
+
+
+def _coefficient_bytes(frame: bytes) -> int:
+    """Bytes of libjpeg's coefficient arrays for the frame header ``frame`` (SOFn)."""
+    if len(frame) < 6:
+        return 0
+    height, width = int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")
+    sampling = [(byte >> 4, byte & 15) for byte in frame[7 : 6 + 3 * frame[5] : 3]]
+    if not sampling or not all(h and v for h, v in sampling):
+        return 0
+    h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
+    mcu_w, mcu_h = -(-width // (8 * h_max)), -(-height // (8 * v_max))
+    return sum(mcu_w * h * mcu_h * v * 128 for h, v in sampling)

@@ -20,7 +20,8 @@ from ..core.formats import output_format
 from ..core.geometry import Geometry, scaled_geometry
 from ..core.previews import preview_reduction
 from ..core.sizes import Size
-from .decode import decoding, is_jpeg, open_image
+from .bounds import open_bounded
+from .decode import decoding, is_jpeg
 from .encode import encode
 from .pixels import (
     PLAIN_MODES,
@@ -72,7 +73,7 @@ def render(
     """
     encoding = output_format(fmt)  # an unknown format is refused before any decoding
     mark = phase or _ignore
-    img = open_image(source, settings.max_pixels)
+    img = open_bounded(source, settings)  # the header, within every limit (bounds.py)
     mark("open", img)
     plan = _plan(settings, img, size, original_size)
     mark("geometry", img)

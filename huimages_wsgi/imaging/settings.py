@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageColor
 
-from ..core.config import DEFAULT_MAX_PIXELS, check_pixel_limit
+from ..core.config import (
+    DEFAULT_MAX_DECODE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SCANS,
+    check_pixel_limit,
+)
 
 
 @dataclass
@@ -37,6 +42,11 @@ class EngineSettings:
     #: Transparent pixels become this colour in a JPEG (HUIMAGES_BACKGROUND).
     background: str = "#ffffff"
     background_rgb: tuple[int, int, int] = field(init=False)
+    #: Most scans a progressive JPEG may have (HUIMAGES_MAX_SCANS; bounds.py).
+    max_scans: int = DEFAULT_MAX_SCANS
+    #: Most memory one decode may take, estimated from the header
+    #: (HUIMAGES_MAX_DECODE_BYTES; bounds.py).
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
 
     def __post_init__(self) -> None:
         check_pixel_limit(self.max_pixels)  # Pillow's own threshold is left as it is

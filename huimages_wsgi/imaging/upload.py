@@ -11,13 +11,16 @@ is accepted as it is.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from PIL import Image
 
 from ..core.errors import InvalidImage
 from ..core.previews import planned_previews
-from .decode import decoding, is_jpeg, open_image
+from .bounds import open_bounded
+from .decode import decoding, is_jpeg
 from .jpegscan import JpegStructure, jpeg_trailer, scan_jpeg
 from .originals import (
     ACCEPTED_DESCRIPTION,
@@ -27,6 +30,10 @@ from .originals import (
 )
 from .pixels import PLAIN_MODES, TRANSPOSE, normalised, opaque, orientation, to_srgb, upright_size
 from .settings import EngineSettings
+
+#: ``admit(pixels)``: held while an upload decodes ``pixels`` (the store's render
+#: admission: a slot, and a decode slot for a large decode; or a 503 at once).
+Admit = Callable[[int], AbstractContextManager[object]]
 
 
 @dataclass(frozen=True)
@@ -50,12 +57,15 @@ class ImageInfo:
     trailer: dict | None = None
 
 
-def inspect(settings: EngineSettings, data: bytes, previews: bool = False) -> ImageInfo:
+def inspect(settings: EngineSettings, data: bytes, previews: bool = False,
+            admit: Admit | None = None) -> ImageInfo:
     """Validate an upload completely and return its upright dimensions.
 
     With ``previews``, the decode that validates the upload is done at the
     scale the largest planned preview needs instead of 1/8, and the previews
-    are made from those pixels: one decode per upload either way.
+    are made from those pixels: one decode per upload either way. The
+    header is checked against every limit first (bounds.py), and the decode
+    and the previews run inside ``admit(pixels)`` (the pixels decoded).
     """
     structure: JpegStructure | None = None
     trailer = None
@@ -78,13 +88,19 @@ def inspect(settings: EngineSettings, data: bytes, previews: bool = False) -> Im
     turn = orientation(img)
     width, height = upright_size(img, turn)
     planned = planned_previews(width, height) if previews else []
+    whole = img.width * img.height
     with decoding("corrupt image data", walk_error):
         if planned:
-            made = make_previews(settings, img, turn, planned)
-            return ImageInfo(width, height, content_type, made, trailer)
-        if is_jpeg(img):
+            _draft_for_previews(img, turn, planned)
+        elif is_jpeg(img):
             img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
-        img.load()  # decodes every scan: truncation and corruption surface here
+        # a progressive JPEG works on all its coefficients at any DCT scale
+        pixels = whole if img.info.get("progression") else img.width * img.height
+        with nullcontext() if admit is None else admit(pixels):
+            if planned:
+                made = make_previews(settings, img, turn, planned)
+                return ImageInfo(width, height, content_type, made, trailer)
+            img.load()  # decodes every scan: truncation and corruption surface here
     return ImageInfo(width, height, content_type, (), trailer)
 
 
@@ -92,7 +108,7 @@ def _open_upload(settings: EngineSettings, data: bytes,
                  walk_error: InvalidImage | None) -> Image.Image:
     """Only the decoders of accepted formats ever see an upload."""
     try:
-        return open_image(io.BytesIO(data), settings.max_pixels, accepted_pillow_formats())
+        return open_bounded(io.BytesIO(data), settings, accepted_pillow_formats())
     except InvalidImage:
         if walk_error is not None:
             raise walk_error from None
@@ -114,10 +130,7 @@ def make_previews(
     smaller levels come from it (Pillow's ``reducing_gap`` box-reduces most
     of the way first).
     """
-    _, largest_w, largest_h = planned[0]
-    stored_size = (largest_h, largest_w) if turn >= 5 else (largest_w, largest_h)
-    if is_jpeg(img):
-        img.draft(img.mode if img.mode in PLAIN_MODES else None, stored_size)
+    stored_size = _draft_for_previews(img, turn, planned)  # again: nothing if done
     img.load()  # decodes every scan: truncation and corruption surface here
     profile = img.info.get("icc_profile")
     pixels = normalised(img)
@@ -137,6 +150,17 @@ def make_previews(
     return tuple(made)
 
 
+def _draft_for_previews(img: Image.Image, turn: int,
+                        planned: list[tuple[str, int, int]]) -> tuple[int, int]:
+    """Let a JPEG decode at the coarsest DCT scale that covers the largest preview; that
+    preview's size as stored (before EXIF orientation)."""
+    _, largest_w, largest_h = planned[0]
+    stored_size = (largest_h, largest_w) if turn >= 5 else (largest_w, largest_h)
+    if is_jpeg(img):
+        img.draft(img.mode if img.mode in PLAIN_MODES else None, stored_size)
+    return stored_size
+
+
 def _preview_bytes(pixels: Image.Image, settings: EngineSettings) -> bytes:
     pixels.info = {}
     out = io.BytesIO()
@@ -153,14 +177,16 @@ def check_stored(settings: EngineSettings, data: bytes) -> str:
 
     Uploads are validated completely; this catches what storage damaged:
     no image at all, an empty or truncated JPEG, or a header over the
-    pixel limit. For a JPEG usually only the markers and the header are
-    read. The marker walk is stricter than the decoder, though, and
-    huImages once stored files it would refuse; their variants render, so
-    when the walk fails only a full decode can tell damage from a quirk.
+    pixel limit, and what a limit of this server refuses before decoding
+    (too many scans, too much memory: bounds.py), as an older upload may.
+    For a JPEG usually only the markers and the header are read. The
+    marker walk is stricter than the decoder, though, and huImages once
+    stored files it would refuse; their variants render, so when the walk
+    fails only a full decode can tell damage from a quirk.
     Other formats have no cheap walk: they are decoded (once per node,
     as ``o`` is cached afterwards).
     """
-    img = open_image(io.BytesIO(data), settings.max_pixels)
+    img = open_bounded(io.BytesIO(data), settings)
     try:
         # huImages stored JPEGs only: an unrecognised legacy original is served as one
         content_type = content_type_of(img.format, data) or "image/jpeg"
@@ -180,7 +206,7 @@ def check_stored(settings: EngineSettings, data: bytes) -> str:
 def verify(settings: EngineSettings, data: bytes) -> None:
     """Decode ``data`` completely (the first frame of an animation), whatever the
     format; InvalidImage if it does not decode, ImageTooLarge if over a limit."""
-    img = open_image(io.BytesIO(data), settings.max_pixels)
+    img = open_bounded(io.BytesIO(data), settings)
     try:
         with decoding():
             if is_jpeg(img):  # every scan is still decoded, at 1/8

@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..cache.admission import LARGE_DECODE, Admission
 from ..cache.directory import Cache
 from ..core.config import Config
 from ..core.errors import HuImagesError, ImageNotFound, ImageTooLarge, InvalidImage
@@ -197,8 +199,10 @@ class ImageStore(BaseImageStore):
         super().__init__(config, catalog or open_catalog(config))
         self.blobs = blobs or open_blob_store(config, self.catalog)
         self.engine = engine or ImageEngine(
-            config.jpeg_quality, config.max_pixels, background=config.background
+            config.jpeg_quality, config.max_pixels, background=config.background,
+            max_scans=config.max_scans, max_decode_bytes=config.max_decode_bytes,
         )
+        self.admission = Admission.from_config(config)  # misses and uploads take its slots
 
     @property
     def renderer(self) -> Renderer:
@@ -221,7 +225,8 @@ class ImageStore(BaseImageStore):
         The decode that validates the bytes also makes the previews
         (previews.py), stored next to the original and listed in the document.
         A repeated upload makes them again: the same bytes give the same
-        previews, and a lost one is replaced on the way.
+        previews, and a lost one is replaced on the way. The decode holds a
+        render slot like a miss (``self.admission``, a 503 when busy).
         """
         imagedata = checked_upload(imagedata, self.config.max_upload_bytes)
         with uploading(len(imagedata)):
@@ -236,7 +241,7 @@ class ImageStore(BaseImageStore):
         filename: str,
         typ: str,
     ) -> Saved:
-        info = self.engine.inspect(imagedata, previews=True)
+        info = self.engine.inspect(imagedata, previews=True, admit=self._admit)
         imageid = compute_id(imagedata)
         # Blobs first: the catalog must never point at bytes that are not stored.
         self.blobs.put(imageid, imagedata, info.content_type, info.width, info.height)
@@ -270,6 +275,11 @@ class ImageStore(BaseImageStore):
 
         self.catalog.update(imageid, change)
         return Saved(imageid, new=not seen[-1])
+
+    def _admit(self, pixels: int) -> AbstractContextManager[object]:
+        """A render slot for an upload decoding ``pixels`` (a decode slot too when large)."""
+        admission = self.admission
+        return nullcontext() if admission is None else admission.render(pixels > LARGE_DECODE)
 
     def keep_previews(self, imageid: str, previews: Sequence[Preview]) -> dict[str, list[int]]:
         """Put each preview in the blob store; the ones it kept, for the document."""

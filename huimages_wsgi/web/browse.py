@@ -278,7 +278,10 @@ class BrowseApp:
         except HuImagesError as exc:
             if isinstance(exc, BackendUnavailable):
                 raise
-            return self.index(request, f"{name}{exc}", exc.status)
+            page = self.index(request, f"{name}{exc}", exc.status)
+            if exc.status == 503:  # a busy node (admission.py): when to come back
+                page.headers["Retry-After"] = RETRY_AFTER
+            return page
         return self.redirect(request, f"/{imageid}")
 
     # -- building blocks -----------------------------------------------------

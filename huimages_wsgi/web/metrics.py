@@ -308,7 +308,7 @@ class NodeCollector:
              "Seconds since the follower was last known to have applied every change."),
             ("follower_feed_silence_seconds", "seconds_since_feed",
              "Seconds since the change feed last sent a change or a heartbeat."),
-            ("shared_purges_pending", "shared_purges_pending",
+            ("follower_shared_purges_pending", "shared_purges_pending",
              "Purges owed to the shared caches in front (HUIMAGES_PURGE)."),
         ):
             if status[key] is not None:
@@ -323,9 +323,9 @@ class NodeCollector:
             ("follower_errors", "errors_total", "Failures the follower retried."),
             ("follower_restarts", "restarts_total",
              "Times the follower process was started again."),
-            ("shared_purges", "shared_purges_total",
+            ("follower_shared_purges", "shared_purges_total",
              "Purges the shared caches in front acknowledged."),
-            ("shared_purge_failures", "shared_purge_failures_total",
+            ("follower_shared_purge_failures", "shared_purge_failures_total",
              "Purges a shared cache refused or did not answer (each is asked again)."),
         ):
             yield CounterMetricFamily(f"huimages_{name}", text, value=int(status[key] or 0))

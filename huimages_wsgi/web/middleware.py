@@ -26,7 +26,6 @@ from typing import Any
 
 from webob import Response
 
-from ..cache.admission import Admission
 from ..cache.directory import CachedFile
 from ..core.config import Config
 from ..core.errors import (
@@ -74,7 +73,7 @@ class ImageMiddleware:
         self.config = self.store.config
         self.sizes = self.store.sizes
         self.responder = FileResponder.from_config(self.config)
-        self.admission = Admission.from_config(self.config)  # renders at once, queue, wait
+        self.admission = self.store.admission  # renders at once, queue, wait: with uploads
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = self.image_path(environ)

@@ -593,3 +593,33 @@ def test_the_node_state_answers_this_machine_only(live):
             assert headers.get("cache-control") == "no-store", headers
     status, _, body = get_from(live.server.port, live.url("o"), "127.0.0.2")
     assert status == 200 and body == (live.cache_dir.parent.parent / "red-bike.jpg").read_bytes()
+
+
+BROWSE_TOKEN = "browse-token-for-the-webservers"
+
+
+@pytest.mark.parametrize("kind, transport", [("lighttpd", "socket"), ("apache", "socket"),
+                                             ("nginx", "socket"), ("nginx", "proxy")])
+def test_the_browse_listing_is_closed_through_every_configuration(originals, kind, transport):
+    """With the browse page on: with a token set, nobody lists the catalog without it
+    (this machine neither); with none, a client behind the proxy recipe is no local one."""
+    s = start_stack(originals, f"browse-{kind}-{transport}", kind, transport, False,
+                    HUIMAGES_BROWSE="1", HUIMAGES_UPLOAD_TOKEN=BROWSE_TOKEN)
+    try:
+        for path in ("/_browse/", f"/_browse/{s.imageid}", "/_browse/random"):
+            status, headers, body = s.get(path)
+            assert status == 401 and s.imageid.encode() not in body, (path, status, body)
+            assert headers["cache-control"] == "no-store"
+        status, _, body = s.get("/_browse/", headers={"Authorization": f"Bearer {BROWSE_TOKEN}"})
+        assert status == 200 and s.imageid.encode() in body, (status, s.logs())
+    finally:
+        stop_stack(s)
+    if transport != "proxy":
+        return
+    s = start_stack(originals, f"browse-{kind}-{transport}-tokenless", kind, transport, False,
+                    HUIMAGES_BROWSE="1")
+    try:
+        status, _, body = s.get("/_browse/")
+        assert status == 403 and s.imageid.encode() not in body, (status, body)
+    finally:
+        stop_stack(s)

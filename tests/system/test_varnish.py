@@ -121,7 +121,7 @@ def test_a_delete_leaves_the_shared_cache_within_seconds(fronted, data):
     status, _, body = fronted.stack.get("/_metrics")
     assert status == 200
     sent = [line for line in body.decode().splitlines()
-            if line.startswith("huimages_shared_purges_total ")]
+            if line.startswith("huimages_follower_shared_purges_total ")]
     assert sent and float(sent[0].split()[1]) >= 1, sent
 
 

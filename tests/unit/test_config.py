@@ -182,7 +182,7 @@ def test_the_configuration_reference_is_generated_from_the_code():
     """docs/configuration.md shows exactly what config.py reads (scripts/config-reference)."""
     from dataclasses import fields
 
-    from huimages_wsgi.core.config import ENV_READERS, SETTINGS_HELP, reference_table
+    from huimages_wsgi.core.settings import ENV_READERS, SETTINGS_HELP, reference_table
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     assert reference_table() in page, "run scripts/config-reference"

@@ -47,7 +47,7 @@ def test_every_placeholder_is_filled(kind):
         "group",
         "fcgi_target",
         "command",
-    }
+    } | ({"surrogate_headers"} if kind == "apache" else set())
     assert '"/srv/cache"' in text
     assert "/srv/run/" in text
     assert "8080" in text
@@ -70,7 +70,8 @@ def test_apache_targets_and_literal_dollars():
     text = render("apache", fcgi_socket="/srv/run/app.sock")
     assert 'RewriteRule "^/" "unix:/srv/run/app.sock|fcgi://localhost/" [P,L]' in text
     assert "Listen 127.0.0.1:8080" in text
-    assert '"/$1/$2.$3" [L]' in text and "%{DOCUMENT_ROOT}" in text
+    assert '"/$1/$2.$3" [L,E=HUIMAGES_CANONICAL:/$1/$2.$3]' in text
+    assert "%{DOCUMENT_ROOT}" in text
     for mod in ("mpm_event", "authz_core", "mime", "rewrite", "headers", "proxy", "proxy_fcgi"):
         assert re.search(
             rf"^LoadModule {mod}_module +/usr/lib/apache2/modules/mod_{mod}\.so$", text, re.M
