@@ -30,9 +30,11 @@ from pathlib import Path
 import pytest
 
 from .. import imagefactory
+from ..docs import REPO, ShellServer, doc_block, run_sh, shell_env, substituted
 from ..services import VarnishServer
 from ..webservers import HUIMAGES, free_port, http_get, make_base_dir, remove_base_dir
 from .test_deployment import Originals, Stack, get_from, start_stack, stop_stack
+from .test_docs import eventually, fetch
 
 pytestmark = [pytest.mark.webserver, pytest.mark.services]
 
@@ -221,3 +223,34 @@ def test_redbot_finds_no_error_on_any_answer(fronted, data):
     finally:
         fronted.stack.backend.start()
     assert {url: notes for url, notes in found.items() if notes} == {}
+
+
+def test_the_documented_varnish_recipe_purges_a_deleted_image(tmp_path):
+    """docs/caching.md's blocks as written (ports, paths and the VCL's backend port
+    substituted): a delete through the CLI leaves Varnish, and the hand purge answers."""
+    base = make_base_dir("huimages-varnish-doc-")
+    web, cache = free_port(), free_port()
+    try:
+        vcl = (REPO / "contrib" / "varnish" / "huimages.vcl").read_text()
+        (base / "huimages.vcl").write_text(vcl.replace('"8080"', f'"{web}"'))
+        script = substituted(doc_block("caching-varnish"), {
+            "/srv/huimages": str(base), "8080": str(web), "6081": str(cache),
+            '"$PWD/contrib/varnish/huimages.vcl"': str(base / "huimages.vcl")})
+        photo = base / "photo.jpg"
+        photo.write_bytes(imagefactory.photo_jpeg(640, 480, seed=11))
+        env = shell_env(HUIMAGES_DATA_DIR=str(base))
+        imageid = run_sh(f"huimages put {photo}", base, env).stdout.strip()
+        server = ShellServer(script, base, shell_env())
+        try:
+            url = f"http://127.0.0.1:{cache}/120x90/{imageid}.jpeg"
+            eventually(lambda: fetch(url)[0] == 200, server)
+            assert fetch(url)[1].get("X-Cache") == "HIT"
+            run_sh(f"huimages delete {imageid}", base, env)
+            eventually(lambda: fetch(url)[0] == 404, server)
+            purge = substituted(doc_block("caching-purge"), {
+                "$IMAGE_ID": imageid, "6081": str(cache)})
+            assert "purged" in run_sh(purge, base, shell_env()).stdout
+        finally:
+            server.stop()
+    finally:
+        remove_base_dir(base)
