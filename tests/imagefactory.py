@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import io
+import random
 import struct
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
@@ -62,7 +63,10 @@ def photo(width: int, height: int, seed: int = 1) -> Image.Image:
     """Photo-like content (gradients, texture, edges) so JPEG sizes are realistic."""
     red = Image.linear_gradient("L").resize((width, height))
     green = Image.radial_gradient("L").resize((width, height))
-    noise = Image.effect_noise((width // 4 + 1, height // 4 + 1), 40 + seed).resize((width, height))
+    small = (width // 4 + 1, height // 4 + 1)  # seeded: Image.effect_noise uses C's rand()
+    grain = random.Random(seed).randbytes(small[0] * small[1])
+    noise = Image.frombytes("L", small, grain).point(lambda v: 57 + v * 142 // 255)  # sd 41
+    noise = noise.resize((width, height))
     blue = noise.filter(ImageFilter.GaussianBlur(2))
     img = Image.merge("RGB", (red, green, blue))
     draw = ImageDraw.Draw(img)

@@ -15,7 +15,10 @@
 #      with the same header bans them, for a Varnish without the vmod's purge).
 #   4. Errors and anything without a Cache-Control of its own are never kept:
 #      an outage or a 404 of a moment cannot outlive it.
-#   5. /_health and /_metrics answer this machine only, as in the webservers.
+#   5. /_health and /_metrics answer this machine only, as in the webservers (which
+#      see every request come from Varnish, on this machine: this is the guard). Any
+#      other path starting with "_" in any spelling (/%5Fmetrics, /_metric%73, //_x)
+#      but /_api and /_browse (which check their token themselves) is refused too.
 # Edit the backend below: the webserver (or `huimages serve`) of this node.
 
 vcl 4.1;
@@ -33,6 +36,7 @@ acl local {
 }
 
 sub vcl_recv {
+    unset req.http.huimages-canonical;  # set below only, never by a client
     if (req.method == "PURGE" || req.method == "BAN") {
         if (client.ip !~ local) {
             return (synth(403, "purges come from this machine only"));
@@ -47,7 +51,8 @@ sub vcl_recv {
         set req.http.n-gone = xkey.purge(req.http.xkey-purge);
         return (synth(200, "purged " + req.http.n-gone + " objects"));
     }
-    if (req.url ~ "^/_(health|metrics)(/|\?|$)" && client.ip !~ local) {
+    if (client.ip !~ local && req.url ~ "(?i)^/+(_|%5f)"
+            && req.url !~ "^/_(api|browse)(/|\?|$)") {
         return (synth(403, "/_health and /_metrics answer this machine only"));
     }
     if (req.url ~ "^/[^/?]+/[A-Z0-9]{34}[/.]") {
@@ -77,7 +82,9 @@ sub vcl_hash {
 
 sub vcl_backend_response {
     if (beresp.status >= 400 || !beresp.http.Cache-Control) {
-        set beresp.ttl = 0s;
+        # never delivered from the cache: a "hit-for-miss" marker for 10 s, so that
+        # requests for the same URL go to the backend at once instead of queueing
+        set beresp.ttl = 10s;
         set beresp.uncacheable = true;
         return (deliver);
     }

@@ -39,15 +39,16 @@ class ConfigError(ValueError):
 
 def check_secret(value: str | None, field_name: str) -> None:
     """ConfigError naming the variable for a token or secret that is set but weak:
-    shorter than ``MIN_SECRET_LENGTH`` characters, only whitespace, or with
-    whitespace around it (a bearer header is read stripped, so it could never match)."""
+    shorter than ``MIN_SECRET_LENGTH`` characters, or with whitespace or control
+    characters in it (a bearer header is read stripped, so it could never match, and a
+    line break would end the header it is sent in)."""
     if value is None:
         return
     variable = ENV_READERS[field_name][0][0]
-    if value != value.strip() or len(value) < MIN_SECRET_LENGTH:
+    if len(value) < MIN_SECRET_LENGTH or not value.isprintable() or " " in value:
         raise ConfigError(
             f"{variable} ({field_name}) must be at least {MIN_SECRET_LENGTH} characters with"
-            " no whitespace around them (e.g. the output of: openssl rand -hex 24)")
+            " no whitespace in them (e.g. the output of: openssl rand -hex 24)")
 
 
 def check_pixel_limit(max_pixels: int) -> None:
@@ -59,8 +60,25 @@ def check_pixel_limit(max_pixels: int) -> None:
             " Pillow's Image.MAX_IMAGE_PIXELS, above which Pillow refuses an image itself")
 
 
-_PURGE_TARGET = re.compile(r"(?:(?:xkey|ban)\+http|https?)://[^\s/?#]+(?:[/?#]\S*)?")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_PURGE_TARGET = re.compile(
+    r"(?:(?:xkey|ban)\+http|https?)://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?"
+    r"(?:[/?#][!-~]*)?")
+_HEADER_NAME = re.compile(r"[!#%&'*+.^_`|~0-9A-Za-z-]+")
+#: Headers an image answer sets for itself: never a surrogate key's name.
+_OWN_HEADERS = frozenset({
+    "accept-ranges", "cache-control", "connection", "content-length", "content-range",
+    "content-security-policy", "content-type", "date", "etag", "expires", "last-modified",
+    "link", "location", "retry-after", "server", "set-cookie", "transfer-encoding", "vary",
+    "x-accel-redirect", "x-content-type-options", "x-sendfile",
+})
+
+
+def check_header_name(name: str) -> str:
+    """``name`` if it may name an answer's image (HUIMAGES_SURROGATE_HEADERS); ValueError
+    for anything that is no header name, or one an image answer sets for itself."""
+    if not _HEADER_NAME.fullmatch(name) or name.lower() in _OWN_HEADERS:
+        raise ValueError(f"surrogate_headers: {name!r} cannot name a surrogate key")
+    return name
 
 
 
@@ -153,6 +171,7 @@ class Config:
         check_pixel_limit(self.max_pixels)
         check_secret(self.upload_token, "upload_token")
         check_secret(self.secret, "secret")
+        check_secret(self.purge_token, "purge_token")
         if self.max_scans < 1 or self.max_decode_bytes < 1:
             raise ValueError("max_scans and max_decode_bytes must be 1 or more")
         if self.render_slots is not None and self.render_slots < 0:
@@ -165,8 +184,7 @@ class Config:
             raise ValueError("render_wait must be between 0 and 600 seconds")
         object.__setattr__(self, "surrogate_headers", tuple(self.surrogate_headers))
         for name in self.surrogate_headers:
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"surrogate_headers: {name!r} is not a header name")
+            check_header_name(name)
         object.__setattr__(self, "purge", tuple(self.purge))
         for target in self.purge:
             if not _PURGE_TARGET.fullmatch(target):

@@ -24,7 +24,7 @@ from importlib import resources
 from string import Template
 from urllib.parse import urlsplit
 
-from ..core.config import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_XACCEL_PREFIX
+from ..core.config import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_XACCEL_PREFIX, check_header_name
 
 __all__ = [
     "KINDS",
@@ -246,8 +246,7 @@ _SURROGATE_LINES = {
 
 def _surrogate_lines(kind: str, names: tuple[str, ...]) -> str:
     for name in names:
-        if not re.fullmatch(r"[!#%&'*+.^_`|~0-9A-Za-z-]+", name):
-            raise ValueError(f"surrogate header {name!r} is not a header name")
+        check_header_name(name)
     line = _SURROGATE_LINES[kind]
     return "\n".join(line.format(name=name) for name in names) if line else ""
 

@@ -163,6 +163,7 @@ class Follower:
         self.seen = SeenStore(self.dir / "seen.sqlite3")
         self.repurge: collections.deque[tuple[float, str]] = collections.deque()
         self.shared = SharedPurges(config, self.dir / "purges.sqlite3")
+        self._shared_counted = (0, 0)
         old = read_json(self.state_path) or {}
         self.state: dict[str, Any] = {
             "pid": os.getpid(),
@@ -243,12 +244,12 @@ class Follower:
             self.state["purged_total"] += self.cache.purge(imageid)
             self.shared.add(imageid)  # a cache in front may have fetched it meanwhile
 
-    def send_shared_purges(self) -> None:
-        """Send the purges owed to the shared caches that are due; count them."""
+    def count_shared_purges(self) -> None:
+        """What the purge sender (its own thread) did since the last count, into the state."""
         sent, failed = self.shared.sent_total, self.shared.failed_total
-        self.shared.send_due()
-        self.state["shared_purges_total"] += self.shared.sent_total - sent
-        self.state["shared_purge_failures_total"] += self.shared.failed_total - failed
+        self.state["shared_purges_total"] += sent - self._shared_counted[0]
+        self.state["shared_purge_failures_total"] += failed - self._shared_counted[1]
+        self._shared_counted = (sent, failed)
         self.state["shared_purges_pending"] = self.shared.pending()
 
     def cached_ids(self) -> Iterator[str]:
@@ -300,13 +301,13 @@ class Follower:
                 self.state["pending"] = 0
                 self.note_alive(caught_up=True)
                 self.due_repurges()
-                self.send_shared_purges()
+                self.count_shared_purges()
                 self.save(identity, since, force=True)
             else:
                 removed = self.handle(change)
                 since = change.seq
                 self.note_alive()
-                self.send_shared_purges()
+                self.count_shared_purges()
                 self.save(identity, since, force=removed > 0)
             if stop():
                 break
@@ -314,6 +315,7 @@ class Follower:
 
     def run(self, stop: Callable[[], bool]) -> None:
         """Follow until ``stop()``: every failure is logged, counted and retried."""
+        self.shared.start()
         delay = 0.5
         while not stop():
             try:

@@ -113,6 +113,7 @@ class ApiClient:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             if 300 <= error.code < 400:
+                error.close()
                 raise RemoteError(error.code, (
                     f"{method} {url}: the server redirects ({error.code}) to"
                     f" {error.headers.get('Location')!r}; the client follows no redirect (the"

@@ -34,7 +34,7 @@ from ..core.errors import HuImagesError, RequestRefused
 from ..core.ids import validate_id
 from ..node.status import purge_bound
 from ..store.imagestore import ImageStore
-from .auth import bearer_token, token_ok, uploads_enabled
+from .auth import bearer_token, token_ok, trusted, uploads_enabled
 from .responses import guarded, json_response
 from .uploads import (
     JSON_LIMIT,
@@ -55,9 +55,12 @@ ITEM_METHODS = ("GET", "HEAD", "PATCH", "DELETE")
 WALK = ("next", "previous")
 
 
-def error_response(exc: HuImagesError) -> Response:
+def error_response(exc: HuImagesError, detail: bool = False) -> Response:
+    """The JSON error; ``detail``: for the token's holder or this machine, the whole message
+    (a backend's error too), else what any client may read (``client_message``)."""
     headers = dict(getattr(exc, "headers", {}))
-    return json_response(exc.status, {"error": exc.client_message(), "status": exc.status}, headers)
+    message = str(exc) if detail else exc.client_message()
+    return json_response(exc.status, {"error": message, "status": exc.status}, headers)
 
 
 class ApiApp:
@@ -73,7 +76,8 @@ class ApiApp:
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
         response = guarded(
-            lambda: self.route(request), error_response,
+            lambda: self.route(request),
+            lambda exc: error_response(exc, trusted(self.config, environ)),
             lambda: f"{request.method} {request.script_name}{_path(environ)!r}",
         )
         return response(environ, start_response)

@@ -134,10 +134,12 @@ class BrowseApp:
 
     def error_page(self, exc: HuImagesError) -> Response:
         if isinstance(exc, BackendUnavailable):
-            response = self.page("Storage unavailable", f"<p>{_e(exc)}</p>", status=503)
+            response = self.page("Storage unavailable", f"<p>{_e(exc.client_message())}</p>",
+                                 status=503)
             response.headers["Retry-After"] = RETRY_AFTER
             return response
-        return self.page("Error", f'<p class="error">{_e(exc)}</p>', status=exc.status)
+        return self.page("Error", f'<p class="error">{_e(exc.client_message())}</p>',
+                         status=exc.status)
 
     # -- routing -------------------------------------------------------------
 

@@ -52,9 +52,15 @@ def http_date(value: str) -> int | None:
         return None
 
 
-def evaluate(environ: dict[str, Any], last_modified: int, size: int) -> Outcome:
+def evaluate(
+    environ: dict[str, Any], last_modified: int, size: int, stable_bytes: bool = True
+) -> Outcome:
     """The answer RFC 9110 gives a GET or HEAD of a file of ``size`` bytes last modified
-    at ``last_modified`` (whole seconds), by the request's conditional headers."""
+    at ``last_modified`` (whole seconds), by the request's conditional headers.
+    ``stable_bytes``: whether that date names these very bytes on every node (an
+    original's); a rendered variant's bytes may differ between nodes of different
+    versions under the same date, so an ``If-Range`` date never resumes one: the
+    whole file is sent, never a splice of two renderings."""
     failed = precondition_failed(environ, last_modified)
     if failed is not None:
         return failed
@@ -64,7 +70,7 @@ def evaluate(environ: dict[str, Any], last_modified: int, size: int) -> Outcome:
     if asked is None:
         return FULL
     if_range = environ.get("HTTP_IF_RANGE")
-    if if_range is not None and not if_range_holds(if_range, last_modified):
+    if if_range is not None and not (stable_bytes and if_range_holds(if_range, last_modified)):
         return FULL
     ranges = parse_ranges(asked, size)
     if ranges is None:
@@ -128,17 +134,25 @@ def parse_ranges(value: str, size: int) -> tuple[tuple[int, int], ...] | None:
 def _one_range(spec: str, size: int) -> tuple[int, int] | None | bool:
     """(first, last) clipped to the file; None when unsatisfiable; False when invalid."""
     first_text, dash, last_text = spec.partition("-")
-    if not dash or not (first_text + last_text).isdigit() or not (first_text or last_text):
+    digits = first_text + last_text
+    if not dash or not digits or not (digits.isascii() and digits.isdecimal()):
         return False
     if not first_text:  # suffix: the last N bytes
-        length = int(last_text)
+        length = _count(last_text)
         return (max(size - length, 0), size - 1) if length > 0 and size > 0 else None
-    first = int(first_text)
-    if last_text and int(last_text) < first:
+    first = _count(first_text)
+    last = _count(last_text) if last_text else None
+    if last is not None and last < first:
         return False
     if first >= size:
         return None
-    return (first, min(int(last_text), size - 1) if last_text else size - 1)
+    return (first, size - 1 if last is None else min(last, size - 1))
+
+
+def _count(digits: str) -> int:
+    """ASCII digits as a number; any beyond 18 digits is past every file (and never makes
+    Python convert thousands of digits)."""
+    return int(digits) if len(digits.lstrip("0")) <= 18 else 10**18
 
 
 def _merged(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:

@@ -113,7 +113,8 @@ class FileResponder:
         stat = cached.stat
         outcome = FULL
         if any(key in environ for key in CONDITIONAL_KEYS):
-            outcome = evaluate(environ, int(stat.st_mtime), stat.st_size)
+            outcome = evaluate(environ, int(stat.st_mtime), stat.st_size,
+                               stable_bytes=cached.relative.startswith("o/"))
         if outcome.status in (412, 416):
             return self.refuse(outcome, stat.st_size)(environ, start_response)
         headers = self.headers(cached, canonical)

@@ -125,9 +125,8 @@ def test_range_with_an_unusable_if_range_gets_the_whole_image(hostile_app):
         request = Request.blank(signed, headers={"Range": "bytes=0-1", "If-Range": if_range})
         response = request.get_response(app)
         assert response.status_int == 200 and response.body == whole.body, if_range
-    date = whole.headers["Last-Modified"]
-    request = Request.blank(signed, headers={"Range": "bytes=0-1", "If-Range": date})
-    assert request.get_response(app).status_int == 206
+    assert Request.blank(signed, headers={"Range": "bytes=0-1"}).get_response(
+        app).status_int == 206
 
 
 @pytest.mark.parametrize("name", ["LINK.jpeg", "B" * 32 + "01.jpeg"])
