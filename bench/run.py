@@ -687,8 +687,8 @@ def upload_cost(data: bytes, work: Path, count: int) -> dict[str, Any]:
     from huimages_wsgi.imaging.engine import ImageEngine, ImageInfo
 
     class WithoutPreviews(ImageEngine):
-        def inspect(self, data: bytes, previews: bool = False) -> ImageInfo:
-            return super().inspect(data, previews=False)
+        def inspect(self, data: bytes, previews: bool = False, admit: Any = None) -> ImageInfo:
+            return super().inspect(data, previews=False, admit=admit)
 
     stores = {
         "with": ImageStore(Config(data_dir=work / "upload-with"), engine=ImageEngine()),
