@@ -42,8 +42,9 @@ _MARKER_IN_SCAN = re.compile(rb"\xff(?=[^\x00\xd0-\xd7\xff])")
 
 def _next_marker_after_scan(data: bytes, pos: int) -> int:
     """Skip entropy-coded data: stuffed 0xFF00 and RSTn are not markers. (One regular
-    expression search, in C: a loop over every 0xFF took about 50 ms of an 8 MP
-    upload, more than its whole decode at 1/2.)"""
+    expression search, in C: the Python loop over every 0xFF took 8 ms of the bench's
+    8 MP original and 13 ms of its panorama, against 1.7 and 2.7 ms now, and an upload
+    walks the original twice: ``jpeg_trailer`` and the scan count of bounds.py.)"""
     found = _MARKER_IN_SCAN.search(data, pos)
     if found is None:
         raise InvalidImage("truncated JPEG: scan data runs to the end of the file")
