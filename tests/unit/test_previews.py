@@ -94,6 +94,41 @@ def test_the_upload_decodes_at_the_dct_scale_the_largest_level_needs(size, scale
     assert preview_decode_scale(*size) == scale
 
 
+@pytest.mark.parametrize(("original", "size", "expected"), [
+    # the bench's grids (fit 1000-1099x700-799, fit 230-259x150-179, crop 90-119!) at
+    # their corners, on every camera of bench/ladder.py
+    ((3264, 2448), "1099x799", "p2048"), ((3264, 2448), "1000x700", "p2048"),
+    ((3264, 2448), "259x179", "p512"), ((3264, 2448), "119x119!", "p512"),
+    ((2448, 3264), "1099x799", "p2048"), ((2448, 3264), "230x150", "p512"),
+    ((4032, 3024), "1099x799", "p2048"), ((3024, 4032), "259x179", "p512"),
+    ((6000, 4000), "1089x799", "p2048"),
+    ((6000, 4000), "1099x799", None),  # 1099x733: 6 % over p2048's 1024 at 1/2
+    ((4000, 6000), "1099x799", "p2048"), ((6000, 4000), "90x119!", "p512"),
+    ((8064, 6048), "1099x799", "p2048"), ((6048, 8064), "259x179", "p512"),
+    ((4608, 1976), "1099x799", "p2048"),  # 1099x471 from 2304x988 at 1/2
+    ((4608, 1976), "259x179", "p512"), ((1976, 4608), "1000x700", "p2048"),
+    ((4608, 1976), "119x90!", "p512"), ((4608, 1976), "90x119!", "p2048"),  # p512 at 1/4
+])
+def test_every_camera_serves_the_bench_grids_from_its_previews(original, size, expected):
+    previews = {name: (w, h) for name, w, h in planned_previews(*original)}
+    chosen = choose_preview(previews, *original, parse_size(size))
+    assert (chosen[0] if chosen else None) == expected
+
+
+@pytest.mark.parametrize(("recorded", "size", "expected"), [
+    # what older versions recorded for the panorama (2048 wide) and 8 MP (2048, made in
+    # full): the choice is made among the recorded sizes, never the planned ones
+    ({"p2048": (2048, 878), "p512": (512, 220)}, "1000x700", "p2048"),
+    ({"p2048": (2048, 878), "p512": (512, 220)}, "1099x799", None),  # 1024 < 0.94 x 1099
+    ({"p512": (512, 220)}, "1000x700", None),  # previews made before p2048 existed
+    ({"p512": (512, 220)}, "240x160", "p512"),
+    ({}, "240x160", None),
+])
+def test_old_images_choose_among_the_previews_they_recorded(recorded, size, expected):
+    chosen = choose_preview(recorded, 4608, 1976, parse_size(size))
+    assert (chosen[0] if chosen else None) == expected
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.floats(1, 5000), st.floats(1, 5000), st.integers(1, 3000), st.integers(1, 3000),
        st.booleans())
