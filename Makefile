@@ -36,7 +36,7 @@ test-fast: install
 	$(BIN)/pytest -q -m fast
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --ladder
 
 clean:
 	rm -rf $(VENV) .services build dist *.egg-info

@@ -73,7 +73,7 @@ def measure(photo: Path, count: int) -> dict:
         for grid in run.GRIDS:
             sizes[grid] = [run.grid_size(grid, box) for box in run.grid_boxes(grid, count)]
         for row, specs in sizes.items():
-            scores, sources = [], collections.Counter()
+            scores, deltas, sources = [], [], collections.Counter()
             for spec in specs:
                 size = store.size_for(spec)
                 geometry = scaled_geometry(doc["width"], doc["height"], size)
@@ -85,7 +85,13 @@ def measure(photo: Path, count: int) -> dict:
                 with Image.open(store.variant_path(imageid, size)) as served:
                     served.load()
                     scores.append(psnr(exact, served))
+                # the exact pipeline's own output, encoded as the server encodes (q85)
+                encoded = io.BytesIO()
+                exact.save(encoded, "JPEG", quality=store.engine.quality)
+                with Image.open(encoded) as reference:
+                    deltas.append(scores[-1] - psnr(exact, reference))
             rows[row] = {"mean": statistics.mean(scores), "min": min(scores), "n": len(scores),
+                         "delta_mean": statistics.mean(deltas), "delta_min": min(deltas),
                          "sources": dict(sources)}
     return {"code": str(Path(huimages_wsgi.__file__).parent), "photo": str(photo),
             "previews": {k: list(v) for k, v in previews.items()}, "rows": rows}
@@ -94,18 +100,35 @@ def measure(photo: Path, count: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photo", help="a JPEG (default: the bench's phone-like photo)")
-    parser.add_argument("--count", type=int, default=24, help="boxes per grid")
+    parser.add_argument("--count", type=int, help="boxes per grid (24; 8 with --ladder)")
     parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--ladder", action="store_true",
+                        help="every original of bench/ladder.py, one after the other")
+    parser.add_argument("--only", nargs="*", default=[], help="with --ladder: these originals")
     args = parser.parse_args(argv)
-    photo = Path(args.photo).resolve() if args.photo else run.default_photo()
-    report = measure(photo, args.count)
-    print(f"code: {report['code']}\nphoto: {photo.name}, previews {report['previews']}")
-    print(f"{'row':<26} {'mean dB':>8} {'min dB':>7} {'n':>4}  sources")
-    for row, r in report["rows"].items():
-        sources = ", ".join(f"{k} {v}" for k, v in r["sources"].items())
-        print(f"{row:<26} {r['mean']:8.2f} {r['min']:7.2f} {r['n']:4d}  {sources}")
+    if args.ladder:
+        import ladder
+
+        photos = [ladder.ladder_photo(o, run.RESULTS / "ladder") for o in ladder.LADDER
+                  if not args.only or any(word in o.name for word in args.only)]
+    else:
+        photos = [Path(args.photo).resolve() if args.photo else run.default_photo()]
+    count = args.count or (8 if args.ladder else 24)
+    reports = []
+    for photo in photos:
+        report = measure(photo, count)
+        reports.append(report)
+        print(f"code: {report['code']}\nphoto: {photo.name}, previews {report['previews']}")
+        print(f"{'row':<26} {'mean dB':>8} {'min dB':>7} {'vs exact q85 mean/min':>22} "
+              f"{'n':>4}  sources")
+        for row, r in report["rows"].items():
+            sources = ", ".join(f"{k} {v}" for k, v in r["sources"].items())
+            delta = (f"{r['delta_mean']:+.2f} / {r['delta_min']:+.2f}" if "delta_mean" in r
+                     else "")
+            print(f"{row:<26} {r['mean']:8.2f} {r['min']:7.2f} {delta:>22} {r['n']:4d}  "
+                  f"{sources}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(reports, indent=2) + "\n")
     return 0
 
 

@@ -687,8 +687,8 @@ def upload_cost(data: bytes, work: Path, count: int) -> dict[str, Any]:
     from huimages_wsgi.imaging.engine import ImageEngine, ImageInfo
 
     class WithoutPreviews(ImageEngine):
-        def inspect(self, data: bytes, previews: bool = False) -> ImageInfo:
-            return super().inspect(data, previews=False)
+        def inspect(self, data: bytes, previews: bool = False, admit: Any = None) -> ImageInfo:
+            return super().inspect(data, previews=False, admit=admit)
 
     stores = {
         "with": ImageStore(Config(data_dir=work / "upload-with"), engine=ImageEngine()),
@@ -1134,7 +1134,7 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render_table(report: dict) -> str:
+def render_table(report: dict, footer: bool = True) -> str:
     head = (
         f"{'row':<30} {'A':<10} {'req/s':>7} {'p50ms':>7} {'p99ms':>7} | "
         f"{'B':<12} {'req/s':>7} {'p50ms':>7} {'p99ms':>7} | {'A/B':>6} {'target':>9} "
@@ -1163,6 +1163,8 @@ def render_table(report: dict) -> str:
         if r.get("note"):
             line += f"  ({r['note']})"
         lines.append(line)
+    if not footer:
+        return "\n".join(lines)
     s = report["settings"]
     lines.append("")
     lines.append(
@@ -1182,6 +1184,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photo", help="a JPEG to use instead of the generated 12 MP photo")
     parser.add_argument("--quick", action="store_true", help="smoke test: few requests, < 1 min")
+    parser.add_argument("--ladder", action="store_true",
+                        help="every row on every original of bench/ladder.py (make bench)")
+    parser.add_argument("--only", nargs="*", default=[],
+                        help="with --ladder: only the originals whose name has one of these")
     parser.add_argument("--requests", type=int, help="cold requests per system and size")
     parser.add_argument("--concurrency", type=int, default=4, help="client threads (cold rows)")
     parser.add_argument(
@@ -1200,7 +1206,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_term)
     started = time.monotonic()
     try:
-        report = bench(args)
+        if args.ladder:
+            import ladder_bench
+
+            report = ladder_bench.bench_ladder(args)
+        else:
+            report = bench(args)
     except KeyboardInterrupt:
         log("interrupted; servers stopped")
         return 130
@@ -1209,7 +1220,12 @@ def main(argv: list[str] | None = None) -> int:
     report["duration_s"] = round(time.monotonic() - started, 1)
     out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(render_table(report))
+    if args.ladder:
+        import ladder_bench
+
+        print(ladder_bench.render(report))
+    else:
+        print(render_table(report))
     print(f"\nwritten to {out.relative_to(ROOT)} in {report['duration_s']:.0f}s")
     # a missed target is a finding, not a crash; failed requests are
     return 1 if any("errors" in r["result"] for r in report["rows"]) else 0

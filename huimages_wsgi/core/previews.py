@@ -38,19 +38,29 @@ PREVIEW_NAMES = frozenset(PREVIEW_LEVELS)
 #: storage and upload time and save almost nothing when rendering.
 MIN_GAIN = 1.5
 
-#: The largest level an upload makes, if it is at least ``ALIGNED_LEVEL``, is made
-#: at the size libjpeg's DCT scaling (1/2, 1/4, 1/8) decodes the original to, when
-#: that is between ``DCT_FIT`` times the level and the level: a 4032x3024 photo
-#: gets a 2016x1512 ``p2048``. The upload then decodes at 1/2 instead of in full
-#: and resamples nothing for it (a 12 MP upload: about 100 ms less, bench/README.md).
-#: The catalog records every preview's actual size, which is all rendering uses.
-#: Smaller levels are resampled from it to their exact size (``p512`` stays 512
-#: pixels long, which the small presets need at ``PREVIEW_GAP``). Not lower: an
-#: 8 MP original's 1/2 scale (1632 pixels) would be too small for the 1024x768
-#: boxes that a 2048-pixel ``p2048`` serves from its own 1/2 scale, so such
-#: originals keep the full-scale decode and resize at upload.
+#: The largest level (``ALIGNED_LEVEL`` or more) is made at the size libjpeg's DCT
+#: scaling (1/2, 1/4, 1/8) decodes the original to when that lands between ``DCT_FIT``
+#: and ``DCT_OVER`` times the level: a 4032x3024 photo gets a 2016x1512 ``p2048``, a
+#: 4608x1976 panorama a 2304x988 one, a 48 MP photo its 1/4 scale. The upload then
+#: decodes at that scale and resamples nothing for it. The catalog records every
+#: preview's actual size, which is all rendering uses. Smaller levels are resampled from
+#: it to their exact size (``p512`` stays 512 pixels long, which the small presets need).
 DCT_FIT = 0.9
+DCT_OVER = 1.15
 ALIGNED_LEVEL = 1024
+
+#: Where no DCT scale lands near the largest level (8 MP: 1/2 is 1632 pixels; 24 MP:
+#: 1/4 is 1500), a JPEG original is decoded at the coarsest DCT scale that still has
+#: ``SOURCE_MIN`` times the level's pixels along its longest side, and resized to the
+#: level: up, from 1632 to 2048 or from 1500 to 2048, instead of a full-size decode and
+#: a BICUBIC reduction of 8-24 MP (issue 23: an 8 MP upload took 3.7x a bare decode).
+#: This is sound because a JPEG preview is only ever decoded at 1/2, 1/4 or 1/8 (at a
+#: DCT scale ``SCALED_GAP`` <= 1 always wins over full scale's ``PREVIEW_GAP`` 2, see
+#: ``preview_reduction``): its 1/2 decode needs the detail of half the level, 1024
+#: pixels, and the source has at least 0.7 x 2048 = 1434. Measured on the 8 MP bench
+#: photo: mid-size fits from the upscaled ``p2048`` 33.23 dB mean against 33.16 from a
+#: full decode reduced with BICUBIC (bench/README.md, issue 23).
+SOURCE_MIN = 0.7
 
 #: How many times the output size a preview's region must be when the preview
 #: is decoded at full scale. A preview has been resampled and JPEG-compressed once
@@ -86,24 +96,51 @@ def check_preview_name(name: str) -> str:
     return name
 
 
-def _aligned_size(width: int, height: int, level: int) -> tuple[int, int] | None:
-    """A DCT-scaled size of the original between ``DCT_FIT`` times ``level`` and it."""
+def _aligned_scale(width: int, height: int, level: int) -> int | None:
+    """The DCT scale whose size of the original is between ``DCT_FIT`` and ``DCT_OVER``
+    times ``level``, if there is one."""
     longest = max(width, height)
     for scale in (2, 4, 8):
-        if DCT_FIT * level <= math.ceil(longest / scale) <= level:
-            return math.ceil(width / scale), math.ceil(height / scale)
+        if DCT_FIT * level <= math.ceil(longest / scale) <= DCT_OVER * level:
+            return scale
     return None
+
+
+def _aligned_size(width: int, height: int, level: int) -> tuple[int, int] | None:
+    scale = _aligned_scale(width, height, level)
+    return None if scale is None else (math.ceil(width / scale), math.ceil(height / scale))
+
+
+def _levels(width: int, height: int) -> list[tuple[str, int]]:
+    """(name, longest side) of the levels an original of this size gets, largest first."""
+    longest = max(width, height)
+    return sorted(
+        ((name, level) for name, level in PREVIEW_LEVELS.items() if longest > MIN_GAIN * level),
+        key=lambda item: item[1], reverse=True,
+    )
+
+
+def preview_decode_scale(width: int, height: int) -> int | None:
+    """The DCT scale (2, 4 or 8) a JPEG original of this size is decoded at to make its
+    previews: the largest level's aligned scale, else the coarsest scale that keeps
+    ``SOURCE_MIN`` times a level of ``ALIGNED_LEVEL`` or more along the longest side.
+    None: the coarsest scale that still covers the largest preview (no upscaling)."""
+    levels = _levels(width, height)
+    if not levels or levels[0][1] < ALIGNED_LEVEL:
+        return None
+    level = levels[0][1]
+    aligned = _aligned_scale(width, height, level)
+    if aligned is not None:
+        return aligned
+    longest = max(width, height)
+    return next((scale for scale in (8, 4, 2)
+                 if math.ceil(longest / scale) >= SOURCE_MIN * level), None)
 
 
 def planned_previews(width: int, height: int) -> list[tuple[str, int, int]]:
     """(name, width, height) of the previews an upright original gets, largest first."""
-    longest = max(width, height)
-    levels = sorted(
-        ((name, level) for name, level in PREVIEW_LEVELS.items() if longest > MIN_GAIN * level),
-        key=lambda item: item[1], reverse=True,
-    )
     planned = []
-    for index, (name, level) in enumerate(levels):
+    for index, (name, level) in enumerate(_levels(width, height)):
         aligned = _aligned_size(width, height, level) if index == 0 else None
         if level < ALIGNED_LEVEL:
             aligned = None

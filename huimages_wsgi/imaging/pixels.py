@@ -171,3 +171,37 @@ def scale_box(box: Box, original: tuple[int, int], preview: tuple[int, int]) -> 
     (ow, oh), (pw, ph) = original, preview
     left, top, right, bottom = box
     return (left * pw / ow, top * ph / oh, right * pw / ow, bottom * ph / oh)
+
+
+#: A resize whose intermediate (Pillow resamples rows first: output width x source
+#: rows, 4 bytes a pixel) would take more than this is done in horizontal bands of the
+#: output (``resize_banded``). Issue 23: 3600x2400 from a whole 6000x4000 original
+#: held the decoded 96 MB, a 58 MB intermediate and the 35 MB result at once.
+BAND_BYTES = 8 << 20
+
+
+def resize_banded(img: Image.Image, size: tuple[int, int], resample: Image.Resampling,
+                  box: Box, reducing_gap: float | None) -> Image.Image:
+    """``img.resize(size, resample, box=box, reducing_gap=reducing_gap)`` with at most
+    about ``BAND_BYTES`` of intermediate: in horizontal bands of the output, each
+    resized from its own part of ``box`` and pasted in place. Each output row is
+    computed from its own kernel window of the source, which Pillow reads beyond the
+    band's box, so there are no seams; Pillow may run the two passes of a band in the
+    other order, which rounds its 8-bit intermediate differently: at most 2 levels,
+    68 dB or more on a photo (tests/unit/test_engine.py). Done so only where no
+    ``Image.reduce`` comes first (a reduce is a memory saving of its own)."""
+    out_w, out_h = size
+    left, top, right, bottom = box
+    scale = (bottom - top) / out_h
+    reduces = reducing_gap is not None and max(
+        (right - left) / out_w, scale) >= 2 * reducing_gap
+    bands = math.ceil(out_w * (bottom - top) * 4 / BAND_BYTES)
+    if reduces or bands < 2 or out_h < 2 * bands:
+        return img.resize(size, resample, box=box, reducing_gap=reducing_gap)
+    out = Image.new(img.mode, size)
+    step = math.ceil(out_h / bands)
+    for first in range(0, out_h, step):
+        last = min(out_h, first + step)
+        part = (left, top + first * scale, right, bottom if last == out_h else top + last * scale)
+        out.paste(img.resize((out_w, last - first), resample, box=part), (0, first))
+    return out

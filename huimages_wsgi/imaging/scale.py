@@ -30,6 +30,7 @@ from .pixels import (
     is_whole,
     normalised,
     orientation,
+    resize_banded,
     scale_box,
     stored_box,
     to_srgb,
@@ -120,7 +121,7 @@ def _pixels(settings: EngineSettings, img: Image.Image, plan: _Plan, from_previe
     box = (left / reduction, top / reduction, right / reduction, bottom / reduction)
     out_size = (out_h, out_w) if plan.turn >= 5 else (out_w, out_h)
     if out_size != img.size or not is_whole(box, img.size, plan.slack):
-        img = img.resize(out_size, plan.resample, box=box, reducing_gap=settings.reducing_gap)
+        img = resize_banded(img, out_size, plan.resample, box, settings.reducing_gap)
     mark("resize", img)
     if plan.turn != 1:
         img = img.transpose(TRANSPOSE[plan.turn])

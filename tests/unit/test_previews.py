@@ -15,7 +15,12 @@ from PIL import Image, ImageChops, ImageCms
 
 from huimages_wsgi import Config, ImageStore
 from huimages_wsgi.core.geometry import scaled_dimensions, scaled_geometry
-from huimages_wsgi.core.previews import choose_preview, planned_previews
+from huimages_wsgi.core.previews import (
+    choose_preview,
+    planned_previews,
+    preview_decode_scale,
+    preview_reduction,
+)
 from huimages_wsgi.core.sizes import CROP, FIT, Size, parse_size
 from huimages_wsgi.imaging.engine import ImageEngine
 from huimages_wsgi.storage import BlobNotFound
@@ -62,6 +67,76 @@ def test_levels_are_made_only_when_meaningfully_smaller():
     # no DCT scale near the level: the exact fit, from the nearest scale above it
     assert planned_previews(3264, 2448) == [("p2048", 2048, 1536), ("p512", 512, 384)]
     assert planned_previews(6000, 4000) == [("p2048", 2048, 1365), ("p512", 512, 341)]
+
+
+def test_the_largest_level_lands_on_a_dct_scale_of_every_camera_it_can():
+    """Issue 23's ladder: 12 and 48-50 MP and the 20:9 panorama store a DCT scale of the
+    original as it is (up to DCT_OVER above the level), in both orientations."""
+    assert planned_previews(4608, 1976)[0] == ("p2048", 2304, 988)  # 1/2, 1.125x the level
+    assert planned_previews(1976, 4608)[0] == ("p2048", 988, 2304)
+    assert planned_previews(8064, 6048)[0] == ("p2048", 2016, 1512)  # 48 MP at 1/4
+    assert planned_previews(6048, 8064)[0] == ("p2048", 1512, 2016)
+    assert planned_previews(8160, 6120)[0] == ("p2048", 2040, 1530)  # 50 MP at 1/4
+    assert planned_previews(4800, 2000)[0] == ("p2048", 2048, 853)  # 1/2 is 1.17x: fitted
+
+
+@pytest.mark.parametrize(("size", "scale"), [
+    ((4032, 3024), 2), ((4608, 1976), 2), ((8064, 6048), 4), ((6048, 8064), 4),
+    ((3264, 2448), 2),  # 8 MP: 1/2 is 1632, 0.8x the level: decoded there, resized up
+    ((2448, 3264), 2), ((3200, 2400), 2),
+    ((6000, 4000), 4),  # 24 MP: 1/4 is 1500, 0.73x the level: up from there
+    ((4000, 6000), 4),
+    ((10000, 7500), 4),  # 1/8 (1250) is below SOURCE_MIN: down from 1/4 (2500)
+    ((12000, 9000), 8),
+    ((3072, 2304), None), ((700, 500), None),  # p512 only, or none: the covering scale
+])
+def test_the_upload_decodes_at_the_dct_scale_the_largest_level_needs(size, scale):
+    assert preview_decode_scale(*size) == scale
+
+
+@pytest.mark.parametrize(("original", "size", "expected"), [
+    # the bench's grids (fit 1000-1099x700-799, fit 230-259x150-179, crop 90-119!) at
+    # their corners, on every camera of bench/ladder.py
+    ((3264, 2448), "1099x799", "p2048"), ((3264, 2448), "1000x700", "p2048"),
+    ((3264, 2448), "259x179", "p512"), ((3264, 2448), "119x119!", "p512"),
+    ((2448, 3264), "1099x799", "p2048"), ((2448, 3264), "230x150", "p512"),
+    ((4032, 3024), "1099x799", "p2048"), ((3024, 4032), "259x179", "p512"),
+    ((6000, 4000), "1089x799", "p2048"),
+    ((6000, 4000), "1099x799", None),  # 1099x733: 6 % over p2048's 1024 at 1/2
+    ((4000, 6000), "1099x799", "p2048"), ((6000, 4000), "90x119!", "p512"),
+    ((8064, 6048), "1099x799", "p2048"), ((6048, 8064), "259x179", "p512"),
+    ((4608, 1976), "1099x799", "p2048"),  # 1099x471 from 2304x988 at 1/2
+    ((4608, 1976), "259x179", "p512"), ((1976, 4608), "1000x700", "p2048"),
+    ((4608, 1976), "119x90!", "p512"), ((4608, 1976), "90x119!", "p2048"),  # p512 at 1/4
+])
+def test_every_camera_serves_the_bench_grids_from_its_previews(original, size, expected):
+    previews = {name: (w, h) for name, w, h in planned_previews(*original)}
+    chosen = choose_preview(previews, *original, parse_size(size))
+    assert (chosen[0] if chosen else None) == expected
+
+
+@pytest.mark.parametrize(("recorded", "size", "expected"), [
+    # what older versions recorded for the panorama (2048 wide) and 8 MP (2048, made in
+    # full): the choice is made among the recorded sizes, never the planned ones
+    ({"p2048": (2048, 878), "p512": (512, 220)}, "1000x700", "p2048"),
+    ({"p2048": (2048, 878), "p512": (512, 220)}, "1099x799", None),  # 1024 < 0.94 x 1099
+    ({"p512": (512, 220)}, "1000x700", None),  # previews made before p2048 existed
+    ({"p512": (512, 220)}, "240x160", "p512"),
+    ({}, "240x160", None),
+])
+def test_old_images_choose_among_the_previews_they_recorded(recorded, size, expected):
+    chosen = choose_preview(recorded, 4608, 1976, parse_size(size))
+    assert (chosen[0] if chosen else None) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(1, 5000), st.floats(1, 5000), st.integers(1, 3000), st.integers(1, 3000),
+       st.booleans())
+def test_a_jpeg_preview_is_never_decoded_at_full_scale(region_w, region_h, out_w, out_h,
+                                                       whole):
+    """What makes a level resized up from a DCT scale of the original sound
+    (previews.SOURCE_MIN): only its 1/2, 1/4 and 1/8 decodes are ever shown."""
+    assert preview_reduction((region_w, region_h), (out_w, out_h), whole) != 1
 
 
 @pytest.mark.parametrize(("size", "expected"), [
