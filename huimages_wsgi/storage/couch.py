@@ -54,13 +54,33 @@ from .base import (
 )
 
 DESIGN_ID = "_design/huimages"
-DESIGN_VERSION = 1
+DESIGN_VERSION = 2
+#: storage.base.search_terms in JavaScript: [kind, name, value, ctime] of a live image.
+_TERMS_MAP = """function (doc) {
+  if (doc.deleted || doc._id.charAt(0) === '_') { return; }
+  var seen = {}, when = doc.ctime || '', refs = doc.references || {};
+  function term(kind, name, values) {
+    values = Array.isArray(values) ? values : [values];
+    for (var i = 0; i < values.length; i++) {
+      var key = [kind, name, String(values[i])], id = JSON.stringify(key);
+      if (values[i] !== null && values[i] !== undefined && values[i] !== '' && !seen[id]) {
+        seen[id] = 1; emit(key.concat([when]), null);
+      }
+    }
+  }
+  if (typeof refs === 'object' && !Array.isArray(refs)) {
+    for (var name in refs) { term('reference', name, refs[name]); }
+  }
+  if (Array.isArray(doc.types)) { term('type', '', doc.types); }
+  if (Array.isArray(doc.tags)) { term('tag', '', doc.tags); }
+}"""
 DESIGN = {
     "version": DESIGN_VERSION,
     "language": "javascript",
     "views": {
         "live": {"map": "function (doc) { if (!doc.deleted) { emit(doc._id, null); } }"},
         "recent": {"map": "function (doc) { if (!doc.deleted) { emit(doc.ctime || '', null); } }"},
+        "terms": {"map": _TERMS_MAP, "reduce": "_count"},
     },
 }
 _CONFLICT_RETRIES = 20
@@ -168,6 +188,19 @@ class CouchCatalog(Catalog):
                              descending=descending)
         following = [other for other in ids if other != imageid]
         return following[0] if following else None
+
+    @timed("couchdb", "find")
+    def find(self, kind: str, name: str, value: str, limit: int) -> list[str]:
+        return self._view_ids("huimages/terms", reduce=False, descending=True, limit=limit,
+                              startkey=[kind, name, value, {}], endkey=[kind, name, value])
+
+    @timed("couchdb", "tag_counts")
+    def tag_counts(self, limit: int) -> list[tuple[str, int]]:
+        rows = self._guard(lambda: list(self.db.view(
+            "huimages/terms", group_level=3, startkey=["tag", ""], endkey=["tag", "", {}])))
+        counts = sorted(((str(row.key[2]), int(row.value)) for row in rows),
+                        key=lambda item: (-item[1], item[0]))
+        return counts[:limit]
 
     @timed("couchdb", "next_id")
     def next_id(self, imageid: str) -> str | None:

@@ -1,12 +1,11 @@
 """ImageStore: the store itself, the service object every front uses.
 
 It owns one configuration and the parts built from it (catalog, blob store,
-engine, cache), so an application can hold two stores at once. It writes
-and reads images and their metadata; the jobs around it live beside it and
-are reached through it: URLs and tags in ``links.Links`` (``.links``),
-rendering in ``render.Renderer`` (``.renderer``), preview backfill in
-backfill.py. Method names and signatures follow the original huImages
-module-level API.
+engine, cache), so an application can hold two stores at once. It writes and
+reads images and their metadata; the jobs around it live beside it: URLs and
+tags in ``links.Links`` (``.links``), rendering in ``render.Renderer``
+(``.renderer``), lookups in finding.py, preview backfill in backfill.py.
+Method names and signatures follow the original huImages module-level API.
 """
 
 from __future__ import annotations
@@ -115,11 +114,10 @@ class BaseImageStore:
         title: str = "",
         references: Mapping[str, Any] | None = None,
         typ: str = "",
-        *,
-        timestamp: datetime.datetime | str | None = None,
+        *, timestamp: datetime.datetime | str | None = None, tags: Sequence[str] = (),
     ) -> Doc:
-        """Add titles, references or a type to an existing image (each store its own way);
-        ``mtime`` becomes ``timestamp`` (now when None)."""
+        """Add titles, references, a type or tags to an existing image (each store its own
+        way); ``mtime`` becomes ``timestamp`` (now when None)."""
         raise NotImplementedError
 
     def set_title(self, imageid: str, newtitle: str) -> Doc:
@@ -297,15 +295,17 @@ class ImageStore(BaseImageStore):
         typ: str = "",
         *,
         timestamp: datetime.datetime | str | None = None,
+        tags: Sequence[str] = (),
     ) -> Doc:
-        """Add titles, references or a type to an existing image; ``mtime`` becomes
+        """Add titles, references, a type or tags to an existing image; ``mtime`` becomes
         ``timestamp`` (now when None). Its URLs keep their name (``seo_name``)."""
         self.get_imagedoc(imageid)
         when = as_timestamp(timestamp)
 
         def change(doc: Doc) -> None:
             doc.setdefault("seo_name", seo_name(doc))  # before a first title arrives
-            merge_metadata(doc, when=when, title=title, references=references, typ=typ)
+            merge_metadata(doc, when=when, title=title, references=references, typ=typ,
+                           tags=tags)
 
         return self.catalog.update(imageid, change)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core.errors import InvalidTimestamp
@@ -19,9 +19,11 @@ TIMESTAMP_RE = re.compile(r"[0-9]{8}T[0-9]{6}(\.[0-9]{1,6})?")
 
 
 def merge_metadata(
-    doc: Doc, *, when: str, title: str, references: Mapping[str, Any] | None, typ: str
+    doc: Doc, *, when: str, title: str, references: Mapping[str, Any] | None, typ: str,
+    tags: Sequence[str] = (),
 ) -> None:
-    """Accumulate metadata the way the original did: nothing is ever dropped."""
+    """Accumulate metadata the way the original did: nothing is ever dropped. Tags (this
+    project's, as huImages' image browser kept them) accumulate like titles."""
     doc.setdefault("ctime", when)
     doc["mtime"] = when
     if typ and typ not in doc.setdefault("types", []):
@@ -32,6 +34,9 @@ def merge_metadata(
             values.append(value)
     if title and title not in doc.setdefault("title", []):
         doc["title"].append(title)
+    for tag in tags:
+        if tag and tag not in doc.setdefault("tags", []):
+            doc["tags"].append(tag)
 
 
 def as_timestamp(value: datetime.date | str | None) -> str:

@@ -35,7 +35,7 @@ from typing import Any
 from ..core.config import Config
 from ..core.errors import HuImagesError, ImageNotFound, InvalidImageId
 from ..core.sizes import CROP
-from . import open_store
+from . import finding, open_store
 from .httpstore import HttpImageStore
 from .imagestore import ImageStore
 
@@ -136,15 +136,24 @@ def update_metadata(
     title: str = "",
     references: dict | None = None,
     typ: str = "",
+    tags: Sequence[str] = (),
 ) -> str:
-    """Add a title, references or a type (``mtime`` becomes ``timestamp`` when given);
-    the ID. A true value that is no time (huImages took any) means now."""
+    """Add a title, references, a type or tags (``mtime`` becomes ``timestamp`` when
+    given); the ID. A true value that is no time (huImages took any) means now."""
     if timestamp is not None and not isinstance(timestamp, datetime.date | str):
         timestamp = None
     default_store().update_metadata(
-        doc_id, title=title, references=references, typ=typ, timestamp=timestamp
+        doc_id, title=title, references=references, typ=typ, timestamp=timestamp, tags=tags
     )
     return doc_id
+
+
+def find_images(*, typ: str | None = None, tag: str | None = None, limit: int = 100,
+                **references: Any) -> list[str]:
+    """The IDs of the live images with every reference (``sku="14600"``), type and tag
+    given, newest first (store/finding.py)."""
+    return finding.find_images(default_store().catalog, typ=typ, tag=tag, limit=limit,
+                               **references)
 
 
 def set_title(imageid: str, newtitle: str) -> dict:

@@ -30,13 +30,14 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from webob import Request, Response
 
 from ..core.config import Config
 from ..core.errors import BackendUnavailable, HuImagesError
 from ..core.ids import validate_id
+from ..store.finding import find_images, tag_counts
 from ..store.imagestore import ImageStore
 from ..store.links import newest_title
 from .auth import (
@@ -49,7 +50,7 @@ from .auth import (
     token_ok,
 )
 from .responses import RETRY_AFTER, guarded
-from .uploads import TEXT_LIMIT, read_body, read_form, upload_metadata
+from .uploads import TEXT_LIMIT, check_encodable, read_body, read_form, upload_metadata
 
 log = logging.getLogger("huimages_wsgi")
 
@@ -57,6 +58,7 @@ THUMB_SIZE = "150x150!"
 DETAIL_SIZE = "svga"
 DETAIL_FORMATS = ("avif", "webp")
 PAGE_SIZE = 48
+TAG_LIST = 40  # tags shown, the most used first
 LOGIN_LIMIT = 4096  # bytes of the token form's post: the one body read before knowing who
 _RELATIVE_ROOT = ".."  # every page sits directly below the mount point
 _STAMP_RE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)(?:\.\d*)?")
@@ -170,11 +172,26 @@ class BrowseApp:
     # -- pages ---------------------------------------------------------------
 
     def index(self, request: Request, error: str = "", status: int = 200) -> Response:
-        ids = self.store.catalog.recent_ids(self.page_size)
+        """The newest images, or those of one tag (``?tag=red``), with the tag list."""
+        tag = request.GET.get("tag", "")
+        check_encodable(tag, "tag")
+        if tag:
+            ids = find_images(self.store.catalog, tag=tag, limit=self.page_size)
+        else:
+            ids = self.store.catalog.recent_ids(self.page_size)
         items = "".join(self._thumb(imageid) for imageid in ids)
         grid = f'<ul class="grid">{items}</ul>' if ids else '<p class="note">No images yet.</p>'
-        body = self._error(error) + self._form() + grid
-        return self.page("Recent images", body, status=status)
+        body = self._error(error) + self._form() + self._tags(tag) + grid
+        return self.page(f"Tagged {tag}" if tag else "Recent images", body, status=status)
+
+    def _tags(self, current: str) -> str:
+        """The tags with their counts, the most used first, each a link to its images."""
+        counts = tag_counts(self.store.catalog, TAG_LIST)
+        links = "".join(
+            f'<a class="{"tag current" if tag == current else "tag"}"'
+            f' href="./?{_e(urlencode({"tag": tag}))}">{_e(tag)} <small>{count}</small></a>'
+            for tag, count in counts)
+        return f'<nav id="tags" class="pager">{links}</nav>' if counts else ""
 
     def detail(self, request: Request, imageid: str) -> Response:
         doc = self.store.get_imagedoc(imageid)
