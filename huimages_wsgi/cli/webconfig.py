@@ -93,6 +93,8 @@ def run_config(args: argparse.Namespace, config: object | None = None) -> int:
             xaccel_prefix=getattr(config, "xaccel_prefix", DEFAULT_XACCEL_PREFIX),
             max_body_bytes=getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES),
             surrogate_headers=getattr(config, "surrogate_headers", ("Surrogate-Key",)),
+            auto_formats=(getattr(config, "auto_formats", ()) if getattr(config, "auto_format",
+                                                                       False) else ()),
         )
     except ValueError as exc:
         print(f"huimages config: error: {exc}", file=sys.stderr)

@@ -1,0 +1,81 @@
+"""The webservers' half of format by Accept (HUIMAGES_AUTO_FORMAT): the rules that make
+a hit of a ``.jpeg`` variant URL the same choice the app makes for a miss.
+
+Usage (webconfig.render_config fills the ``${auto_format}`` of each template)::
+
+    auto_format_rules("nginx", ("avif", "webp"), target)   # maps for the variant location
+    auto_format_rules("nginx", (), target)                 # the plain maps: no choice
+
+The app (``web.middleware.ImageMiddleware.negotiated``) answers a ``.jpeg``
+variant URL in the first of the formats whose type the client's ``Accept``
+names. The webserver does the same from the cache: it serves
+``<size>/<ID>.<that format>`` when the file is there, and hands the request
+to the app otherwise (never the ``.jpeg`` file instead: the answer to one
+``Accept`` is the same whoever gives it). Every ``.jpeg`` variant answer says
+``Vary: Accept`` (lighttpd: every variant's, since its conditions see the
+URL after the rewrite). Originals (``o/``) are never negotiated.
+"""
+
+from __future__ import annotations
+
+#: A variant (never ``o/``) at the ``.jpeg`` extension, canonical or SEO form.
+_JPEG_VARIANT = r"^/((?!o/)[^/?]+)/([A-Z0-9]{34})(/[^/?]+)?\.jpeg"
+
+
+def auto_format_rules(kind: str, formats: tuple[str, ...], fcgi_target: str) -> str:
+    """The template text of ``${auto_format}`` for ``kind``; ``formats`` () for none."""
+    return {"nginx": _nginx, "lighttpd": _lighttpd, "apache": _apache}[kind](
+        formats, fcgi_target)
+
+
+def _nginx(formats: tuple[str, ...], _target: str) -> str:
+    if not formats:
+        return ("    map $huimages_ext $huimages_served_ext { default $huimages_ext; }\n"
+                '    map $huimages_ext $huimages_vary { default ""; }')
+    accepted = "\n".join(f'        "~*image/{ext}" {ext};' for ext in formats)
+    return (
+        "    map $http_accept $huimages_accepted_ext {\n"
+        "        default jpeg;\n"
+        f"{accepted}\n"
+        "    }\n"
+        "    map $huimages_ext $huimages_served_ext {\n"
+        "        jpeg $huimages_accepted_ext;\n"
+        "        default $huimages_ext;\n"
+        "    }\n"
+        '    map $huimages_ext $huimages_vary { jpeg Accept; default ""; }')
+
+
+def _lighttpd(formats: tuple[str, ...], _target: str) -> str:
+    if not formats:
+        return ""
+    lines = ["# a .jpeg variant in the first format the client's Accept names",
+             "# (HUIMAGES_AUTO_FORMAT): that format's file, or the app when it is missing"]
+    for depth, ext in enumerate(formats):  # each next one only where none before is named
+        pad = "    " * depth
+        lines += [f'{pad}$REQUEST_HEADER["Accept"] =~ "(?i)image/{ext}" {{',
+                  f'{pad}    url.rewrite-repeat = ( "{_JPEG_VARIANT}(\\?.*)?$"'
+                  f' => "/$1/$2.{ext}$4" )',
+                  f"{pad}}}"]
+        if depth < len(formats) - 1:
+            lines.append(f'{pad}$REQUEST_HEADER["Accept"] !~ "(?i)image/{ext}" {{')
+    for level in reversed(range(len(formats) - 1)):
+        lines.append("    " * level + "}")
+    lines += ['$HTTP["url"] =~ "^/(?!o/)[^/]+/[A-Z0-9]{34}(/[^/]+)?\\.(jpeg|avif|webp)$" {',
+              '    setenv.set-response-header = ( "Vary" => "Accept" )',
+              "}"]
+    return "\n".join(lines)
+
+
+def _apache(formats: tuple[str, ...], target: str) -> str:
+    if not formats:
+        return ""
+    lines = ["# a .jpeg variant in the first format the client's Accept names",
+             "# (HUIMAGES_AUTO_FORMAT): that format's file, or the app when it is missing",
+             f'SetEnvIf Request_URI "{_JPEG_VARIANT}$" HUIMAGES_VARY=1']
+    for ext in formats:
+        lines += [f'RewriteCond "%{{HTTP:Accept}}" "image/{ext}" [NC]',
+                  f'RewriteCond "%{{DOCUMENT_ROOT}}/$1/$2.{ext}" -f',
+                  f'RewriteRule "{_JPEG_VARIANT}$" "/$1/$2.{ext}" [L]',
+                  f'RewriteCond "%{{HTTP:Accept}}" "image/{ext}" [NC]',
+                  f'RewriteRule "{_JPEG_VARIANT}$" "{target}/" [P,L]']
+    return "\n".join(lines)
