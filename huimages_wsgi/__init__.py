@@ -50,6 +50,7 @@ from .store.module_api import (
     scaled_imagedata,
     scaled_imageurl,
     scaled_tag,
+    set_focus,
     set_title,
     update_metadata,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "scaled_imagedata",
     "scaled_imageurl",
     "scaled_tag",
+    "set_focus",
     "set_title",
     "update_metadata",
 ]

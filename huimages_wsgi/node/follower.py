@@ -89,7 +89,8 @@ def fingerprint(doc: Doc | None) -> str | None:
     if not is_live(doc) or broken_mark(doc) is not None:
         return None
     assert doc is not None
-    return json.dumps([doc.get(key) for key in ("width", "height", "length", "contenttype")])
+    return json.dumps([doc.get(key) for key in ("width", "height", "length", "contenttype",
+                                                "focus", "focus_auto")])
 
 
 class SeenStore:

@@ -271,6 +271,12 @@ class HttpImageStore(BaseImageStore):
         self.catalog.remember(imageid, doc)
         return doc
 
+    def set_focus(self, imageid: str, point: list[float] | None) -> Doc:
+        """PATCH the focus (focus.py checks it); the server purges what depends on it."""
+        doc = self.api.json("PATCH", f"/images/{validate_id(imageid)}", {"focus": point})
+        self.catalog.remember(imageid, doc)
+        return doc
+
     def delete_image(self, imageid: str) -> Any:
         """The server's answer: what it removed, and when the other nodes follow."""
         answer = self.api.json("DELETE", f"/images/{validate_id(imageid)}")

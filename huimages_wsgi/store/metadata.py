@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..core.errors import InvalidTimestamp
+from ..core.errors import InvalidFocus, InvalidTimestamp
 from ..storage import Doc, timestamp
 
 #: huImages' own form of a time, as its documents hold it.
@@ -65,4 +65,25 @@ def written_at(value: object) -> float | None:
         return float(int(datetime.datetime.strptime(value[:15], "%Y%m%dT%H%M%S").timestamp()))
     except (ValueError, OverflowError, OSError):
         return None
+
+
+def focus_point(doc: Mapping[str, Any]) -> tuple[float, float] | None:
+    """Where a crop of the image is centred: the set ``focus`` ([x, y], fractions of the
+    upright original), else the computed ``focus_auto``, else None (the middle)."""
+    for key in ("focus", "focus_auto"):
+        point = doc.get(key)
+        if (isinstance(point, list | tuple) and len(point) == 2
+                and all(isinstance(v, int | float) and 0 <= v <= 1 for v in point)):
+            return float(point[0]), float(point[1])
+    return None
+
+
+def checked_focus(x: Any, y: Any) -> list[float]:
+    """``[x, y]`` as a document keeps it; InvalidFocus unless both are numbers in 0-1."""
+    point = []
+    for value in (x, y):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise InvalidFocus(f"a focus is two fractions of the image, 0 to 1, not {value!r:.20}")
+        point.append(round(float(value), 4))
+    return point
 

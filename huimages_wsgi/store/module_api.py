@@ -35,7 +35,7 @@ from typing import Any
 from ..core.config import Config
 from ..core.errors import HuImagesError, ImageNotFound, InvalidImageId
 from ..core.sizes import CROP
-from . import finding, open_store
+from . import finding, focus, open_store
 from .httpstore import HttpImageStore
 from .imagestore import ImageStore
 
@@ -250,3 +250,10 @@ def get_previous_imageid(imageid: str) -> str:
     """The previous image's ID; at the start of the catalog the same ID again."""
     previous = default_store().get_previous_imageid(imageid)
     return previous if previous is not None else imageid
+
+
+def set_focus(imageid: str, x: float | None = None, y: float | None = None) -> dict:
+    """Centre the image's crops on (``x``, ``y``), fractions of the upright original;
+    no point clears it (store/focus.py). The document."""
+    return focus.set_focus(default_store(), imageid, x, y)
+

@@ -36,6 +36,7 @@ from ..core.errors import HuImagesError, RequestRefused
 from ..core.ids import validate_id
 from ..node.status import purge_bound
 from ..store.finding import find_images, tag_counts
+from ..store.focus import set_focus
 from ..store.imagestore import ImageStore
 from .auth import bearer_token, token_ok, trusted, uploads_enabled
 from .responses import guarded, json_response
@@ -55,7 +56,7 @@ from .uploads import (
 )
 
 UPLOAD_FIELDS = frozenset({"title", "type", "references", "filename", "timestamp"})
-PATCH_FIELDS = frozenset({"title", "type", "references", "timestamp", "tags"})
+PATCH_FIELDS = frozenset({"title", "type", "references", "timestamp", "tags", "focus"})
 RAW_TYPES = ("image/", "application/octet-stream")
 ITEM_METHODS = ("GET", "HEAD", "PATCH", "DELETE")
 WALK = ("next", "previous")
@@ -193,6 +194,11 @@ class ApiApp:
             timestamp=timestamp_field(text_field(changes, "timestamp") or None),
             tags=tags_field(changes.get("tags")),
         )
+        if "focus" in changes:  # [x, y] or null (cleared)
+            point = changes["focus"]
+            if point is not None and not (isinstance(point, list) and len(point) == 2):
+                raise RequestRefused(400, "focus must be [x, y] (fractions, 0 to 1) or null")
+            doc = set_focus(self.store, imageid, *(point or (None, None)))
         return json_response(200, doc)
 
     def find(self, request: Request) -> list[str]:

@@ -307,6 +307,7 @@ def test_api_upload_then_the_other_calls(served):
     assert '"Blue bike"' in out and '"deleted": true' in out and '"id"' in out
     assert f'{{"ids": ["{uploaded[0]["id"]}"]}}' in out  # found by reference and tag
     assert '{"tags": [["bikes", 1], ["red", 1]]}' in out
+    assert '"focus": [0.3, 0.4]' in out
 
 
 def test_api_client_over_http(served):
