@@ -146,6 +146,7 @@ class Config:
     # WebP to a client that names it, in this order of preference, with Vary: Accept.
     auto_format: bool = False
     auto_formats: tuple[str, ...] = AUTO_FORMATS
+    auto_focus: bool = True  # a computed focus_auto for crops (imaging/summary.py)
     surrogate_headers: tuple[str, ...] = ("Surrogate-Key",)
     purge: tuple[str, ...] = ()
     purge_token: str | None = None

@@ -125,6 +125,7 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "purge": (("HUIMAGES_PURGE",), _parse_list),
     "purge_token": (("HUIMAGES_PURGE_TOKEN",), str),
     "auto_format": (("HUIMAGES_AUTO_FORMAT",), _parse_bool),
+    "auto_focus": (("HUIMAGES_AUTO_FOCUS",), _parse_bool),
     "auto_formats": (("HUIMAGES_AUTO_FORMATS",), _parse_list),
 }
 
@@ -199,6 +200,8 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
     "auto_format": ("off", "a `.jpeg` variant URL answers in a format the client's `Accept`"
                     " names, with `Vary: Accept` (`1`/`0`; docs/formats.md)"),
     "auto_formats": ("`avif,webp`", "those formats, the preferred first"),
+    "auto_focus": ("on", "find where an upload's subject is, for crops without a set focus"
+                   " (`0`: crops of those centre on the middle; docs/formats.md)"),
 }
 
 

@@ -45,7 +45,7 @@ from ..core.signing import sign
 from ..core.urls import image_path
 from ..storage import Catalog, Doc
 from ..storage.base import Mutation
-from .imagestore import BaseImageStore, Saved, checked_upload
+from .basestore import BaseImageStore, Saved, checked_upload
 from .metadata import as_timestamp
 
 #: How long a fetched document is reused: ``scaled_tag`` needs it three times.

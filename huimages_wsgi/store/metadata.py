@@ -67,10 +67,11 @@ def written_at(value: object) -> float | None:
         return None
 
 
-def focus_point(doc: Mapping[str, Any]) -> tuple[float, float] | None:
+def focus_point(doc: Mapping[str, Any], auto: bool = True) -> tuple[float, float] | None:
     """Where a crop of the image is centred: the set ``focus`` ([x, y], fractions of the
-    upright original), else the computed ``focus_auto``, else None (the middle)."""
-    for key in ("focus", "focus_auto"):
+    upright original), else (with ``auto``) the computed ``focus_auto``, else None (the
+    middle)."""
+    for key in ("focus", "focus_auto") if auto else ("focus",):
         point = doc.get(key)
         if (isinstance(point, list | tuple) and len(point) == 2
                 and all(isinstance(v, int | float) and 0 <= v <= 1 for v in point)):

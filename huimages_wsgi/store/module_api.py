@@ -220,16 +220,19 @@ class TagOptions:
     srcset: bool = False
     formats: Sequence[str] = ()
     base_url: str | None = None
+    placeholder: bool = False
 
 
 def scaled_tag(imageid: str, size: str = "150x150", *args: str, **kwargs: Any) -> str:
     """huImages' ``<img>``: extra positional strings go in as they are, every keyword
-    is an attribute, except ``options=TagOptions(...)`` (no attribute is one)."""
+    is an attribute, except ``options=TagOptions(...)`` and ``placeholder=True`` (the
+    image's colour and tiny copy as its background; no attribute is either)."""
     options = kwargs.pop("options") if isinstance(kwargs.get("options"), TagOptions) else None
     options = options or TagOptions()
+    placeholder = options.placeholder or kwargs.pop("placeholder", None) is True
     return default_store().scaled_tag(
         imageid, size, *args, srcset=options.srcset, formats=tuple(options.formats),
-        base_url=options.base_url, attrs=kwargs,
+        base_url=options.base_url, attrs=kwargs, placeholder=placeholder,
     )
 
 

@@ -52,8 +52,10 @@ log = logging.getLogger("huimages_wsgi")
 class Renderer:
     """Renders variants of one store's images into its cache."""
 
-    def __init__(self, catalog: Catalog, blobs: BlobStore, engine: ImageEngine, cache: Cache):
+    def __init__(self, catalog: Catalog, blobs: BlobStore, engine: ImageEngine, cache: Cache,
+                 auto_focus: bool = True):
         self.catalog, self.blobs, self.engine, self.cache = catalog, blobs, engine, cache
+        self.auto_focus = auto_focus  # crops follow a computed focus_auto (summary.py)
 
     def variant(
         self, imageid: str, size: Size, ext: str = "jpeg", admission: Admission | None = None
@@ -82,7 +84,7 @@ class Renderer:
         def admitted() -> AbstractContextManager[object]:
             return nullcontext() if admission is None else admission.render(large)
 
-        focus = focus_point(doc) if size.kind == CROP else None
+        focus = focus_point(doc, self.auto_focus) if size.kind == CROP else None
         try:
             return self.cache.produce(
                 size.name, imageid, ext,

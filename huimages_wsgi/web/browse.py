@@ -310,7 +310,7 @@ class BrowseApp:
         response.cache_control = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Content-Security-Policy"] = (
-            "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+            "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         )
         return response
@@ -349,7 +349,7 @@ class BrowseApp:
     def _thumb(self, imageid: str) -> str:
         doc = self.store.catalog.get(imageid)
         title = newest_title(doc)
-        image = self._tag(imageid, THUMB_SIZE, doc=doc, loading="lazy")
+        image = self._tag(imageid, THUMB_SIZE, doc=doc, loading="lazy", placeholder=True)
         return (
             f'<li><a class="thumb" href="{_e(imageid)}" title="{_e(title)}">{image}'
             f"<span>{_e(title or imageid)}</span></a></li>"

@@ -31,8 +31,10 @@ def focus_form(store: Any, imageid: str, doc: dict[str, Any], base_url: str) -> 
     except HuImagesError:
         return ""
     width, height = store.links.reading(doc).scaled_dimensions(imageid, FOCUS_SIZE)
-    point = focus_point(doc)
-    now = f" (now {point[0]:.2f}, {point[1]:.2f})" if point else " (now the middle)"
+    point, found = focus_point(doc, auto=False), focus_point(doc)
+    now = (f" (now {point[0]:.2f}, {point[1]:.2f})" if point else
+           f" (now {found[0]:.2f}, {found[1]:.2f}, found by the server)" if found else
+           " (now the middle)")
     return (f'<form id="focus" method="post" action="{imageid}/focus">'
             f'<p class="note">Click where its crops should centre{now}:</p>'
             f'<input type="image" name="at" src="{url}" width="{width}" height="{height}"'

@@ -54,7 +54,8 @@ def red_share(body: bytes) -> float:
 
 
 @BOTH
-def test_a_crop_keeps_an_off_centre_subject_once_the_focus_is_set(any_store):
+def test_a_crop_keeps_an_off_centre_subject_once_the_focus_is_set(any_config):
+    any_store = ImageStore(any_config.with_changes(auto_focus=False))  # the set focus alone
     app = ImageMiddleware(prefix="", store=any_store)
     imageid = any_store.save_image(subject_photo(1200, 600, (0.12, 0.5)))
     square, fit = f"/150x150!/{imageid}.jpeg", f"/300x300/{imageid}.jpeg"
@@ -73,7 +74,8 @@ def test_a_crop_keeps_an_off_centre_subject_once_the_focus_is_set(any_store):
     assert tall.status_int == 200
 
 
-def test_a_focus_change_moves_a_crops_last_modified(store):
+def test_a_focus_change_moves_a_crops_last_modified(config):
+    store = ImageStore(config.with_changes(auto_focus=False))
     app = ImageMiddleware(prefix="", store=store)
     imageid = store.save_image(subject_photo(800, 400, (0.2, 0.5)), timestamp="20150101T000000")
     first = Request.blank(f"/100x100!/{imageid}.jpeg").get_response(app)
@@ -131,8 +133,10 @@ def test_the_module_api_and_the_cli_set_it(config, tmp_path):
 
 def test_another_nodes_follower_purges_its_crops(tmp_path):
     data = tmp_path / "data"
-    here = ImageStore(huimages_wsgi.Config(data_dir=data, cache_dir=tmp_path / "cache-a"))
-    there_config = huimages_wsgi.Config(data_dir=data, cache_dir=tmp_path / "cache-b")
+    here = ImageStore(huimages_wsgi.Config(data_dir=data, cache_dir=tmp_path / "cache-a",
+                                           auto_focus=False))
+    there_config = huimages_wsgi.Config(data_dir=data, cache_dir=tmp_path / "cache-b",
+                                        auto_focus=False)
     there = ImageMiddleware(prefix="", store=ImageStore(there_config))
     follower = Follower(there_config, heartbeat=0.2)
 
@@ -158,7 +162,8 @@ def test_the_size_parser_is_untouched():
 
 def test_a_click_on_the_browse_page_sets_the_focus(tmp_path):
     from .test_browse import HOST, LOCAL
-    app = make_app(huimages_wsgi.Config(data_dir=tmp_path / "data", browse=True))
+    app = make_app(huimages_wsgi.Config(data_dir=tmp_path / "data", browse=True,
+                                        auto_focus=False))
     imageid = app.store.save_image(subject_photo(800, 400, (0.25, 0.5)))
     environ = {**LOCAL, "HTTP_HOST": HOST}
     page = Request.blank(f"/_browse/{imageid}", environ=environ).get_response(app)
@@ -183,3 +188,83 @@ def test_a_click_on_the_browse_page_sets_the_focus(tmp_path):
     nothing = Request.blank(f"/_browse/{imageid}/focus", environ=environ, method="POST",
                             POST={"x": "1"}).get_response(app)
     assert nothing.status_int == 400
+
+
+# -- automatic focus, colour and placeholder (issue 24, points 2 and 4) -------------------
+
+
+@BOTH
+@pytest.mark.parametrize("at", [(0.12, 0.5), (0.85, 0.3), (0.5, 0.12)])
+def test_the_automatic_focus_keeps_a_clear_subject_in_tall_and_square_crops(any_store, at):
+    app = ImageMiddleware(prefix="", store=any_store)
+    wide = at[1] == 0.5 or at[0] != 0.5
+    imageid = any_store.save_image(subject_photo(1200, 600, at) if wide
+                                   else subject_photo(600, 1200, at))
+    doc = any_store.get_imagedoc(imageid)
+    x, y = doc["focus_auto"]
+    assert abs(x - at[0]) < 0.1 and abs(y - at[1]) < 0.1, (doc["focus_auto"], at)
+    for size in ("150x150!", "60x200!", "200x60!"):
+        crop = Request.blank(f"/{size}/{imageid}.jpeg").get_response(app)
+        assert red_share(crop.body) > 0.01, size
+
+
+@pytest.mark.parametrize("picture", ["centred subject", "photo"])
+def test_the_automatic_focus_does_not_wander_from_a_centred_subject(store, picture):
+    data = subject_photo(1000, 700, (0.5, 0.5)) if picture == "centred subject" else (
+        f.photo_jpeg(1000, 700, seed=3))
+    x, y = store.get_imagedoc(store.save_image(data))["focus_auto"]
+    if picture == "centred subject":
+        assert abs(x - 0.5) < 0.03 and abs(y - 0.5) < 0.03
+    assert 0 <= x <= 1 and 0 <= y <= 1
+
+
+def test_an_explicit_focus_wins_and_auto_focus_can_be_off(config):
+    store = ImageStore(config)
+    app = ImageMiddleware(prefix="", store=store)
+    imageid = store.save_image(subject_photo(1200, 600, (0.12, 0.5)))
+    assert red_share(Request.blank(f"/150x150!/{imageid}.jpeg").get_response(app).body) > 0.01
+    set_focus(store, imageid, 0.9, 0.5)  # the person's choice wins
+    assert red_share(Request.blank(f"/150x150!/{imageid}.jpeg").get_response(app).body) == 0
+    off = ImageStore(config.with_changes(auto_focus=False, cache_dir=config.cache_root / "off"))
+    other = off.save_image(subject_photo(1200, 600, (0.15, 0.5)))
+    assert "focus_auto" not in off.get_imagedoc(other)
+    crop = Request.blank(f"/150x150!/{other}.jpeg").get_response(
+        ImageMiddleware(prefix="", store=off))
+    assert red_share(crop.body) == 0
+
+
+@BOTH
+def test_uploads_carry_a_colour_and_a_placeholder_and_tags_paint_them(any_store, any_config):
+    imageid = any_store.save_image(subject_photo(1200, 600, (0.5, 0.5)))
+    doc = any_store.get_imagedoc(imageid)
+    assert doc["color"] == "#808080"  # the grey around the subject
+    assert doc["placeholder"].startswith("data:image/webp;base64,")
+    assert len(doc["placeholder"]) < 600
+    tag = any_store.scaled_tag(imageid, "240x120", placeholder=True)
+    assert "background-color:#808080;" in tag and "background-image:url(data:image/webp" in tag
+    assert "background" not in any_store.scaled_tag(imageid, "240x120")
+    huimages_wsgi.configure(any_config)
+    assert "background-color" in huimages_wsgi.scaled_tag(imageid, "240x120", placeholder=True)
+    assert 'placeholder=' not in huimages_wsgi.scaled_tag(imageid, "240x120", placeholder=True)
+
+
+def test_old_images_get_them_from_the_previews_job(config):
+    store = ImageStore(config)
+    imageid = store.save_image(subject_photo(2400, 1200, (0.2, 0.5)))
+    store.catalog.update(imageid, lambda doc: [doc.pop(key) for key in (
+        "color", "placeholder", "focus_auto")])
+    env = {"HUIMAGES_DATA_DIR": str(config.data_dir), "PATH": str(BIN)}
+    run = subprocess.run([str(BIN / "huimages"), "previews", "--all"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    doc = store.get_imagedoc(imageid)
+    assert doc["color"] == "#808080" and doc["placeholder"].startswith("data:image/webp")
+    assert abs(doc["focus_auto"][0] - 0.2) < 0.1
+
+
+def test_the_browse_thumbnails_paint_their_placeholder(tmp_path):
+    from .test_browse import HOST, LOCAL
+    app = make_app(huimages_wsgi.Config(data_dir=tmp_path / "data", browse=True))
+    app.store.save_image(subject_photo(800, 400, (0.5, 0.5)))
+    page = Request.blank("/_browse/", environ={**LOCAL, "HTTP_HOST": HOST}).get_response(app)
+    assert "background-color:#808080;" in page.text
