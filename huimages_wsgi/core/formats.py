@@ -170,6 +170,6 @@ def accepted_format(accept: str, offered: Sequence[str]) -> str | None:
                     quality = 0.0
         named[media.lower()] = quality
     for ext in offered:
-        if named.get(CONTENT_TYPES[ext], 0.0) > 0:
-            return ext
+        if ext in CONTENT_TYPES and named.get(CONTENT_TYPES[ext], 0.0) > 0:
+            return ext  # (a format this Pillow cannot write is never offered)
     return None

@@ -31,7 +31,8 @@ def auto_format_rules(kind: str, formats: tuple[str, ...], fcgi_target: str) -> 
 def _nginx(formats: tuple[str, ...], _target: str) -> str:
     if not formats:
         return ("    map $huimages_ext $huimages_served_ext { default $huimages_ext; }\n"
-                '    map $huimages_ext $huimages_vary { default ""; }')
+                '    map $huimages_ext $huimages_vary { default ""; }\n'
+                '    map $uri $huimages_internal_vary { default ""; }')
     accepted = "\n".join(f'        "~*image/{ext}" {ext};' for ext in formats)
     return (
         "    map $http_accept $huimages_accepted_ext {\n"
@@ -42,7 +43,9 @@ def _nginx(formats: tuple[str, ...], _target: str) -> str:
         "        jpeg $huimages_accepted_ext;\n"
         "        default $huimages_ext;\n"
         "    }\n"
-        '    map $huimages_ext $huimages_vary { jpeg Accept; default ""; }')
+        '    map $huimages_ext $huimages_vary { jpeg Accept; default ""; }\n'
+        "    # an answer the app sends through X-Accel-Redirect (nginx keeps no Vary of it)\n"
+        "    map $uri $huimages_internal_vary { default Accept; }")
 
 
 def _lighttpd(formats: tuple[str, ...], _target: str) -> str:
@@ -72,10 +75,12 @@ def _apache(formats: tuple[str, ...], target: str) -> str:
     lines = ["# a .jpeg variant in the first format the client's Accept names",
              "# (HUIMAGES_AUTO_FORMAT): that format's file, or the app when it is missing",
              f'SetEnvIf Request_URI "{_JPEG_VARIANT}$" HUIMAGES_VARY=1']
+    seo = _JPEG_VARIANT.replace("(/[^/?]+)?", "/[^/?]+")  # an SEO name: its Link too
     for ext in formats:
+        for pattern, flags in ((seo, ",E=HUIMAGES_CANONICAL:/$1/$2.jpeg"), (_JPEG_VARIANT, "")):
+            lines += [f'RewriteCond "%{{HTTP:Accept}}" "image/{ext}" [NC]',
+                      f'RewriteCond "%{{DOCUMENT_ROOT}}/$1/$2.{ext}" -f',
+                      f'RewriteRule "{pattern}$" "/$1/$2.{ext}" [L{flags}]']
         lines += [f'RewriteCond "%{{HTTP:Accept}}" "image/{ext}" [NC]',
-                  f'RewriteCond "%{{DOCUMENT_ROOT}}/$1/$2.{ext}" -f',
-                  f'RewriteRule "{_JPEG_VARIANT}$" "/$1/$2.{ext}" [L]',
-                  f'RewriteCond "%{{HTTP:Accept}}" "image/{ext}" [NC]',
                   f'RewriteRule "{_JPEG_VARIANT}$" "{target}/" [P,L]']
     return "\n".join(lines)

@@ -254,9 +254,20 @@ def search_terms(doc: Doc | None) -> set[tuple[str, str, str]]:
         for name, values in references.items():
             for value in values if isinstance(values, list) else [values]:
                 if value not in (None, ""):
-                    terms.add(("reference", str(name), str(value)))
+                    terms.add(("reference", str(name), term_text(value)))
     for kind, field in (("type", "types"), ("tag", "tags")):
         values = doc.get(field)
         if isinstance(values, list):
-            terms.update((kind, "", str(value)) for value in values if value not in (None, ""))
+            terms.update((kind, "", term_text(value)) for value in values
+                         if value not in (None, ""))
     return terms
+
+
+def term_text(value: Any) -> str:
+    """A term's value as text, as JavaScript's ``String`` writes it (CouchDB's view does):
+    ``true``, ``2`` for 2.0, else ``str``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

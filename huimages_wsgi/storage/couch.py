@@ -52,37 +52,8 @@ from .base import (
     recorded_size,
     seq_number,
 )
+from .couchviews import DESIGN, DESIGN_ID, TERMS, TERMS_ID
 
-DESIGN_ID = "_design/huimages"
-DESIGN_VERSION = 2
-#: storage.base.search_terms in JavaScript: [kind, name, value, ctime] of a live image.
-_TERMS_MAP = """function (doc) {
-  if (doc.deleted || doc._id.charAt(0) === '_') { return; }
-  var seen = {}, when = doc.ctime || '', refs = doc.references || {};
-  function term(kind, name, values) {
-    values = Array.isArray(values) ? values : [values];
-    for (var i = 0; i < values.length; i++) {
-      var key = [kind, name, String(values[i])], id = JSON.stringify(key);
-      if (values[i] !== null && values[i] !== undefined && values[i] !== '' && !seen[id]) {
-        seen[id] = 1; emit(key.concat([when]), null);
-      }
-    }
-  }
-  if (typeof refs === 'object' && !Array.isArray(refs)) {
-    for (var name in refs) { term('reference', name, refs[name]); }
-  }
-  if (Array.isArray(doc.types)) { term('type', '', doc.types); }
-  if (Array.isArray(doc.tags)) { term('tag', '', doc.tags); }
-}"""
-DESIGN = {
-    "version": DESIGN_VERSION,
-    "language": "javascript",
-    "views": {
-        "live": {"map": "function (doc) { if (!doc.deleted) { emit(doc._id, null); } }"},
-        "recent": {"map": "function (doc) { if (!doc.deleted) { emit(doc.ctime || '', null); } }"},
-        "terms": {"map": _TERMS_MAP, "reduce": "_count"},
-    },
-}
 _CONFLICT_RETRIES = 20
 _NETWORK_ERRORS = (OSError, socket.timeout, http.client.HTTPException, couchdb.http.ServerError)
 _REFUSED = (couchdb.http.Unauthorized, couchdb.http.Forbidden)
@@ -124,16 +95,19 @@ class CouchCatalog(Catalog):
 
     @staticmethod
     def _install_design(db: couchdb.Database) -> None:
-        for _ in range(_CONFLICT_RETRIES):
-            current = db.get(DESIGN_ID) or {"_id": DESIGN_ID}
-            if current.get("version") == DESIGN_VERSION:
-                return
-            current.update(DESIGN)
-            try:
-                db.save(current)
-                return
-            except couchdb.http.ResourceConflict:
-                continue
+        """Each design document at its version or later (an older process never writes
+        an earlier one back over a newer one)."""
+        for design_id, design in ((DESIGN_ID, DESIGN), (TERMS_ID, TERMS)):
+            for _ in range(_CONFLICT_RETRIES):
+                current = db.get(design_id) or {"_id": design_id}
+                if int(current.get("version") or 0) >= design["version"]:
+                    break
+                current.update(design)
+                try:
+                    db.save(current)
+                    break
+                except couchdb.http.ResourceConflict:
+                    continue
 
     def _guard(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -191,13 +165,13 @@ class CouchCatalog(Catalog):
 
     @timed("couchdb", "find")
     def find(self, kind: str, name: str, value: str, limit: int) -> list[str]:
-        return self._view_ids("huimages/terms", reduce=False, descending=True, limit=limit,
+        return self._view_ids("huimages_terms/terms", reduce=False, descending=True, limit=limit,
                               startkey=[kind, name, value, {}], endkey=[kind, name, value])
 
     @timed("couchdb", "tag_counts")
     def tag_counts(self, limit: int) -> list[tuple[str, int]]:
         rows = self._guard(lambda: list(self.db.view(
-            "huimages/terms", group_level=3, startkey=["tag", ""], endkey=["tag", "", {}])))
+            "huimages_terms/terms", group_level=3, startkey=["tag", ""], endkey=["tag", "", {}])))
         counts = sorted(((str(row.key[2]), int(row.value)) for row in rows),
                         key=lambda item: (-item[1], item[0]))
         return counts[:limit]

@@ -92,10 +92,14 @@ class SQLiteCatalog(Catalog):
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('uuid', ?)", (uuid.uuid4().hex,)
             )
-        self._index_terms_once()
+        try:
+            self._index_terms_once()
+        except sqlite3.OperationalError as exc:
+            raise BackendUnavailable(f"catalog database: {exc}") from exc
 
     def _index_terms_once(self) -> None:
-        """Fill ``terms`` from every document of a catalog made before it existed."""
+        """Fill ``terms`` from every document of a catalog made before it existed (writers
+        of an older version must be stopped first: what they write is not indexed)."""
         conn = self._connection()
         if conn.execute("SELECT 1 FROM meta WHERE key = 'terms'").fetchone():
             return

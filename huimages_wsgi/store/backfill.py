@@ -9,7 +9,7 @@ its original back from the blob store. Idempotent and safe to interrupt.
 from __future__ import annotations
 
 from ..core.previews import planned_previews, record_previews, recorded_previews
-from ..storage import BlobNotFound, Doc
+from ..storage import BlobNotFound, Doc, timestamp
 from ..storage.base import GuardedReader, source_dimensions
 from .imagestore import ImageStore
 
@@ -77,6 +77,8 @@ def ensure_summary(store: ImageStore, imageid: str, doc: Doc) -> bool:
     fields = store.summary_fields(data)
     if not fields:
         return False
+    if "focus_auto" in fields and not doc.get("focus"):  # its crops change: say when
+        fields["focus_time"] = timestamp()
     store.catalog.update(imageid, lambda stored: stored.update(fields) if stored else None)
     return True
 

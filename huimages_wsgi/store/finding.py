@@ -2,7 +2,7 @@
 
 Usage::
 
-    find_images(store.catalog, sku="14600")          # a reference, as save_image got it
+    find_images(store.catalog, {"sku": "14600"})     # references, as save_image got them
     find_images(store.catalog, typ="product", tag="red", limit=20)
     tag_counts(store.catalog)                         # [("red", 12), ("bike", 3), ...]
 
@@ -15,10 +15,12 @@ them all. Newest first.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..core.errors import HuImagesError
 from ..storage import Catalog
+from ..storage.base import term_text
 
 #: The most images one lookup answers.
 MAX_FOUND = 1000
@@ -29,10 +31,10 @@ class InvalidSearch(HuImagesError, ValueError):
 
 
 def search_criteria(
-    references: dict[str, Any], typ: str | None = None, tag: str | None = None
+    references: Mapping[str, Any], typ: str | None = None, tag: str | None = None
 ) -> list[tuple[str, str, str]]:
     """The terms asked for; InvalidSearch when there is none, or an empty one."""
-    terms = [("reference", str(name), str(value)) for name, value in references.items()]
+    terms = [("reference", str(name), term_text(value)) for name, value in references.items()]
     terms += [(kind, "", value) for kind, value in (("type", typ), ("tag", tag)) if value]
     if not terms:
         raise InvalidSearch("say what to find: a reference (sku=...), a type or a tag")
@@ -43,10 +45,12 @@ def search_criteria(
 
 
 def find_images(
-    catalog: Catalog, *, typ: str | None = None, tag: str | None = None, limit: int = 100,
-    **references: Any,
+    catalog: Catalog, references: Mapping[str, Any] | None = None, *,
+    typ: str | None = None, tag: str | None = None, limit: int = 100,
 ) -> list[str]:
-    """The IDs of the live images with every reference, type and tag given, newest first."""
+    """The IDs of the live images with every reference, type and tag given, newest first;
+    with several, among the newest ``MAX_FOUND`` of each."""
+    references = references or {}
     terms = search_criteria(references, typ, tag)
     limit = max(1, min(int(limit), MAX_FOUND))
     if len(terms) == 1:

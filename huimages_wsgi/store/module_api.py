@@ -152,8 +152,8 @@ def find_images(*, typ: str | None = None, tag: str | None = None, limit: int = 
                 **references: Any) -> list[str]:
     """The IDs of the live images with every reference (``sku="14600"``), type and tag
     given, newest first (store/finding.py)."""
-    return finding.find_images(default_store().catalog, typ=typ, tag=tag, limit=limit,
-                               **references)
+    return finding.find_images(default_store().catalog, references, typ=typ, tag=tag,
+                               limit=limit)
 
 
 def set_title(imageid: str, newtitle: str) -> dict:

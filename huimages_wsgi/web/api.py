@@ -38,6 +38,7 @@ from ..node.status import purge_bound
 from ..store.finding import find_images, tag_counts
 from ..store.focus import set_focus
 from ..store.imagestore import ImageStore
+from ..store.metadata import checked_focus
 from .auth import bearer_token, token_ok, trusted, uploads_enabled
 from .responses import guarded, json_response
 from .uploads import (
@@ -119,8 +120,8 @@ class ApiApp:
             self.allow(request, ("GET", "HEAD"))
             return json_response(200, {"id": self.walk(parts)})
         raise RequestRefused(
-            404, "no such API resource: use /_api/images, /_api/images/<ID>[/next|/previous]"
-            " or /_api/random"
+            404, "no such API resource: use /_api/images, /_api/images/<ID>[/next|/previous],"
+            " /_api/tags or /_api/random"
         )
 
     def walk(self, parts: list[str]) -> str | None:
@@ -185,6 +186,11 @@ class ApiApp:
             raise RequestRefused(
                 400, f"unknown field(s) {sorted(unknown)}; use {sorted(PATCH_FIELDS)}"
             )
+        point = changes.get("focus")  # [x, y] or null (cleared); checked before any write
+        if "focus" in changes and point is not None:
+            if not (isinstance(point, list) and len(point) == 2):
+                raise RequestRefused(400, "focus must be [x, y] (fractions, 0 to 1) or null")
+            checked_focus(*point)
         references = changes.get("references")
         doc = self.store.update_metadata(
             imageid,
@@ -194,10 +200,7 @@ class ApiApp:
             timestamp=timestamp_field(text_field(changes, "timestamp") or None),
             tags=tags_field(changes.get("tags")),
         )
-        if "focus" in changes:  # [x, y] or null (cleared)
-            point = changes["focus"]
-            if point is not None and not (isinstance(point, list) and len(point) == 2):
-                raise RequestRefused(400, "focus must be [x, y] (fractions, 0 to 1) or null")
+        if "focus" in changes:
             doc = set_focus(self.store, imageid, *(point or (None, None)))
         return json_response(200, doc)
 
@@ -215,7 +218,7 @@ class ApiApp:
                 raise RequestRefused(400, f"unknown parameter {key!r}: use reference.<name>,"
                                           " type, tag and limit")
         limit = int_field(request.GET.get("limit"), "limit", 100)
-        return find_images(self.store.catalog, limit=limit, **criteria, **references)
+        return find_images(self.store.catalog, references, limit=limit, **criteria)
 
     def summary(self, imageid: str) -> dict[str, Any]:
         """What an uploader needs next: the ID, the dimensions and ready-made URLs."""

@@ -31,6 +31,8 @@ def focus_form(store: Any, imageid: str, doc: dict[str, Any], base_url: str) -> 
     except HuImagesError:
         return ""
     width, height = store.links.reading(doc).scaled_dimensions(imageid, FOCUS_SIZE)
+    if not width or not height:
+        return ""
     point, found = focus_point(doc, auto=False), focus_point(doc)
     now = (f" (now {point[0]:.2f}, {point[1]:.2f})" if point else
            f" (now {found[0]:.2f}, {found[1]:.2f}, found by the server)" if found else
@@ -45,6 +47,7 @@ def set_focus_by_click(store: Any, imageid: str, body: bytes) -> None:
     """Centre the crops where the form's image was clicked (``at.x``, ``at.y``, pixels of
     the image shown); a 400 for a post that says no point."""
     fields = parse_qs(body.decode("latin-1"))
+    store.get_imagedoc(imageid)  # a 404 for an image that is not there
     width, height = store.scaled_dimensions(imageid, FOCUS_SIZE)
     try:
         x, y = float(fields["at.x"][0]) / width, float(fields["at.y"][0]) / height

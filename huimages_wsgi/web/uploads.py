@@ -181,7 +181,7 @@ def tags_field(value: Any) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > TAGS_LIMIT or not all(
-            isinstance(tag, str) and 0 < len(tag) <= TEXT_LIMIT for tag in value):
+            isinstance(tag, str) and tag.strip() and len(tag) <= TEXT_LIMIT for tag in value):
         raise RequestRefused(400, f"tags must be a JSON list of at most {TAGS_LIMIT} non-empty"
                                   f" strings of at most {TEXT_LIMIT} characters")
     for tag in value:

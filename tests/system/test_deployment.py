@@ -632,13 +632,15 @@ CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 SAFARI = "image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5"
 
 
-@pytest.mark.parametrize("kind, transport", [("lighttpd", "socket"), ("apache", "socket"),
-                                             ("nginx", "socket"), ("nginx", "proxy")])
-def test_a_jpeg_url_is_served_in_the_format_accept_names(originals, kind, transport):
+@pytest.mark.parametrize("kind, transport, sendfile", [
+    ("lighttpd", "socket", ""), ("apache", "socket", ""), ("nginx", "socket", ""),
+    ("nginx", "proxy", ""), ("nginx", "socket", "x-accel-redirect")])
+def test_a_jpeg_url_is_served_in_the_format_accept_names(originals, kind, transport, sendfile):
     """HUIMAGES_AUTO_FORMAT: the app and then the webserver alone answer a .jpeg variant
     URL in AVIF or WebP by Accept, from the same cache files, with Vary: Accept."""
-    s = start_stack(originals, f"auto-{kind}-{transport}", kind, transport, False,
-                    secret=None, HUIMAGES_AUTO_FORMAT="1")
+    extra = {"HUIMAGES_XSENDFILE": sendfile} if sendfile else {}
+    s = start_stack(originals, f"auto-{kind}-{transport}{sendfile}", kind, transport, False,
+                    secret=None, HUIMAGES_AUTO_FORMAT="1", **extra)
     try:
         paths = [f"/230x150/{s.imageid}.jpeg", f"/230x150/{s.imageid}/red-bike.jpeg"]
         made = {}
@@ -663,6 +665,10 @@ def test_a_jpeg_url_is_served_in_the_format_accept_names(originals, kind, transp
                 assert "accept" in headers.get("vary", "").lower(), (path, accept, headers)
         status, headers, _ = s.get(f"/o/{s.imageid}.jpeg", headers={"Accept": CHROME})
         assert status == 200 and headers["content-type"] == "image/jpeg"  # never an original
+        # a format named but not in the cache is the app's to make: never the JPEG instead
+        (s.cache_dir / "230x150" / f"{s.imageid}.avif").unlink()
+        status, headers, _ = s.get(paths[0], headers={"Accept": CHROME})
+        assert status == 503 and headers["content-type"] != "image/jpeg", headers
     finally:
         stop_stack(s)
 
