@@ -52,6 +52,7 @@ def measure(photo: Path, count: int) -> dict:
     from huimages_wsgi import Config, ImageStore
     from huimages_wsgi.core.geometry import scaled_geometry
     from huimages_wsgi.core.previews import choose_preview, recorded_previews
+    from huimages_wsgi.store.metadata import focus_point
 
     data = photo.read_bytes()
     with Image.open(io.BytesIO(data)) as img:
@@ -76,7 +77,7 @@ def measure(photo: Path, count: int) -> dict:
             scores, deltas, sources = [], [], collections.Counter()
             for spec in specs:
                 size = store.size_for(spec)
-                geometry = scaled_geometry(doc["width"], doc["height"], size)
+                geometry = scaled_geometry(doc["width"], doc["height"], size, focus_point(doc))
                 exact = exact_source.resize(
                     (geometry.width, geometry.height), Image.Resampling.LANCZOS, box=geometry.box
                 )

@@ -38,6 +38,7 @@ from .store.module_api import (
     configure,
     default_store,
     delete_image,
+    find_images,
     get_imagedoc,
     get_length,
     get_next_imageid,
@@ -49,6 +50,7 @@ from .store.module_api import (
     scaled_imagedata,
     scaled_imageurl,
     scaled_tag,
+    set_focus,
     set_title,
     update_metadata,
 )
@@ -96,6 +98,7 @@ __all__ = [
     "configure",
     "default_store",
     "delete_image",
+    "find_images",
     "get_imagedoc",
     "get_length",
     "get_next_imageid",
@@ -108,6 +111,7 @@ __all__ = [
     "scaled_imagedata",
     "scaled_imageurl",
     "scaled_tag",
+    "set_focus",
     "set_title",
     "update_metadata",
 ]

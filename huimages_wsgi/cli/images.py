@@ -11,6 +11,7 @@ from typing import Any
 from ..core.config import Config
 from ..core.errors import ImageNotFound
 from ..store import open_store
+from ..store.focus import set_focus
 from ..web.api import deletion_answer
 from .options import Progress, add_jobs, parse_references
 
@@ -68,6 +69,19 @@ def cmd_delete(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_focus(args: argparse.Namespace, config: Config) -> int:
+    """Set or clear where the image's crops are centred (store/focus.py)."""
+    if args.clear == (args.x is not None or args.y is not None) or (args.x is None) != (
+            args.y is None):
+        print("huimages focus: give X Y (fractions, 0 to 1) or --clear", file=sys.stderr)
+        return 2
+    doc = set_focus(open_store(config), args.id, args.x, args.y)
+    point = doc.get("focus")
+    print(f"{args.id}: crops centre on {point[0]:g}, {point[1]:g}" if point
+          else f"{args.id}: crops centre on the middle")
+    return 0
+
+
 def cmd_purge(args: argparse.Namespace, config: Config) -> int:
     store = open_store(config)
     total = sum(store.purge(imageid) for imageid in args.ids)
@@ -113,6 +127,14 @@ def add_parsers(commands: Any) -> None:
         " from other nodes' caches by their followers")
     delete.add_argument("id")
     delete.set_defaults(handler=cmd_delete)
+
+    focus = commands.add_parser(
+        "focus", help="centre an image's crops on X Y (fractions of the image, 0 to 1)")
+    focus.add_argument("id")
+    focus.add_argument("x", nargs="?", type=float)
+    focus.add_argument("y", nargs="?", type=float)
+    focus.add_argument("--clear", action="store_true", help="centre them on the middle again")
+    focus.set_defaults(handler=cmd_focus)
 
     purge = commands.add_parser("purge", help="remove an image's cached variants on this node")
     purge.add_argument("ids", nargs="+", metavar="ID")

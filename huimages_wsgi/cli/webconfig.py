@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from ..core.config import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_XACCEL_PREFIX
+from ..core.formats import CONTENT_TYPES
 from ..deploy.rundirs import ensure_cache_dir, ensure_run_dir, ensure_unavailable_page
 from ..deploy.webconfig import (
     KINDS,
@@ -93,6 +94,8 @@ def run_config(args: argparse.Namespace, config: object | None = None) -> int:
             xaccel_prefix=getattr(config, "xaccel_prefix", DEFAULT_XACCEL_PREFIX),
             max_body_bytes=getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES),
             surrogate_headers=getattr(config, "surrogate_headers", ("Surrogate-Key",)),
+            auto_formats=tuple(ext for ext in getattr(config, "auto_formats", ())
+                               if getattr(config, "auto_format", False) and ext in CONTENT_TYPES),
         )
     except ValueError as exc:
         print(f"huimages config: error: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ from typing import Any
 
 from PIL import Image, ImageColor
 
+from .formats import AUTO_FORMATS
 from .settings import (
     DEFAULT_MAX_DECODE_BYTES,
     DEFAULT_MAX_DIMENSION,
@@ -141,6 +142,11 @@ class Config:
     # Shared caches in front (docs/caching.md): the headers naming an answer's image ID,
     # the caches the follower purges a deleted image from (purges.py), and the token
     # webhook targets get.
+    # Format by Accept (formats.accepted_format): a .jpeg variant URL answers AVIF or
+    # WebP to a client that names it, in this order of preference, with Vary: Accept.
+    auto_format: bool = False
+    auto_formats: tuple[str, ...] = AUTO_FORMATS
+    auto_focus: bool = True  # a computed focus_auto for crops (imaging/summary.py)
     surrogate_headers: tuple[str, ...] = ("Surrogate-Key",)
     purge: tuple[str, ...] = ()
     purge_token: str | None = None
@@ -185,6 +191,9 @@ class Config:
         object.__setattr__(self, "surrogate_headers", tuple(self.surrogate_headers))
         for name in self.surrogate_headers:
             check_header_name(name)
+        object.__setattr__(self, "auto_formats", tuple(self.auto_formats))
+        if not self.auto_formats or not set(self.auto_formats) <= set(AUTO_FORMATS):
+            raise ValueError(f"auto_formats must be some of {list(AUTO_FORMATS)}")
         object.__setattr__(self, "purge", tuple(self.purge))
         for target in self.purge:
             if not _PURGE_TARGET.fullmatch(target):

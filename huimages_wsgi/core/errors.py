@@ -37,6 +37,10 @@ class InvalidTimestamp(HuImagesError, ValueError):
     status = 400
 
 
+class InvalidFocus(HuImagesError, ValueError):
+    status = 400
+
+
 class ImageNotFound(HuImagesError, LookupError):
     status = 404
 

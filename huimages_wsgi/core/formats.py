@@ -18,7 +18,7 @@ more time).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,3 +147,29 @@ def save_options(fmt: OutputFormat, jpeg_quality: int) -> dict[str, Any]:
     if not fmt.lossless:
         options["quality"] = fmt.quality if fmt.quality is not None else jpeg_quality
     return options
+
+
+#: The formats a ``.jpeg`` URL may answer in by ``Accept`` (HUIMAGES_AUTO_FORMATS).
+AUTO_FORMATS = ("avif", "webp")
+
+
+def accepted_format(accept: str, offered: Sequence[str]) -> str | None:
+    """The first of ``offered`` (extensions, the preferred first) whose media type the
+    ``Accept`` header names with a q above 0; None when it names none of them. Only
+    an explicit ``image/avif`` counts: every browser also sends ``*/*``."""
+    named: dict[str, float] = {}
+    for part in accept[:2000].split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        named[media.lower()] = quality
+    for ext in offered:
+        if ext in CONTENT_TYPES and named.get(CONTENT_TYPES[ext], 0.0) > 0:
+            return ext  # (a format this Pillow cannot write is never offered)
+    return None

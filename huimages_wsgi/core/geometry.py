@@ -36,25 +36,38 @@ def fit_dimensions(src_w: int, src_h: int, box_w: int, box_h: int) -> tuple[int,
     return max(1, min(box_w, _round_div(src_w * box_h, src_h))), box_h
 
 
-def crop_box(src_w: int, src_h: int, out_w: int, out_h: int) -> tuple[float, float, float, float]:
-    """Centred region of the source with the output's aspect ratio."""
+def crop_box(
+    src_w: int, src_h: int, out_w: int, out_h: int, focus: tuple[float, float] | None = None
+) -> tuple[float, float, float, float]:
+    """The largest region of the source with the output's aspect ratio, centred on
+    ``focus`` (fractions of the upright source, 0-1) as nearly as the edges allow;
+    centred on the middle without one."""
+    fx, fy = focus if focus is not None else (0.5, 0.5)
     if src_w * out_h > out_w * src_h:  # source is wider: trim left and right
         region_w = src_h * out_w / out_h
-        left = (src_w - region_w) / 2
+        left = _clamp(fx * src_w - region_w / 2, src_w - region_w)
         return (left, 0.0, left + region_w, float(src_h))
     region_h = src_w * out_h / out_w
-    top = (src_h - region_h) / 2
+    top = _clamp(fy * src_h - region_h / 2, src_h - region_h)
     return (0.0, top, float(src_w), top + region_h)
 
 
-def scaled_geometry(src_w: int, src_h: int, size: Size) -> Geometry:
+def _clamp(start: float, most: float) -> float:
+    return min(max(start, 0.0), most)
+
+
+def scaled_geometry(
+    src_w: int, src_h: int, size: Size, focus: tuple[float, float] | None = None
+) -> Geometry:
+    """Output dimensions and the source region; ``focus`` places a crop (``WxH!``)."""
     if src_w < 1 or src_h < 1:
         raise ValueError(f"invalid source dimensions {src_w}x{src_h}")
     full = (0.0, 0.0, float(src_w), float(src_h))
     if size.kind == ORIGINAL:
         return Geometry(src_w, src_h, full)
     if size.kind == CROP:
-        return Geometry(size.width, size.height, crop_box(src_w, src_h, size.width, size.height))
+        box = crop_box(src_w, src_h, size.width, size.height, focus)
+        return Geometry(size.width, size.height, box)
     width, height = fit_dimensions(src_w, src_h, size.width, size.height)
     return Geometry(width, height, full)
 

@@ -124,6 +124,9 @@ ENV_READERS: dict[str, tuple[tuple[str, ...], Callable[[str], Any]]] = {
     "surrogate_headers": (("HUIMAGES_SURROGATE_HEADERS",), _parse_list),
     "purge": (("HUIMAGES_PURGE",), _parse_list),
     "purge_token": (("HUIMAGES_PURGE_TOKEN",), str),
+    "auto_format": (("HUIMAGES_AUTO_FORMAT",), _parse_bool),
+    "auto_focus": (("HUIMAGES_AUTO_FOCUS",), _parse_bool),
+    "auto_formats": (("HUIMAGES_AUTO_FORMATS",), _parse_list),
 }
 
 
@@ -194,6 +197,11 @@ SETTINGS_HELP: dict[str, tuple[str, str]] = {
               " `xkey+http://varnish:6081`, `ban+http://...`, or a webhook URL"
               " (docs/caching.md)"),
     "purge_token": ("unset", "sent as `Authorization: Bearer` to webhook purge targets"),
+    "auto_format": ("off", "a `.jpeg` variant URL answers in a format the client's `Accept`"
+                    " names, with `Vary: Accept` (`1`/`0`; docs/formats.md)"),
+    "auto_formats": ("`avif,webp`", "those formats, the preferred first"),
+    "auto_focus": ("on", "find where an upload's subject is, for crops without a set focus"
+                   " (`0`: crops of those centre on the middle; docs/formats.md)"),
 }
 
 

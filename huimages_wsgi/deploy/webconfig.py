@@ -25,6 +25,7 @@ from string import Template
 from urllib.parse import urlsplit
 
 from ..core.config import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_XACCEL_PREFIX, check_header_name
+from .autoformat import auto_format_rules
 
 __all__ = [
     "KINDS",
@@ -178,6 +179,7 @@ def render_config(
     xaccel_prefix: str = DEFAULT_XACCEL_PREFIX,
     max_body_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     surrogate_headers: tuple[str, ...] = ("Surrogate-Key",),
+    auto_formats: tuple[str, ...] = (),
 ) -> str:
     """Return the complete ``kind`` config with every placeholder filled.
 
@@ -191,6 +193,8 @@ def render_config(
     and ``max_body_bytes`` (the largest upload it lets through to ``/_api``).
     ``surrogate_headers``: the headers that carry a static hit's image ID
     (HUIMAGES_SURROGATE_HEADERS; nginx and Apache, lighttpd cannot).
+    ``auto_formats``: with HUIMAGES_AUTO_FORMAT, the formats a ``.jpeg`` variant is
+    served in by Accept, the preferred first (autoformat.py); () for none.
     Raises ``ValueError`` with a readable message for bad arguments.
     """
     _check_kind(kind)
@@ -227,6 +231,7 @@ def render_config(
         "xaccel_prefix": xaccel_prefix.rstrip("/"),
         "max_body_size": f"{-(-max(int(max_body_bytes), 1) // (1 << 20)) + 1}m",
         "surrogate_headers": _surrogate_lines(kind, surrogate_headers),
+        "auto_format": auto_format_rules(kind, auto_formats, target),
         "command": shlex.join(command),
     }
     blocks = frozenset({"proxy" if proxy is not None else "fcgi"})

@@ -54,8 +54,9 @@ class ImageEngine(EngineSettings):
         *,
         original_size: tuple[int, int] | None = None,
         phase: Phase | None = None,
+        focus: tuple[float, float] | None = None,
     ) -> tuple[int, int]:
         """Scale ``source`` (the original, or a preview of an original of
         ``original_size``) to ``size`` and write it to ``output``; see scale.render."""
         return scale.render(self, source, size, output, fmt,
-                            original_size=original_size, phase=phase)
+                            original_size=original_size, phase=phase, focus=focus)

@@ -62,8 +62,10 @@ def render(
     *,
     original_size: tuple[int, int] | None = None,
     phase: Phase | None = None,
+    focus: tuple[float, float] | None = None,
 ) -> tuple[int, int]:
     """Scale ``source`` to ``size``, write it to ``output`` as ``fmt``; the output's size.
+    ``focus``: where a crop is centred (fractions of the upright original).
 
     With ``original_size`` (the original's upright width and height), the
     source is a preview of that original: upright and sRGB already, so its
@@ -76,7 +78,7 @@ def render(
     mark = phase or _ignore
     img = open_bounded(source, settings)  # the header, within every limit (bounds.py)
     mark("open", img)
-    plan = _plan(settings, img, size, original_size)
+    plan = _plan(settings, img, size, original_size, focus)
     mark("geometry", img)
     with decoding():
         img = _pixels(settings, img, plan, original_size is not None, mark)
@@ -90,14 +92,15 @@ def _ignore(name: str, img: Image.Image) -> None:
 
 
 def _plan(settings: EngineSettings, img: Image.Image, size: Size,
-          original_size: tuple[int, int] | None) -> _Plan:
+          original_size: tuple[int, int] | None,
+          focus: tuple[float, float] | None = None) -> _Plan:
     if original_size is None:
         turn = orientation(img)
         upright = upright_size(img, turn)
-        geometry = scaled_geometry(*upright, size)
+        geometry = scaled_geometry(*upright, size, focus)
         whole = geometry.box == (0.0, 0.0, *map(float, upright))
         return _Plan(turn, upright, geometry, geometry.box, 0.0, settings.resample, whole)
-    geometry = scaled_geometry(*original_size, size)
+    geometry = scaled_geometry(*original_size, size, focus)
     region = scale_box(geometry.box, original_size, img.size)
     whole = geometry.box == (0.0, 0.0, *map(float, original_size))
     # a DCT scale landing within a pixel of the output is used as it is

@@ -24,9 +24,11 @@ shipped webserver configurations never serve):
     last sequence, the time of the last sign of life from the feed (a change
     or a heartbeat), the time the follower was last known to be caught up.
 ``seen.sqlite3``
-    a fingerprint (width, height, length, content type) per live image seen
-    in the feed, so a change that keeps it (titles, references, previews)
-    purges nothing, and one that alters it purges. A damaged file is set
+    a fingerprint (width, height, length, content type, and where crops
+    centre: focus, focus_auto) per live image seen in the feed, so a change
+    that keeps it (titles, references, previews) purges nothing, and one that
+    alters it purges; an image not seen before whose focus was set is purged
+    too. A damaged file is set
     aside and started afresh, with a full reconcile: it only ever saves
     purges.
 ``purges.sqlite3``
@@ -37,8 +39,9 @@ shipped webserver configurations never serve):
     an ``flock`` held by the running follower: one per node, whoever starts it.
 
 Purging is idempotent and only ever touches the image a change names, so the
-feed may be replayed from any earlier point. A deletion is purged a second
-time a minute later, in case a request was rendering that image just then.
+feed may be replayed from any earlier point. A deletion, or any change that
+purges, is purged a second time a minute later, in case a request was
+rendering that image just then.
 
 Nothing ends the follower but a stop: any failure (a catalog that is down, a
 full disk under its files, a bug) is logged with its traceback, counted
@@ -89,7 +92,9 @@ def fingerprint(doc: Doc | None) -> str | None:
     if not is_live(doc) or broken_mark(doc) is not None:
         return None
     assert doc is not None
-    return json.dumps([doc.get(key) for key in ("width", "height", "length", "contenttype")])
+    made = [doc.get(key) for key in ("width", "height", "length", "contenttype")]
+    focus = [doc.get(key) for key in ("focus", "focus_auto")]  # where crops centre
+    return json.dumps(made + focus if any(focus) else made)  # older fingerprints still match
 
 
 class SeenStore:
@@ -226,12 +231,13 @@ class Follower:
             return 0  # design documents and other non-images
         fp = fingerprint(change.doc)
         before = self.seen.swap(imageid, fp)
-        if fp is not None and (before is None or before == fp):
+        refocused = before is None and bool((change.doc or {}).get("focus_time"))
+        if fp is not None and (before is None or before == fp) and not refocused:
             return 0  # a new image, or one whose variants stay right
         removed = self.cache.purge(imageid)
         self.shared.add(imageid)
-        if fp is None:
-            self.repurge.append((time.monotonic() + REPURGE_AFTER, imageid))
+        # a render in flight just then may write what was purged: once more, later
+        self.repurge.append((time.monotonic() + REPURGE_AFTER, imageid))
         if removed:
             log.info("follower purged %d cached file(s) of %s", removed, imageid)
         self.state["purged_total"] += removed

@@ -159,6 +159,14 @@ class Catalog(ABC):
     def recent_ids(self, limit: int) -> list[str]:
         """Newest non-deleted images first (by ctime)."""
 
+    def find(self, kind: str, name: str, value: str, limit: int) -> list[str]:
+        """The live images with the term (``search_terms``), newest first."""
+        raise NotImplementedError(f"{self.describe()} finds no images by their terms")
+
+    def tag_counts(self, limit: int) -> list[tuple[str, int]]:
+        """The tags of live images with their counts, the most used first."""
+        raise NotImplementedError(f"{self.describe()} counts no tags")
+
     def check(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Raise BackendUnavailable when the catalog cannot be reached."""
 
@@ -231,3 +239,35 @@ def source_dimensions(doc: Doc | None) -> tuple[int, int] | None:
     """The original's upright size as the catalog knows it; None if unknown or deleted."""
     size = recorded_size(doc)
     return size if is_live(doc) and size != (0, 0) else None
+
+
+def search_terms(doc: Doc | None) -> set[tuple[str, str, str]]:
+    """What a catalog finds a live image by: ``("reference", name, value)`` for each value
+    of its references (huImages keeps a list per name), ``("type", "", type)`` and
+    ``("tag", "", tag)``; values as text. Nothing for a deleted image."""
+    if not is_live(doc):
+        return set()
+    assert doc is not None
+    terms: set[tuple[str, str, str]] = set()
+    references = doc.get("references")
+    if isinstance(references, Mapping):
+        for name, values in references.items():
+            for value in values if isinstance(values, list) else [values]:
+                if value not in (None, ""):
+                    terms.add(("reference", str(name), term_text(value)))
+    for kind, field in (("type", "types"), ("tag", "tags")):
+        values = doc.get(field)
+        if isinstance(values, list):
+            terms.update((kind, "", term_text(value)) for value in values
+                         if value not in (None, ""))
+    return terms
+
+
+def term_text(value: Any) -> str:
+    """A term's value as text, as JavaScript's ``String`` writes it (CouchDB's view does):
+    ``true``, ``2`` for 2.0, else ``str``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -52,17 +52,8 @@ from .base import (
     recorded_size,
     seq_number,
 )
+from .couchviews import DESIGN, DESIGN_ID, TERMS, TERMS_ID
 
-DESIGN_ID = "_design/huimages"
-DESIGN_VERSION = 1
-DESIGN = {
-    "version": DESIGN_VERSION,
-    "language": "javascript",
-    "views": {
-        "live": {"map": "function (doc) { if (!doc.deleted) { emit(doc._id, null); } }"},
-        "recent": {"map": "function (doc) { if (!doc.deleted) { emit(doc.ctime || '', null); } }"},
-    },
-}
 _CONFLICT_RETRIES = 20
 _NETWORK_ERRORS = (OSError, socket.timeout, http.client.HTTPException, couchdb.http.ServerError)
 _REFUSED = (couchdb.http.Unauthorized, couchdb.http.Forbidden)
@@ -104,16 +95,19 @@ class CouchCatalog(Catalog):
 
     @staticmethod
     def _install_design(db: couchdb.Database) -> None:
-        for _ in range(_CONFLICT_RETRIES):
-            current = db.get(DESIGN_ID) or {"_id": DESIGN_ID}
-            if current.get("version") == DESIGN_VERSION:
-                return
-            current.update(DESIGN)
-            try:
-                db.save(current)
-                return
-            except couchdb.http.ResourceConflict:
-                continue
+        """Each design document at its version or later (an older process never writes
+        an earlier one back over a newer one)."""
+        for design_id, design in ((DESIGN_ID, DESIGN), (TERMS_ID, TERMS)):
+            for _ in range(_CONFLICT_RETRIES):
+                current = db.get(design_id) or {"_id": design_id}
+                if int(current.get("version") or 0) >= design["version"]:
+                    break
+                current.update(design)
+                try:
+                    db.save(current)
+                    break
+                except couchdb.http.ResourceConflict:
+                    continue
 
     def _guard(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -168,6 +162,19 @@ class CouchCatalog(Catalog):
                              descending=descending)
         following = [other for other in ids if other != imageid]
         return following[0] if following else None
+
+    @timed("couchdb", "find")
+    def find(self, kind: str, name: str, value: str, limit: int) -> list[str]:
+        return self._view_ids("huimages_terms/terms", reduce=False, descending=True, limit=limit,
+                              startkey=[kind, name, value, {}], endkey=[kind, name, value])
+
+    @timed("couchdb", "tag_counts")
+    def tag_counts(self, limit: int) -> list[tuple[str, int]]:
+        rows = self._guard(lambda: list(self.db.view(
+            "huimages_terms/terms", group_level=3, startkey=["tag", ""], endkey=["tag", "", {}])))
+        counts = sorted(((str(row.key[2]), int(row.value)) for row in rows),
+                        key=lambda item: (-item[1], item[0]))
+        return counts[:limit]
 
     @timed("couchdb", "next_id")
     def next_id(self, imageid: str) -> str | None:

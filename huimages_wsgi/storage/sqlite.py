@@ -31,7 +31,17 @@ from pathlib import Path
 from ..core.errors import BackendUnavailable
 from ..core.ids import validate_id
 from ..core.observe import timed
-from .base import Catalog, Change, ChangesGone, Doc, Mutation, Seq, is_live, seq_number
+from .base import (
+    Catalog,
+    Change,
+    ChangesGone,
+    Doc,
+    Mutation,
+    Seq,
+    is_live,
+    search_terms,
+    seq_number,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -50,6 +60,14 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS terms (
+    kind  TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    value TEXT NOT NULL,
+    id    TEXT NOT NULL,
+    PRIMARY KEY (kind, name, value, id)
+);
+CREATE INDEX IF NOT EXISTS terms_of_image ON terms (id);
 """
 #: Rows of ``changes`` kept; a follower further behind than this reconciles.
 CHANGES_KEPT = 100_000
@@ -74,6 +92,34 @@ class SQLiteCatalog(Catalog):
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('uuid', ?)", (uuid.uuid4().hex,)
             )
+        try:
+            self._index_terms_once()
+        except sqlite3.OperationalError as exc:
+            raise BackendUnavailable(f"catalog database: {exc}") from exc
+
+    def _index_terms_once(self) -> None:
+        """Fill ``terms`` from every document of a catalog made before it existed (writers
+        of an older version must be stopped first: what they write is not indexed)."""
+        conn = self._connection()
+        if conn.execute("SELECT 1 FROM meta WHERE key = 'terms'").fetchone():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not conn.execute("SELECT 1 FROM meta WHERE key = 'terms'").fetchone():
+                for imageid, text in conn.execute(
+                        "SELECT id, doc FROM images WHERE deleted = 0").fetchall():
+                    self._index_terms(conn, imageid, json.loads(text))
+                conn.execute("INSERT INTO meta (key, value) VALUES ('terms', '1')")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _index_terms(conn: sqlite3.Connection, imageid: str, doc: Doc) -> None:
+        conn.execute("DELETE FROM terms WHERE id = ?", (imageid,))
+        conn.executemany("INSERT OR IGNORE INTO terms (kind, name, value, id) VALUES (?, ?, ?, ?)",
+                         [(*term, imageid) for term in search_terms(doc)])
 
     def _connection(self) -> sqlite3.Connection:
         """One connection per thread and process: sqlite3 objects are not shareable."""
@@ -136,6 +182,7 @@ class SQLiteCatalog(Catalog):
                     "INSERT OR REPLACE INTO images (id, doc, deleted, ctime) VALUES (?, ?, ?, ?)",
                     (imageid, json.dumps(doc), int(not is_live(doc)), str(doc.get("ctime", ""))),
                 )
+                self._index_terms(conn, imageid, doc)
                 self._record_change(conn, imageid)
                 conn.execute("COMMIT")
             except BaseException:
@@ -180,6 +227,20 @@ class SQLiteCatalog(Catalog):
             "SELECT id FROM images WHERE deleted = 0 ORDER BY ctime DESC, id LIMIT ?", (limit,)
         )
         return [row[0] for row in rows]
+
+    @timed("sqlite", "find")
+    def find(self, kind: str, name: str, value: str, limit: int) -> list[str]:
+        rows = self._query(
+            "SELECT t.id FROM terms t JOIN images i ON i.id = t.id WHERE t.kind = ?"
+            " AND t.name = ? AND t.value = ? AND i.deleted = 0 ORDER BY i.ctime DESC, t.id"
+            " LIMIT ?", (kind, name, value, limit))
+        return [row[0] for row in rows]
+
+    @timed("sqlite", "tag_counts")
+    def tag_counts(self, limit: int) -> list[tuple[str, int]]:
+        rows = self._query("SELECT value, COUNT(*) FROM terms WHERE kind = 'tag' GROUP BY value"
+                           " ORDER BY COUNT(*) DESC, value LIMIT ?", (limit,))
+        return [(str(tag), int(count)) for tag, count in rows]
 
     @timed("sqlite", "check")
     def check(self) -> None:

@@ -1,4 +1,5 @@
-"""Previews for images uploaded before previews existed (``huimages previews``).
+"""Previews (and colour, placeholder, automatic focus) for images uploaded before they
+existed (``huimages previews``).
 
 An upload makes its previews from the pixels its validation decodes anyway
 (imagestore.py); this does the same, later, for an image that has none, reading
@@ -8,7 +9,7 @@ its original back from the blob store. Idempotent and safe to interrupt.
 from __future__ import annotations
 
 from ..core.previews import planned_previews, record_previews, recorded_previews
-from ..storage import Doc
+from ..storage import BlobNotFound, Doc, timestamp
 from ..storage.base import GuardedReader, source_dimensions
 from .imagestore import ImageStore
 
@@ -20,6 +21,13 @@ PREVIEW_OUTCOMES = (MADE, ALREADY_THERE, NOT_NEEDED, NOT_SUPPORTED)
 
 
 def ensure_previews(store: ImageStore, imageid: str) -> str:
+    """``add_previews``, then ``ensure_summary`` (from the previews, once they are there)."""
+    outcome = add_previews(store, imageid)
+    ensure_summary(store, imageid, store.get_imagedoc(imageid))
+    return outcome
+
+
+def add_previews(store: ImageStore, imageid: str) -> str:
     """Make the previews an image lacks (one uploaded before they existed).
 
     Returns ``"made"``, ``"already there"``, ``"not needed"`` (an original
@@ -50,3 +58,27 @@ def ensure_previews(store: ImageStore, imageid: str) -> str:
 
     store.catalog.update(imageid, change)
     return MADE
+
+
+def ensure_summary(store: ImageStore, imageid: str, doc: Doc) -> bool:
+    """Colour, placeholder and automatic focus (summary.py) for an image uploaded before
+    they existed, from its smallest preview or its original; True when made."""
+    if doc.get("color") and doc.get("placeholder") and (
+            "focus_auto" in doc or not store.config.auto_focus):
+        return False
+    recorded = recorded_previews(doc)
+    smallest = min(recorded, key=lambda name: recorded[name][0], default=None)
+    try:
+        opened = store.blobs.open_derived(imageid, smallest) if smallest else None
+    except BlobNotFound:
+        opened = None
+    with opened or store.blobs.open(imageid) as handle:
+        data = GuardedReader(handle, f"a copy of {imageid}").read()
+    fields = store.summary_fields(data)
+    if not fields:
+        return False
+    if "focus_auto" in fields and not doc.get("focus"):  # its crops change: say when
+        fields["focus_time"] = timestamp()
+    store.catalog.update(imageid, lambda stored: stored.update(fields) if stored else None)
+    return True
+

@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -45,7 +45,7 @@ from ..core.signing import sign
 from ..core.urls import image_path
 from ..storage import Catalog, Doc
 from ..storage.base import Mutation
-from .imagestore import BaseImageStore, Saved, checked_upload
+from .basestore import BaseImageStore, Saved, checked_upload
 from .metadata import as_timestamp
 
 #: How long a fetched document is reused: ``scaled_tag`` needs it three times.
@@ -192,6 +192,15 @@ class HttpCatalog(Catalog):
     def recent_ids(self, limit: int) -> list[str]:
         raise NotAvailableRemotely("walking the catalog needs direct backend access")
 
+    def find(self, kind: str, name: str, value: str, limit: int) -> list[str]:
+        field = f"reference.{name}" if kind == "reference" else kind
+        query = urlencode({field: value, "limit": limit})
+        return list(self.client.json("GET", f"/images?{query}")["ids"])
+
+    def tag_counts(self, limit: int) -> list[tuple[str, int]]:
+        tags = self.client.json("GET", f"/tags?{urlencode({'limit': limit})}")["tags"]
+        return [(str(tag), int(count)) for tag, count in tags]
+
     def describe(self) -> str:
         return f"api:{self.client.base_url}"
 
@@ -249,13 +258,22 @@ class HttpImageStore(BaseImageStore):
         typ: str = "",
         *,
         timestamp: datetime.datetime | str | None = None,
+        tags: Sequence[str] = (),
     ) -> Doc:
         changes: dict[str, Any] = {"title": title, "type": typ}
+        if tags:
+            changes["tags"] = list(tags)
         if references:
             changes["references"] = dict(references)
         if timestamp is not None:
             changes["timestamp"] = as_timestamp(timestamp)
         doc = self.api.json("PATCH", f"/images/{validate_id(imageid)}", changes)
+        self.catalog.remember(imageid, doc)
+        return doc
+
+    def set_focus(self, imageid: str, point: list[float] | None) -> Doc:
+        """PATCH the focus (focus.py checks it); the server purges what depends on it."""
+        doc = self.api.json("PATCH", f"/images/{validate_id(imageid)}", {"focus": point})
         self.catalog.remember(imageid, doc)
         return doc
 

@@ -1,32 +1,31 @@
 """ImageStore: the store itself, the service object every front uses.
 
 It owns one configuration and the parts built from it (catalog, blob store,
-engine, cache), so an application can hold two stores at once. It writes
-and reads images and their metadata; the jobs around it live beside it and
-are reached through it: URLs and tags in ``links.Links`` (``.links``),
-rendering in ``render.Renderer`` (``.renderer``), preview backfill in
-backfill.py. Method names and signatures follow the original huImages
-module-level API.
+engine, cache), so an application can hold two stores at once. It writes and
+reads images and their metadata; the jobs around it live beside it: URLs and
+tags in ``links.Links`` (``.links``), rendering in ``render.Renderer``
+(``.renderer``), lookups in finding.py, preview backfill in backfill.py.
+Method names and signatures follow the original huImages module-level API.
 """
 
 from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..cache.admission import LARGE_DECODE, Admission
-from ..cache.directory import Cache
 from ..core.config import Config
-from ..core.errors import HuImagesError, ImageNotFound, ImageTooLarge, InvalidImage
+from ..core.errors import HuImagesError, ImageNotFound
 from ..core.ids import compute_id, validate_id
 from ..core.observe import uploading
 from ..core.previews import record_previews
-from ..core.sizes import Size, SizeRules
+from ..core.sizes import Size
 from ..imaging.engine import ImageEngine, Preview
+from ..imaging.summary import summarize_bytes
 from ..storage import (
     BlobStore,
     Catalog,
@@ -37,151 +36,10 @@ from ..storage import (
     timestamp,
 )
 from ..storage.disk import check_writable
-from .links import Links, file_name, seo_name
+from .basestore import BaseImageStore, Saved, checked_upload
+from .links import file_name, seo_name
 from .metadata import as_timestamp, merge_metadata
 from .renderer import Renderer
-
-
-def checked_upload(imagedata: Any, limit: int) -> bytes:
-    """The bytes of an upload, refused before any parsing when not bytes or too big."""
-    if not isinstance(imagedata, bytes | bytearray | memoryview):
-        raise InvalidImage("image data must be bytes")
-    if len(imagedata) > limit:
-        raise ImageTooLarge(f"upload is {len(imagedata)} bytes; the limit is {limit}")
-    return bytes(imagedata)
-
-
-class Saved(NamedTuple):
-    """What an upload did: the image's ID, and whether it was new (not live before)."""
-
-    imageid: str
-    new: bool
-
-
-class BaseImageStore:
-    """What every store shares: the huImages names, and all it answers from its catalog.
-
-    Documents, lengths, browsing, and URLs and tags (``links.Links``) are the
-    same for the store over the backends (``ImageStore``) and the one over a
-    server's HTTP API (``httpstore.HttpImageStore``), each with its own
-    catalog; each writes its own way (``save``, ``update_metadata``,
-    ``delete_image``). ``purge`` empties this node's cache, whichever store.
-    """
-
-    def __init__(self, config: Config, catalog: Catalog) -> None:
-        self.config = config
-        self.catalog = catalog
-        self.cache = Cache(config.cache_root, config.lock_timeout)
-        self.sizes = SizeRules(config.presets, config.allowed_sizes, config.max_dimension)
-        self.links = Links(config, self.sizes, lambda imageid: self.catalog.get(imageid))
-
-    def size_for(self, text: str) -> Size:
-        """Parse and apply the configured limits (box size, allow-list)."""
-        return self.sizes.parse(text)
-
-    def save_image(
-        self,
-        imagedata: bytes,
-        contenttype: str | None = None,
-        timestamp: datetime.datetime | str | None = None,
-        title: str = "",
-        references: Mapping[str, Any] | None = None,
-        filename: str = "image.jpeg",
-        typ: str = "",
-    ) -> str:
-        """Store an original and return its ID; the same bytes give the same ID.
-
-        ``contenttype`` is accepted for compatibility; the stored type is the
-        one detected from the bytes, which are validated completely first.
-        """
-        del contenttype
-        return self.save(imagedata, timestamp, title, references, filename, typ).imageid
-
-    def save(
-        self,
-        imagedata: bytes,
-        timestamp: datetime.datetime | str | None = None,
-        title: str = "",
-        references: Mapping[str, Any] | None = None,
-        filename: str = "image.jpeg",
-        typ: str = "",
-    ) -> Saved:
-        """Store an original (each store its own way); its ID and whether it is new."""
-        raise NotImplementedError
-
-    def update_metadata(
-        self,
-        imageid: str,
-        title: str = "",
-        references: Mapping[str, Any] | None = None,
-        typ: str = "",
-        *,
-        timestamp: datetime.datetime | str | None = None,
-    ) -> Doc:
-        """Add titles, references or a type to an existing image (each store its own way);
-        ``mtime`` becomes ``timestamp`` (now when None)."""
-        raise NotImplementedError
-
-    def set_title(self, imageid: str, newtitle: str) -> Doc:
-        return self.update_metadata(imageid, title=newtitle)
-
-    def purge(self, imageid: str) -> int:
-        """Delete this node's cached variants of one image; how many files went."""
-        return self.cache.purge(validate_id(imageid))
-
-    def get_imagedoc(self, imageid: str) -> Doc:
-        doc = self.catalog.get(validate_id(imageid))
-        if not is_live(doc):
-            raise ImageNotFound(f"no image {imageid}")
-        return doc  # type: ignore[return-value]
-
-    def get_length(self, imageid: str) -> int:
-        doc = self.get_imagedoc(imageid)
-        if "length" in doc:
-            return int(doc["length"])
-        attachments = doc.get("_attachments") or {}
-        for attachment in attachments.values():
-            return int(attachment["length"])
-        raise ImageNotFound(f"no length known for {imageid}")
-
-    # -- URLs and tags (links.py) -------------------------------------------
-
-    def imageurl(self, imageid: str, size: str = "o") -> str:
-        return self.links.imageurl(imageid, size)
-
-    def original_ext(self, imageid: str, doc: Doc | None = None) -> str:
-        """The extension of the original's URL: its type's (``heic`` for a HEIC)."""
-        return self.links.original_ext(imageid, doc)
-
-    def scaled_imageurl(self, imageid: str, size: str = "150x150", ext: str = "jpeg") -> str:
-        return self.links.scaled_imageurl(imageid, size, ext)
-
-    def scaled_dimensions(
-        self, imageid: str, size: str = "150x150"
-    ) -> tuple[int | None, int | None]:
-        return self.links.scaled_dimensions(imageid, size)
-
-    def scaled_tag(self, imageid: str, size: str = "150x150", *args: str, **options: Any) -> str:
-        return self.links.scaled_tag(imageid, size, *args, **options)
-
-    # -- browsing ------------------------------------------------------------
-
-    def get_random_imageid(self) -> str | None:
-        return self.catalog.random_id()
-
-    def get_next_imageid(self, imageid: str) -> str | None:
-        return self.catalog.next_id(validate_id(imageid))
-
-    def get_previous_imageid(self, imageid: str) -> str | None:
-        return self.catalog.previous_id(validate_id(imageid))
-
-    def recent_ids(self, limit: int) -> list[str]:
-        """The IDs of the newest live images, newest first."""
-        return self.catalog.recent_ids(limit)
-
-    def ids(self) -> Iterator[str]:
-        """Every live image's ID (a bulk job's input)."""
-        return self.catalog.ids()
 
 
 class ImageStore(BaseImageStore):
@@ -207,7 +65,8 @@ class ImageStore(BaseImageStore):
     @property
     def renderer(self) -> Renderer:
         """Rendering into this store's cache, over its current parts."""
-        return Renderer(self.catalog, self.blobs, self.engine, self.cache)
+        return Renderer(self.catalog, self.blobs, self.engine, self.cache,
+                        self.config.auto_focus)
 
     # -- writing -------------------------------------------------------------
 
@@ -246,6 +105,7 @@ class ImageStore(BaseImageStore):
         # Blobs first: the catalog must never point at bytes that are not stored.
         self.blobs.put(imageid, imagedata, info.content_type, info.width, info.height)
         previews = self.keep_previews(imageid, info.previews)
+        summary = self.summary_fields(imagedata, info.previews)
         when = as_timestamp(timestamp)
         seen: list[bool] = []
 
@@ -267,6 +127,7 @@ class ImageStore(BaseImageStore):
             )
             doc.setdefault("seo_name", seo_name(doc))  # its URLs' name, for good (links.py)
             doc.pop("broken", None)
+            doc.update(summary)
             if info.trailer:  # what follows a JPEG's image: kept, and said here
                 doc["trailer"] = info.trailer
             else:
@@ -275,6 +136,18 @@ class ImageStore(BaseImageStore):
 
         self.catalog.update(imageid, change)
         return Saved(imageid, new=not seen[-1])
+
+    def summary_fields(self, data: bytes, previews: Sequence[Preview] = ()) -> Doc:
+        """``color``, ``placeholder`` and (with HUIMAGES_AUTO_FOCUS) ``focus_auto`` for a
+        document, from the smallest preview, else the original (imaging/summary.py)."""
+        smallest = min(previews, key=lambda preview: preview.width, default=None)
+        summary = summarize_bytes(smallest.data if smallest else data)
+        if summary is None:  # too large to decode cheaply, without previews: none
+            return {}
+        fields: Doc = {"color": summary.colour, "placeholder": summary.placeholder}
+        if self.config.auto_focus:
+            fields["focus_auto"] = list(summary.focus)
+        return fields
 
     def _admit(self, pixels: int) -> AbstractContextManager[object]:
         """A render slot for an upload decoding ``pixels`` (a decode slot too when large)."""
@@ -297,15 +170,17 @@ class ImageStore(BaseImageStore):
         typ: str = "",
         *,
         timestamp: datetime.datetime | str | None = None,
+        tags: Sequence[str] = (),
     ) -> Doc:
-        """Add titles, references or a type to an existing image; ``mtime`` becomes
+        """Add titles, references, a type or tags to an existing image; ``mtime`` becomes
         ``timestamp`` (now when None). Its URLs keep their name (``seo_name``)."""
         self.get_imagedoc(imageid)
         when = as_timestamp(timestamp)
 
         def change(doc: Doc) -> None:
             doc.setdefault("seo_name", seo_name(doc))  # before a first title arrives
-            merge_metadata(doc, when=when, title=title, references=references, typ=typ)
+            merge_metadata(doc, when=when, title=title, references=references, typ=typ,
+                           tags=tags)
 
         return self.catalog.update(imageid, change)
 

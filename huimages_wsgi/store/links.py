@@ -13,6 +13,7 @@ Usage::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
 
@@ -161,6 +162,7 @@ class Links:
         base_url: str | None = None,
         doc: Doc | None = None,
         attrs: Mapping[str, object] | None = None,
+        placeholder: bool = False,
         **more_attrs: object,
     ) -> str:
         """An ``<img>`` with width, height and alt, every keyword's value HTML-escaped
@@ -176,6 +178,8 @@ class Links:
         browser decodes. One catalog read, whatever the options, or none when
         the caller already holds the image's ``doc``. ``attrs`` takes attributes
         named like an option (the module's ``scaled_tag`` passes every keyword so).
+        ``placeholder=True`` paints the image's dominant colour and its tiny copy
+        as the ``<img>``'s background until the image arrives.
         """
         attrs = {**(attrs or {}), **more_attrs}
         validate_id(imageid)
@@ -203,6 +207,8 @@ class Links:
             ]
 
         attrs.setdefault("alt", alt_text(doc, self.config.alt_addition))
+        if placeholder:
+            attrs["style"] = placeholder_style(doc) + str(attrs.get("style") or "")
         img = img_tag(candidates("jpeg"), width, height, args, attrs)
         sources = [
             (output_format(ext).content_type, candidates(ext))
@@ -239,3 +245,16 @@ def _fits(size: Size, ext: str) -> bool:
     except HuImagesError:
         return False
     return True
+
+
+def placeholder_style(doc: Doc) -> str:
+    """The CSS that paints an image before it arrives: its dominant colour, and over it
+    its tiny copy stretched and blurred by the browser; "" for a document without."""
+    colour, tiny = doc.get("color"), doc.get("placeholder")
+    parts = []
+    if isinstance(colour, str) and re.fullmatch(r"#[0-9a-f]{6}", colour):
+        parts.append(f"background-color:{colour};")
+    if isinstance(tiny, str) and re.fullmatch(r"data:image/webp;base64,[A-Za-z0-9+/=]+", tiny):
+        parts.append(f"background-image:url({tiny});background-size:cover;")
+    return "".join(parts)
+

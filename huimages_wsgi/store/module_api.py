@@ -35,7 +35,7 @@ from typing import Any
 from ..core.config import Config
 from ..core.errors import HuImagesError, ImageNotFound, InvalidImageId
 from ..core.sizes import CROP
-from . import open_store
+from . import finding, focus, open_store
 from .httpstore import HttpImageStore
 from .imagestore import ImageStore
 
@@ -136,15 +136,24 @@ def update_metadata(
     title: str = "",
     references: dict | None = None,
     typ: str = "",
+    tags: Sequence[str] = (),
 ) -> str:
-    """Add a title, references or a type (``mtime`` becomes ``timestamp`` when given);
-    the ID. A true value that is no time (huImages took any) means now."""
+    """Add a title, references, a type or tags (``mtime`` becomes ``timestamp`` when
+    given); the ID. A true value that is no time (huImages took any) means now."""
     if timestamp is not None and not isinstance(timestamp, datetime.date | str):
         timestamp = None
     default_store().update_metadata(
-        doc_id, title=title, references=references, typ=typ, timestamp=timestamp
+        doc_id, title=title, references=references, typ=typ, timestamp=timestamp, tags=tags
     )
     return doc_id
+
+
+def find_images(*, typ: str | None = None, tag: str | None = None, limit: int = 100,
+                **references: Any) -> list[str]:
+    """The IDs of the live images with every reference (``sku="14600"``), type and tag
+    given, newest first (store/finding.py)."""
+    return finding.find_images(default_store().catalog, references, typ=typ, tag=tag,
+                               limit=limit)
 
 
 def set_title(imageid: str, newtitle: str) -> dict:
@@ -211,16 +220,19 @@ class TagOptions:
     srcset: bool = False
     formats: Sequence[str] = ()
     base_url: str | None = None
+    placeholder: bool = False
 
 
 def scaled_tag(imageid: str, size: str = "150x150", *args: str, **kwargs: Any) -> str:
     """huImages' ``<img>``: extra positional strings go in as they are, every keyword
-    is an attribute, except ``options=TagOptions(...)`` (no attribute is one)."""
+    is an attribute, except ``options=TagOptions(...)`` and ``placeholder=True`` (the
+    image's colour and tiny copy as its background; no attribute is either)."""
     options = kwargs.pop("options") if isinstance(kwargs.get("options"), TagOptions) else None
     options = options or TagOptions()
+    placeholder = options.placeholder or kwargs.pop("placeholder", None) is True
     return default_store().scaled_tag(
         imageid, size, *args, srcset=options.srcset, formats=tuple(options.formats),
-        base_url=options.base_url, attrs=kwargs,
+        base_url=options.base_url, attrs=kwargs, placeholder=placeholder,
     )
 
 
@@ -241,3 +253,10 @@ def get_previous_imageid(imageid: str) -> str:
     """The previous image's ID; at the start of the catalog the same ID again."""
     previous = default_store().get_previous_imageid(imageid)
     return previous if previous is not None else imageid
+
+
+def set_focus(imageid: str, x: float | None = None, y: float | None = None) -> dict:
+    """Centre the image's crops on (``x``, ``y``), fractions of the upright original;
+    no point clears it (store/focus.py). The document."""
+    return focus.set_focus(default_store(), imageid, x, y)
+

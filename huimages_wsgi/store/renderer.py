@@ -39,12 +39,12 @@ from ..core.geometry import decoded_pixels
 from ..core.ids import validate_id
 from ..core.observe import rendered
 from ..core.previews import choose_preview, recorded_previews
-from ..core.sizes import Size
+from ..core.sizes import CROP, Size
 from ..core.urls import image_path
 from ..imaging.engine import ImageEngine
 from ..storage import BlobNotFound, BlobStore, Catalog, Doc, is_live, timestamp
 from ..storage.base import GuardedReader, broken_mark, source_dimensions
-from .metadata import written_at
+from .metadata import focus_point, written_at
 
 log = logging.getLogger("huimages_wsgi")
 
@@ -52,8 +52,10 @@ log = logging.getLogger("huimages_wsgi")
 class Renderer:
     """Renders variants of one store's images into its cache."""
 
-    def __init__(self, catalog: Catalog, blobs: BlobStore, engine: ImageEngine, cache: Cache):
+    def __init__(self, catalog: Catalog, blobs: BlobStore, engine: ImageEngine, cache: Cache,
+                 auto_focus: bool = True):
         self.catalog, self.blobs, self.engine, self.cache = catalog, blobs, engine, cache
+        self.auto_focus = auto_focus  # crops follow a computed focus_auto (summary.py)
 
     def variant(
         self, imageid: str, size: Size, ext: str = "jpeg", admission: Admission | None = None
@@ -82,20 +84,24 @@ class Renderer:
         def admitted() -> AbstractContextManager[object]:
             return nullcontext() if admission is None else admission.render(large)
 
+        focus = focus_point(doc, self.auto_focus) if size.kind == CROP else None
         try:
             return self.cache.produce(
                 size.name, imageid, ext,
-                lambda out: self.write(imageid, size, ext, out, preview), admitted,
-                mtime=self.last_modified(doc))
+                lambda out: self.write(imageid, size, ext, out, preview, focus), admitted,
+                mtime=self.last_modified(doc, size))
         except OSError as exc:  # a full or failing cache disk: the image is fine
             raise WriteFailed(f"cannot write {size.name}/{imageid}.{ext}: {exc}") from exc
 
     @staticmethod
-    def last_modified(doc: Doc) -> float | None:
+    def last_modified(doc: Doc, size: Size | None = None) -> float | None:
         """A variant's mtime, and so its Last-Modified: the image's upload time from the
-        catalog (never later than now), the same on every node that renders it; None
-        (the time of writing) for a document without one."""
+        catalog (for a crop, the last change of its focus if later; never later than
+        now), the same on every node that renders it; None (the time of writing) for
+        a document without one."""
         made = written_at(doc.get("ctime"))
+        if made is not None and size is not None and size.kind == CROP:
+            made = max(made, written_at(doc.get("focus_time")) or made)
         return None if made is None else min(made, float(int(time.time())))
 
     def check_original_ext(self, imageid: str, ext: str, doc: Doc | None = None) -> None:
@@ -139,6 +145,7 @@ class Renderer:
     def write(
         self, imageid: str, size: Size, ext: str, out: BinaryIO,
         preview: tuple[str, tuple[int, int]] | None = None,
+        focus: tuple[float, float] | None = None,
     ) -> None:
         """Only an original that does not decode is marked broken (never deleted):
         a limit of this configuration is a 422 that leaves the image alone, and
@@ -147,7 +154,8 @@ class Renderer:
         passes through. ``o`` is served at the extension of what the bytes
         are; any other is a 404 naming the right URL."""
         started = time.perf_counter()
-        if preview is not None and self.write_from_preview(imageid, size, ext, out, preview):
+        if preview is not None and self.write_from_preview(imageid, size, ext, out, preview,
+                                                           focus):
             rendered("preview", ext, time.perf_counter() - started)
             return
         with self.blobs.open(imageid) as handle:
@@ -160,7 +168,7 @@ class Renderer:
                         raise wrong_original_ext(imageid, ext, actual)
                     out.write(data)
                 else:
-                    self.engine.render(source, size, out, ext)
+                    self.engine.render(source, size, out, ext, focus=focus)
                     rendered("original", ext, time.perf_counter() - started)
             except ImageTooLarge as exc:
                 raise LimitExceeded(
@@ -190,7 +198,7 @@ class Renderer:
 
     def write_from_preview(
         self, imageid: str, size: Size, ext: str, out: BinaryIO,
-        preview: tuple[str, tuple[int, int]],
+        preview: tuple[str, tuple[int, int]], focus: tuple[float, float] | None = None,
     ) -> bool:
         """Render from ``preview`` (its name, the original's upright size); False to
         use the original.
@@ -203,7 +211,7 @@ class Renderer:
         name, source = preview
         try:
             with self.blobs.open_derived(imageid, name) as preview:
-                self.engine.render(preview, size, out, ext, original_size=source)
+                self.engine.render(preview, size, out, ext, original_size=source, focus=focus)
             return True
         except (BlobNotFound, InvalidImage, ImageTooLarge) as exc:
             log.warning("preview %s of %s not usable, rendering from the original: %s",

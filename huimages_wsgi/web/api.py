@@ -4,8 +4,10 @@ Mounted by ``make_app`` at ``/_api`` (``/_`` names never collide with image
 URLs, which start with a size)::
 
     POST   /_api/images         raw image/jpeg body, or multipart/form-data field "file"
+    GET    /_api/images?reference.sku=14600&type=...&tag=...&limit=N   {"ids": [...]}
+    GET    /_api/tags           {"tags": [[tag, count], ...]}, the most used first
     GET    /_api/images/<ID>    the metadata document (as ``huimages info`` prints it)
-    PATCH  /_api/images/<ID>    JSON {"title": ..., "references": {...}, "type": ...}
+    PATCH  /_api/images/<ID>    JSON {"title": ..., "references": {...}, "type": ..., "tags": [...]}
     DELETE /_api/images/<ID>    200 {"deleted": ...}: what is gone where (docs/cluster.md)
 
 Every route needs ``Authorization: Bearer <HUIMAGES_UPLOAD_TOKEN>``: reading
@@ -33,23 +35,29 @@ from ..core.config import Config
 from ..core.errors import HuImagesError, RequestRefused
 from ..core.ids import validate_id
 from ..node.status import purge_bound
+from ..store.finding import find_images, tag_counts
+from ..store.focus import set_focus
 from ..store.imagestore import ImageStore
+from ..store.metadata import checked_focus
 from .auth import bearer_token, token_ok, trusted, uploads_enabled
 from .responses import guarded, json_response
 from .uploads import (
     JSON_LIMIT,
+    check_encodable,
+    int_field,
     json_object,
     query_fields,
     read_body,
     read_form,
     references_field,
+    tags_field,
     text_field,
     timestamp_field,
     upload_metadata,
 )
 
 UPLOAD_FIELDS = frozenset({"title", "type", "references", "filename", "timestamp"})
-PATCH_FIELDS = frozenset({"title", "type", "references", "timestamp"})
+PATCH_FIELDS = frozenset({"title", "type", "references", "timestamp", "tags", "focus"})
 RAW_TYPES = ("image/", "application/octet-stream")
 ITEM_METHODS = ("GET", "HEAD", "PATCH", "DELETE")
 WALK = ("next", "previous")
@@ -91,8 +99,14 @@ class ApiApp:
             )
         parts = _path(request.environ).strip("/").split("/")
         if parts == ["images"]:
-            self.allow(request, ("POST",))
+            self.allow(request, ("GET", "HEAD", "POST"))
+            if request.method != "POST":
+                return json_response(200, {"ids": self.find(request)})
             return self.upload(request)
+        if parts == ["tags"]:
+            self.allow(request, ("GET", "HEAD"))
+            limit = int_field(request.GET.get("limit"), "limit", 100)
+            return json_response(200, {"tags": tag_counts(self.store.catalog, limit)})
         if len(parts) == 2 and parts[0] == "images":
             self.allow(request, ITEM_METHODS)
             imageid = validate_id(parts[1])
@@ -106,8 +120,8 @@ class ApiApp:
             self.allow(request, ("GET", "HEAD"))
             return json_response(200, {"id": self.walk(parts)})
         raise RequestRefused(
-            404, "no such API resource: use /_api/images, /_api/images/<ID>[/next|/previous]"
-            " or /_api/random"
+            404, "no such API resource: use /_api/images, /_api/images/<ID>[/next|/previous],"
+            " /_api/tags or /_api/random"
         )
 
     def walk(self, parts: list[str]) -> str | None:
@@ -172,6 +186,11 @@ class ApiApp:
             raise RequestRefused(
                 400, f"unknown field(s) {sorted(unknown)}; use {sorted(PATCH_FIELDS)}"
             )
+        point = changes.get("focus")  # [x, y] or null (cleared); checked before any write
+        if "focus" in changes and point is not None:
+            if not (isinstance(point, list) and len(point) == 2):
+                raise RequestRefused(400, "focus must be [x, y] (fractions, 0 to 1) or null")
+            checked_focus(*point)
         references = changes.get("references")
         doc = self.store.update_metadata(
             imageid,
@@ -179,8 +198,27 @@ class ApiApp:
             references=references_field(references) if references is not None else None,
             typ=text_field(changes, "type"),
             timestamp=timestamp_field(text_field(changes, "timestamp") or None),
+            tags=tags_field(changes.get("tags")),
         )
+        if "focus" in changes:
+            doc = set_focus(self.store, imageid, *(point or (None, None)))
         return json_response(200, doc)
+
+    def find(self, request: Request) -> list[str]:
+        """``GET /_api/images?reference.<name>=<value>&type=&tag=&limit=``: the IDs."""
+        references, criteria = {}, {"typ": None, "tag": None}
+        for key, value in request.GET.items():
+            check_encodable(key, "a query parameter")
+            check_encodable(value, key)
+            if key.startswith("reference.") and len(key) > len("reference."):
+                references[key[len("reference."):]] = value
+            elif key in ("type", "tag"):
+                criteria["typ" if key == "type" else "tag"] = value
+            elif key != "limit":
+                raise RequestRefused(400, f"unknown parameter {key!r}: use reference.<name>,"
+                                          " type, tag and limit")
+        limit = int_field(request.GET.get("limit"), "limit", 100)
+        return find_images(self.store.catalog, references, limit=limit, **criteria)
 
     def summary(self, imageid: str) -> dict[str, Any]:
         """What an uploader needs next: the ID, the dimensions and ready-made URLs."""

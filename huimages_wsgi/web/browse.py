@@ -30,13 +30,14 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from webob import Request, Response
 
 from ..core.config import Config
 from ..core.errors import BackendUnavailable, HuImagesError
 from ..core.ids import validate_id
+from ..store.finding import find_images, tag_counts
 from ..store.imagestore import ImageStore
 from ..store.links import newest_title
 from .auth import (
@@ -48,8 +49,10 @@ from .auth import (
     session_ok,
     token_ok,
 )
+from .focuspage import focus_form, set_focus_by_click
+from .pagestyle import STYLE
 from .responses import RETRY_AFTER, guarded
-from .uploads import TEXT_LIMIT, read_body, read_form, upload_metadata
+from .uploads import TEXT_LIMIT, check_encodable, read_body, read_form, upload_metadata
 
 log = logging.getLogger("huimages_wsgi")
 
@@ -57,32 +60,11 @@ THUMB_SIZE = "150x150!"
 DETAIL_SIZE = "svga"
 DETAIL_FORMATS = ("avif", "webp")
 PAGE_SIZE = 48
+TAG_LIST = 40  # tags shown, the most used first
 LOGIN_LIMIT = 4096  # bytes of the token form's post: the one body read before knowing who
 _RELATIVE_ROOT = ".."  # every page sits directly below the mount point
 _STAMP_RE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)(?:\.\d*)?")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
-
-_STYLE = """
-body{font:15px/1.4 system-ui,sans-serif;margin:0;background:#f4f4f2;color:#222}
-header{background:#263238;color:#fff;padding:.6em 1.2em;display:flex;gap:1.5em;
- align-items:baseline;flex-wrap:wrap}
-header a{color:#fff}header h1{font-size:1.2em;margin:0}
-main{padding:1em 1.2em}a{color:#1565c0}
-.grid{display:flex;flex-wrap:wrap;gap:12px;list-style:none;padding:0;margin:0}
-.grid li{width:150px;background:#fff;box-shadow:0 1px 3px #0002}
-.grid img{display:block;width:150px;height:150px}
-.grid span{display:block;padding:4px 6px;font-size:12px;white-space:nowrap;overflow:hidden;
- text-overflow:ellipsis}
-form{background:#fff;padding:.8em 1em;margin-bottom:1.2em;display:flex;gap:.8em;
- flex-wrap:wrap;align-items:center;box-shadow:0 1px 3px #0002}
-nav.pager{display:flex;gap:1.2em;margin:.8em 0}
-.detail img{max-width:100%;height:auto;background:#fff;box-shadow:0 1px 3px #0002}
-.error{background:#ffebee;border-left:4px solid #c62828;padding:.6em 1em;margin-bottom:1em}
-.note{color:#555}dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}
-dd{margin:0}
-"""
-
-
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
@@ -155,6 +137,10 @@ class BrowseApp:
             if request.method != "POST":
                 return self.not_allowed("POST")
             return self.upload(request)
+        if path.endswith("/focus") and path.count("/") == 2:
+            if request.method != "POST":
+                return self.not_allowed("POST")
+            return self.focus(request, validate_id(path[1:-len("/focus")]))
         if request.method not in ("GET", "HEAD"):
             return self.not_allowed("GET, HEAD")
         if path == "/":
@@ -170,11 +156,26 @@ class BrowseApp:
     # -- pages ---------------------------------------------------------------
 
     def index(self, request: Request, error: str = "", status: int = 200) -> Response:
-        ids = self.store.catalog.recent_ids(self.page_size)
+        """The newest images, or those of one tag (``?tag=red``), with the tag list."""
+        tag = request.GET.get("tag", "")
+        check_encodable(tag, "tag")
+        if tag:
+            ids = find_images(self.store.catalog, tag=tag, limit=self.page_size)
+        else:
+            ids = self.store.catalog.recent_ids(self.page_size)
         items = "".join(self._thumb(imageid) for imageid in ids)
         grid = f'<ul class="grid">{items}</ul>' if ids else '<p class="note">No images yet.</p>'
-        body = self._error(error) + self._form() + grid
-        return self.page("Recent images", body, status=status)
+        body = self._error(error) + self._form() + self._tags(tag) + grid
+        return self.page(f"Tagged {tag}" if tag else "Recent images", body, status=status)
+
+    def _tags(self, current: str) -> str:
+        """The tags with their counts, the most used first, each a link to its images."""
+        counts = tag_counts(self.store.catalog, TAG_LIST)
+        links = "".join(
+            f'<a class="{"tag current" if tag == current else "tag"}"'
+            f' href="./?{_e(urlencode({"tag": tag}))}">{_e(tag)} <small>{count}</small></a>'
+            for tag, count in counts)
+        return f'<nav id="tags" class="pager">{links}</nav>' if counts else ""
 
     def detail(self, request: Request, imageid: str) -> Response:
         doc = self.store.get_imagedoc(imageid)
@@ -199,11 +200,19 @@ class BrowseApp:
         body = (
             pager
             + f'<div class="detail">{image}</div>'
+            + focus_form(self.store, imageid, doc, _RELATIVE_ROOT)
             + "<dl>"
             + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
             + f"<dt>Original</dt><dd>{self._original(imageid, ext)}</dd></dl>"
         )
         return self.page(title or imageid, body)
+
+    def focus(self, request: Request, imageid: str) -> Response:
+        """A click on the focus form's image: crops centre there (focuspage.py)."""
+        if not same_origin(request):
+            return self.page("Not from here", "<p>This form only accepts its own page.</p>", 403)
+        set_focus_by_click(self.store, imageid, read_body(request.environ, LOGIN_LIMIT, "focus"))
+        return self.redirect(request, f"/{imageid}")
 
     # -- who is asking --------------------------------------------------------
 
@@ -292,7 +301,7 @@ class BrowseApp:
         document = (
             '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)} \u2013 huImages</title><style>{_STYLE}</style></head><body>"
+            f"<title>{_e(title)} \u2013 huImages</title><style>{STYLE}</style></head><body>"
             '<header><h1>huImages</h1><a href="./">recent</a><a href="random">random</a></header>'
             f"<main><h2>{_e(title)}</h2>{body}</main></body></html>"
         )
@@ -301,7 +310,7 @@ class BrowseApp:
         response.cache_control = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Content-Security-Policy"] = (
-            "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; "
+            "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
             "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         )
         return response
@@ -340,7 +349,7 @@ class BrowseApp:
     def _thumb(self, imageid: str) -> str:
         doc = self.store.catalog.get(imageid)
         title = newest_title(doc)
-        image = self._tag(imageid, THUMB_SIZE, doc=doc, loading="lazy")
+        image = self._tag(imageid, THUMB_SIZE, doc=doc, loading="lazy", placeholder=True)
         return (
             f'<li><a class="thumb" href="{_e(imageid)}" title="{_e(title)}">{image}'
             f"<span>{_e(title or imageid)}</span></a></li>"

@@ -38,7 +38,7 @@ from ..core.errors import (
     Moved,
     SignatureError,
 )
-from ..core.formats import ext_for_type
+from ..core.formats import accepted_format, ext_for_type
 from ..core.legacy import legacy_request
 from ..core.signing import verify
 from ..core.sizes import Size
@@ -97,16 +97,30 @@ class ImageMiddleware:
         """parse → lookup → (miss: make) → respond; failures raise HuImagesError."""
         wanted, size = self.parse(environ, path)
         canonical = self.canonical_url(environ, path, wanted)
-        cached = self.store.cache.lookup(size.name, wanted.imageid, wanted.ext)
+        served, vary = self.negotiated(environ, wanted, size)
+        cached = self.store.cache.lookup(size.name, served.imageid, served.ext)
         if cached is not None:
-            answer = self.responder.respond(environ, start_response, cached, canonical)
+            answer = self.responder.respond(environ, start_response, cached, canonical, vary)
             if answer is not None:
                 return answer  # else pruned since the lookup: make it again
-        made = self.make(environ, wanted, size)
-        answer = self.responder.respond(environ, start_response, made, canonical)
+        made = self.make(environ, wanted, size, served)
+        answer = self.responder.respond(environ, start_response, made, canonical, vary)
         if answer is None:  # pruned or purged between making and opening: rare
             raise GenerationBusy("the variant was removed while being served; retry")
         return answer
+
+    def negotiated(
+        self, environ: dict[str, Any], wanted: ImageRequest, size: Size
+    ) -> tuple[ImageRequest, bool]:
+        """The variant to serve, and whether the choice followed ``Accept``: with
+        HUIMAGES_AUTO_FORMAT, a ``.jpeg`` variant in the first of HUIMAGES_AUTO_FORMATS
+        the client names (the same cache file as that format's own URL)."""
+        if not self.config.auto_format or wanted.ext != "jpeg" or size.is_original:
+            return wanted, False
+        chosen = accepted_format(environ.get("HTTP_ACCEPT", ""), self.config.auto_formats)
+        if chosen is None:
+            return wanted, True
+        return ImageRequest(wanted.imageid, wanted.size_text, chosen), True
 
     def canonical_url(
         self, environ: dict[str, Any], path: str, wanted: ImageRequest
@@ -154,10 +168,14 @@ class ImageMiddleware:
             ext = ext_for_type(renderer.original_type(old.imageid, renderer.live_doc(old.imageid)))
         return image_path(old.imageid, old.size_text, ext)
 
-    def make(self, environ: dict[str, Any], wanted: ImageRequest, size: Size) -> CachedFile:
-        """The expensive path: check the signature, then render (once) into the cache,
-        holding a render slot (admission.py: a 503 when the node expects to be busy
-        longer than HUIMAGES_RENDER_WAIT)."""
+    def make(
+        self, environ: dict[str, Any], wanted: ImageRequest, size: Size,
+        served: ImageRequest | None = None,
+    ) -> CachedFile:
+        """The expensive path: check the signature (of the URL asked for), then render
+        ``served`` (once) into the cache, holding a render slot (admission.py: a 503
+        when the node expects to be busy longer than HUIMAGES_RENDER_WAIT)."""
+        served = served or wanted
         environ[CACHE_KEY] = "miss"  # for the instrumentation: metrics and access log
         secret = self.config.secret
         if secret and size.is_original:  # a huImages link moves whether signed or not
@@ -165,4 +183,4 @@ class ImageMiddleware:
         signature = query_param(environ, "sig")
         if secret and not verify(secret, size.name, wanted.imageid, wanted.ext, signature):
             raise SignatureError("missing or invalid signature for a variant not yet cached")
-        return self.store.renderer.variant(wanted.imageid, size, wanted.ext, self.admission)
+        return self.store.renderer.variant(served.imageid, size, served.ext, self.admission)

@@ -105,11 +105,12 @@ class FileResponder:
 
     def respond(
         self, environ: dict[str, Any], start_response: Callable, cached: CachedFile,
-        canonical: str | None = None,
+        canonical: str | None = None, vary: bool = False,
     ) -> Iterable[bytes] | None:
         """The answer to a GET or HEAD for ``cached``; None, before anything was sent,
         when the file was pruned or replaced since it was looked up. ``canonical``: the
-        canonical URL of the variant, for an SEO URL's Link header."""
+        canonical URL of the variant, for an SEO URL's Link header; ``vary``: the
+        format was chosen by the request's Accept."""
         stat = cached.stat
         outcome = FULL
         if any(key in environ for key in CONDITIONAL_KEYS):
@@ -118,6 +119,8 @@ class FileResponder:
         if outcome.status in (412, 416):
             return self.refuse(outcome, stat.st_size)(environ, start_response)
         headers = self.headers(cached, canonical)
+        if vary:
+            headers.append(("Vary", "Accept"))
         if outcome.status == 304:
             start_response("304 Not Modified", headers[1:])  # no Content-Type, no body
             return []

@@ -26,6 +26,7 @@ MULTIPART_SLACK = 64 << 10  # form fields and part headers around the image
 JSON_LIMIT = 64 << 10  # a PATCH body
 TEXT_LIMIT = 2000  # characters of a title, type, file name or reference value
 REFERENCES_LIMIT = 100  # keys per request
+TAGS_LIMIT = 50  # tags per request
 _CHUNK = 1 << 16
 
 
@@ -173,6 +174,28 @@ def _json_scalar(item: Any) -> bool:
     if isinstance(item, int):
         return abs(item) <= 2**53
     return isinstance(item, float) and math.isfinite(item)
+
+
+def tags_field(value: Any) -> list[str]:
+    """A JSON list of tags (non-empty strings); ``[]`` when absent."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > TAGS_LIMIT or not all(
+            isinstance(tag, str) and tag.strip() and len(tag) <= TEXT_LIMIT for tag in value):
+        raise RequestRefused(400, f"tags must be a JSON list of at most {TAGS_LIMIT} non-empty"
+                                  f" strings of at most {TEXT_LIMIT} characters")
+    for tag in value:
+        check_encodable(tag, "tags")
+    return value
+
+
+def int_field(value: str | None, name: str, default: int) -> int:
+    """A whole number from a query parameter; ``default`` when absent."""
+    if value is None or value == "":
+        return default
+    if not (value.isascii() and value.isdecimal()) or len(value) > 6:
+        raise RequestRefused(400, f"{name} must be a whole number")
+    return int(value)
 
 
 def references_field(value: Any) -> dict[str, Any]:

@@ -264,7 +264,10 @@ def test_same_limits_as_the_direct_path(api):
         ("POST", "/_api/images?timestamp=yesterday", b"x", {"Content-Type": "image/jpeg"}, 400),
         ("POST", "/_api/images", b"--x\r\nnonsense", {"Content-Type": "multipart/form-data"}, 400),
         ("POST", "/_api/images", b"", {"Content-Type": "multipart/form-data; boundary=b"}, 400),
-        ("GET", "/_api/images", None, {}, 405),
+        ("GET", "/_api/images", None, {}, 400),  # a lookup that says what to find
+        ("GET", "/_api/images?colour=red", None, {}, 400),
+        ("GET", "/_api/images?tag=red&limit=x", None, {}, 400),
+        ("POST", "/_api/tags", None, {}, 405),
         ("PUT", "/_api/images/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA01", b"{}", {}, 405),
         ("GET", "/_api/images/not-an-id", None, {}, 400),
         ("GET", "/_api/images/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA01", None, {}, 404),

@@ -32,7 +32,8 @@ from webob import Request
 from huimages_wsgi import Config, ImageStore, make_app
 from huimages_wsgi.core.errors import BackendUnavailable
 from huimages_wsgi.core.ids import compute_id
-from huimages_wsgi.storage.couch import DESIGN_ID, DESIGN_VERSION, CouchCatalog
+from huimages_wsgi.storage.couch import CouchCatalog
+from huimages_wsgi.storage.couchviews import DESIGN_ID, DESIGN_VERSION
 from huimages_wsgi.storage.disk import DiskBlobStore
 from huimages_wsgi.storage.migrating import MOVED, MigratingBlobStore
 from huimages_wsgi.storage.s3 import S3BlobStore, copy_matches

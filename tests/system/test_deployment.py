@@ -130,13 +130,14 @@ class Stack:
 
 
 def render_with_cli(kind: str, cache_dir: Path, port: int, run_dir: Path,
-                    backend: FcgiBackend | HttpBackend) -> str:
-    """The config exactly as ``huimages config`` prints it; the run dir is made by it."""
+                    backend: FcgiBackend | HttpBackend, env: dict[str, str] | None = None) -> str:
+    """The config exactly as ``huimages config`` prints it (with the backend's settings in
+    the environment, as an operator's shell has them); the run dir is made by it."""
     assert not run_dir.exists()
     result = subprocess.run(
         [str(HUIMAGES), "config", kind, "--cache-dir", str(cache_dir), "--port", str(port),
          "--run-dir", str(run_dir), *backend.config_args()],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stderr
     assert run_dir.is_dir(), result.stderr
@@ -165,7 +166,7 @@ def start_stack(originals: Originals, name: str, kind: str, transport: str, fork
     try:
         backend.start()
         port = free_port()
-        config = edit(render_with_cli(kind, cache_dir, port, run_dir, backend))
+        config = edit(render_with_cli(kind, cache_dir, port, run_dir, backend, env))
         server = WebServer(kind, config, run_dir, port).start()
     except BaseException:
         backend.stop()
@@ -625,3 +626,49 @@ def test_the_browse_listing_is_closed_through_every_configuration(originals, kin
         assert status == 403 and s.imageid.encode() not in body, (status, body)
     finally:
         stop_stack(s)
+
+
+CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
+SAFARI = "image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5"
+
+
+@pytest.mark.parametrize("kind, transport, sendfile", [
+    ("lighttpd", "socket", ""), ("apache", "socket", ""), ("nginx", "socket", ""),
+    ("nginx", "proxy", ""), ("nginx", "socket", "x-accel-redirect")])
+def test_a_jpeg_url_is_served_in_the_format_accept_names(originals, kind, transport, sendfile):
+    """HUIMAGES_AUTO_FORMAT: the app and then the webserver alone answer a .jpeg variant
+    URL in AVIF or WebP by Accept, from the same cache files, with Vary: Accept."""
+    extra = {"HUIMAGES_XSENDFILE": sendfile} if sendfile else {}
+    s = start_stack(originals, f"auto-{kind}-{transport}{sendfile}", kind, transport, False,
+                    secret=None, HUIMAGES_AUTO_FORMAT="1", **extra)
+    try:
+        paths = [f"/230x150/{s.imageid}.jpeg", f"/230x150/{s.imageid}/red-bike.jpeg"]
+        made = {}
+        for accept, content_type in ((CHROME, "image/avif"), (SAFARI, "image/webp"),
+                                     ("*/*", "image/jpeg")):
+            status, headers, body = s.get(paths[0], headers={"Accept": accept})
+            assert status == 200 and headers["content-type"] == content_type, (
+                status, headers, s.logs())
+            assert "accept" in headers.get("vary", "").lower(), headers
+            made[accept] = body
+        assert len(set(made.values())) == 3
+        for ext in ("avif", "webp", "jpeg"):
+            assert (s.cache_dir / "230x150" / f"{s.imageid}.{ext}").is_file()
+        assert s.get(f"/o/{s.imageid}.jpeg")[0] == 200
+        s.backend.stop()  # the webserver alone now
+        for path in paths:
+            for accept, content_type in ((CHROME, "image/avif"), (SAFARI, "image/webp"),
+                                         ("*/*", "image/jpeg")):
+                status, headers, body = s.get(path, headers={"Accept": accept})
+                assert (status, headers["content-type"]) == (200, content_type), (path, accept)
+                assert body == made[accept] and "x-content-type-options" not in headers
+                assert "accept" in headers.get("vary", "").lower(), (path, accept, headers)
+        status, headers, _ = s.get(f"/o/{s.imageid}.jpeg", headers={"Accept": CHROME})
+        assert status == 200 and headers["content-type"] == "image/jpeg"  # never an original
+        # a format named but not in the cache is the app's to make: never the JPEG instead
+        (s.cache_dir / "230x150" / f"{s.imageid}.avif").unlink()
+        status, headers, _ = s.get(paths[0], headers={"Accept": CHROME})
+        assert status == 503 and headers["content-type"] != "image/jpeg", headers
+    finally:
+        stop_stack(s)
+

@@ -133,8 +133,10 @@ def test_readme_client_api(base: Path):
     write_photo(base / "bike.jpg")
     env = shell_env(HUIMAGES_DATA_DIR=str(base / "data"))
     out = run_python(doc_block("client-api"), base, env, epilogue=(
-        'print(huimages.imageurl(imageid)); print(huimages.scaled_tag(imageid, "square"))'))
-    url, tag = out.splitlines()
+        'print(huimages.imageurl(imageid)); print(huimages.scaled_tag(imageid, "square"));'
+        ' print(huimages.find_images(sku="14600") == [imageid])'))
+    url, tag, found = out.splitlines()
+    assert found == "True"
     assert re.fullmatch(r"http://127\.0\.0\.1:8080/o/[A-Z2-7]{32}01\.jpeg", url)
     assert 'width="75" height="75"' in tag and 'alt="Red bike"' in tag
 
@@ -303,6 +305,9 @@ def test_api_upload_then_the_other_calls(served):
                         {"UMM7BZ5MT6BUVAHN5VL4SACUXLO7OSGS01": uploaded[0]["id"]})
     out = run_sh(f"{upload}\n{calls}", cwd, shell_env()).stdout
     assert '"Blue bike"' in out and '"deleted": true' in out and '"id"' in out
+    assert f'{{"ids": ["{uploaded[0]["id"]}"]}}' in out  # found by reference and tag
+    assert '{"tags": [["bikes", 1], ["red", 1]]}' in out
+    assert '"focus": [0.3, 0.4]' in out
 
 
 def test_api_client_over_http(served):

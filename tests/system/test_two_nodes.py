@@ -68,3 +68,26 @@ def test_upload_on_one_node_serve_and_delete_across_nodes(nodes, tmp_path):
     assert fetch(f"{two.url}/200x200/{imageid}.jpeg")[0] == 404
     assert "removed 0 cached file(s)" in two.cli("purge", imageid).stdout  # nothing left
     assert two.cli("info", imageid, check=False).returncode != 0
+
+
+def test_a_focus_set_on_one_node_moves_the_other_nodes_crops(nodes, tmp_path):
+    """The same URL, another crop, on every node within the follower's bound."""
+    from ..app.test_focus import red_share, subject_photo
+
+    one, two = nodes
+    photo = tmp_path / "bell.jpg"
+    photo.write_bytes(subject_photo(1200, 600, (0.12, 0.5)))
+    imageid = one.cli("put", str(photo)).stdout.strip()
+    url = f"{two.url}/150x150!/{imageid}.jpeg"
+    status, found = fetch(url)
+    assert status == 200 and red_share(found) > 0.01  # the subject the server found
+    assert "crops centre on 0.9, 0.5" in one.cli("focus", imageid, "0.9", "0.5").stdout
+    deadline = time.monotonic() + 10
+    while red_share(fetch(url)[1]) > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert red_share(fetch(url)[1]) == 0  # node two's crop now centres far right
+    one.cli("focus", imageid, "--clear")
+    deadline = time.monotonic() + 10
+    while red_share(fetch(url)[1]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert red_share(fetch(url)[1]) > 0.01  # back to the subject the server found

@@ -65,7 +65,7 @@ def test_xaccel_prefix_and_upload_size():
 def test_every_placeholder_is_filled():
     assert webconfig.placeholders("nginx") == {
         "cache_dir", "run_dir", "port", "host", "user", "group", "backend_address",
-        "xaccel_prefix", "max_body_size", "surrogate_headers", "command",
+        "xaccel_prefix", "max_body_size", "surrogate_headers", "auto_format", "command",
     }
     for kw in ({}, {"proxy": "http://127.0.0.1:1"}):
         text = render(**kw)

@@ -47,7 +47,7 @@ def test_every_placeholder_is_filled(kind):
         "group",
         "fcgi_target",
         "command",
-    } | ({"surrogate_headers"} if kind == "apache" else set())
+    } | ({"surrogate_headers"} if kind == "apache" else set()) | {"auto_format"}
     assert '"/srv/cache"' in text
     assert "/srv/run/" in text
     assert "8080" in text
