@@ -69,6 +69,7 @@ class BaseImageStore:
         references: Mapping[str, Any] | None = None,
         filename: str = "image.jpeg",
         typ: str = "",
+        tags: Sequence[str] = (),
     ) -> str:
         """Store an original and return its ID; the same bytes give the same ID.
 
@@ -76,7 +77,8 @@ class BaseImageStore:
         one detected from the bytes, which are validated completely first.
         """
         del contenttype
-        return self.save(imagedata, timestamp, title, references, filename, typ).imageid
+        return self.save(imagedata, timestamp, title, references, filename, typ,
+                         tags=tags).imageid
 
     def save(
         self,
@@ -86,6 +88,7 @@ class BaseImageStore:
         references: Mapping[str, Any] | None = None,
         filename: str = "image.jpeg",
         typ: str = "",
+        tags: Sequence[str] = (),
     ) -> Saved:
         """Store an original (each store its own way); its ID and whether it is new."""
         raise NotImplementedError

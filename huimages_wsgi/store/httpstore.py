@@ -234,12 +234,15 @@ class HttpImageStore(BaseImageStore):
         references: Mapping[str, Any] | None = None,
         filename: str = "image.jpeg",
         typ: str = "",
+        tags: Sequence[str] = (),
     ) -> Saved:
         """POST the bytes; the server answers 201 for a new image, 200 for a known one."""
         imagedata = checked_upload(imagedata, self.config.max_upload_bytes)  # before sending
         fields = {"title": title, "type": typ, "filename": filename}
         if references:
             fields["references"] = json.dumps(dict(references))
+        if tags:
+            fields["tags"] = json.dumps(list(tags))
         if timestamp is not None:
             fields["timestamp"] = as_timestamp(timestamp)
         query = urlencode({key: value for key, value in fields.items() if value})

@@ -78,6 +78,7 @@ class ImageStore(BaseImageStore):
         references: Mapping[str, Any] | None = None,
         filename: str = "image.jpeg",
         typ: str = "",
+        tags: Sequence[str] = (),
     ) -> Saved:
         """``save_image`` that also says whether the image is new.
 
@@ -89,7 +90,7 @@ class ImageStore(BaseImageStore):
         """
         imagedata = checked_upload(imagedata, self.config.max_upload_bytes)
         with uploading(len(imagedata)):
-            return self._save(imagedata, timestamp, title, references, filename, typ)
+            return self._save(imagedata, timestamp, title, references, filename, typ, tags)
 
     def _save(
         self,
@@ -99,6 +100,7 @@ class ImageStore(BaseImageStore):
         references: Mapping[str, Any] | None,
         filename: str,
         typ: str,
+        tags: Sequence[str] = (),
     ) -> Saved:
         info = self.engine.inspect(imagedata, previews=True, admit=self._admit)
         imageid = compute_id(imagedata)
@@ -117,7 +119,8 @@ class ImageStore(BaseImageStore):
             doc.setdefault("filename", file_name(doc) or filename)
             if held:  # saved before (here or by huImages): its URLs keep their name
                 doc.setdefault("seo_name", seo_name(doc))
-            merge_metadata(doc, when=when, title=title, references=references, typ=typ)
+            merge_metadata(doc, when=when, title=title, references=references, typ=typ,
+                           tags=tags)
             doc.update(
                 width=info.width,
                 height=info.height,

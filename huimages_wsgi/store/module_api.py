@@ -123,10 +123,12 @@ def save_image(
     references: dict | None = None,
     filename: str = "image.jpeg",
     typ: str = "",
+    tags: Sequence[str] = (),
 ) -> str:
-    """Store an original; its ID (the same bytes, the same ID)."""
+    """Store an original; its ID (the same bytes, the same ID). ``tags`` add up, as
+    titles do (find_images(tag=...))."""
     return default_store().save_image(
-        imagedata, contenttype, timestamp, title, references, filename, typ
+        imagedata, contenttype, timestamp, title, references, filename, typ, tags
     )
 
 

@@ -56,7 +56,7 @@ from .uploads import (
     upload_metadata,
 )
 
-UPLOAD_FIELDS = frozenset({"title", "type", "references", "filename", "timestamp"})
+UPLOAD_FIELDS = frozenset({"title", "type", "references", "filename", "timestamp", "tags"})
 PATCH_FIELDS = frozenset({"title", "type", "references", "timestamp", "tags", "focus"})
 RAW_TYPES = ("image/", "application/octet-stream")
 ITEM_METHODS = ("GET", "HEAD", "PATCH", "DELETE")

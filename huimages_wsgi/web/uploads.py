@@ -240,6 +240,9 @@ def upload_metadata(fields: Mapping[str, Any]) -> dict[str, Any]:
     }
     if references is not None:
         metadata["references"] = references_field(references)
+    tags = fields.get("tags")
+    if tags is not None:  # a JSON list, as in a PATCH
+        metadata["tags"] = tags_field(parse_json(tags, "tags") if isinstance(tags, str) else tags)
     return metadata
 
 

@@ -108,6 +108,9 @@ def test_the_module_api_finds_and_tags(any_config):
     assert huimages_wsgi.update_metadata(imageid, tags=["blue"]) == imageid
     assert huimages_wsgi.find_images(sku="14600") == [imageid]
     assert huimages_wsgi.find_images(tag="blue") == [imageid]
+    tagged = huimages_wsgi.save_image(f.photo_jpeg(200, 150, seed=38), tags=["blue", "new"])
+    assert huimages_wsgi.find_images(tag="new") == [tagged]  # tags at upload, like a title
+    assert set(huimages_wsgi.find_images(tag="blue")) == {imageid, tagged}
 
 
 @BOTH
@@ -124,6 +127,15 @@ def test_the_http_api_finds_and_counts(any_config):
         ids["bike"], ids["bell"], ids["lamp"]}
     assert get("/_api/tags").json == {"tags": [["outdoor", 2], ["red", 2]]}
     assert get("/_api/tags?limit=1").json == {"tags": [["outdoor", 2]]}
+    upload = Request.blank('/_api/images?tags=%5B%22fresh%22%5D', method="POST", headers={
+        **AUTH, "Content-Type": "image/jpeg"}, body=f.photo_jpeg(200, 150, seed=39))
+    uploaded = upload.get_response(app)
+    assert uploaded.status_int == 201 and get("/_api/images?tag=fresh").json == {
+        "ids": [uploaded.json["id"]]}
+    for bad in ("%5B%22%22%5D", "red", "%5B1%5D"):  # [""], not JSON, [1]
+        refused = Request.blank(f"/_api/images?tags={bad}", method="POST", headers={
+            **AUTH, "Content-Type": "image/jpeg"}, body=f.solid_jpeg()).get_response(app)
+        assert refused.status_int == 400, bad
     named_tag = get("/_api/images?reference.tag=x&reference.limit=1&reference.typ=2")
     assert named_tag.status_int == 200 and named_tag.json == {"ids": []}  # never a 500
     assert Request.blank("/_api/images?tag=red").get_response(app).status_int == 401
@@ -144,11 +156,13 @@ def test_the_client_over_http_finds_and_tags(any_config, tmp_path):
     try:
         remote = HttpImageStore(Config(data_dir=tmp_path / "client", server_url=live.url + "/",
                                        api_url=live.url, upload_token=TOKEN))
-        imageid = remote.save_image(f.photo_jpeg(200, 150, seed=36), references={"sku": "7"})
+        imageid = remote.save_image(f.photo_jpeg(200, 150, seed=36), references={"sku": "7"},
+                                    tags=["at-upload"])
+        assert find_images(remote.catalog, tag="at-upload") == [imageid]
         remote.update_metadata(imageid, tags=["green"])
         assert find_images(remote.catalog, {"sku": "7"}) == [imageid]
         assert find_images(remote.catalog, {"sku": "7"}, tag="green") == [imageid]
-        assert tag_counts(remote.catalog) == [("green", 1)]
+        assert tag_counts(remote.catalog) == [("at-upload", 1), ("green", 1)]
     finally:
         live.stop()
 
