@@ -64,9 +64,10 @@ def photo(width: int, height: int, seed: int = 1) -> Image.Image:
     red = Image.linear_gradient("L").resize((width, height))
     green = Image.radial_gradient("L").resize((width, height))
     small = (width // 4 + 1, height // 4 + 1)  # seeded: Image.effect_noise uses C's rand()
-    grain = random.Random(seed).randbytes(small[0] * small[1])
-    noise = Image.frombytes("L", small, grain).point(lambda v: 57 + v * 142 // 255)  # sd 41
-    noise = noise.resize((width, height))
+    rng = random.Random(seed)
+    levels = bytes(min(255, max(0, round(rng.gauss(128, 40 + seed)))) for _ in range(4096))
+    grain = bytes(rng.choices(levels, k=small[0] * small[1]))  # as effect_noise: Gaussian
+    noise = Image.frombytes("L", small, grain).resize((width, height))
     blue = noise.filter(ImageFilter.GaussianBlur(2))
     img = Image.merge("RGB", (red, green, blue))
     draw = ImageDraw.Draw(img)
