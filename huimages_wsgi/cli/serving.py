@@ -13,6 +13,7 @@ from .options import local_store, octal, positive
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from ..deploy.pillowblocks import restart_with_pillow_blocks
     from ..deploy.server import run_server
 
     if config.browse is None:  # HUIMAGES_BROWSE unset: on for the embedded default only
@@ -23,6 +24,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         config = config.with_changes(follow=True)
     if (args.certfile is None) != (args.keyfile is None):
         raise SystemExit("huimages: --certfile and --keyfile go together")
+    restart_with_pillow_blocks()
     run_server(
         config,
         host=args.host,
@@ -38,6 +40,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
     from ..deploy.fcgi import serve_fcgi
     from ..deploy.multiprocess import prepare
+    from ..deploy.pillowblocks import restart_with_pillow_blocks
     from ..deploy.webconfig import parse_hostport
     from ..web.app import make_app
 
@@ -57,6 +60,7 @@ def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
             config = config.with_changes(render_slots_per_process=decode_share(processes))
     elif args.max_workers is not None:
         options["maxThreads"] = args.max_workers
+    restart_with_pillow_blocks()
     prepare(config)  # the processes' metrics directory, before prometheus_client loads
     app = make_app(config)  # a bad configuration fails here, before listening
     where = args.socket or args.bind

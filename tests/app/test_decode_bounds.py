@@ -31,6 +31,7 @@ from huimages_wsgi.storage import timestamp
 
 from .. import imagefactory as f
 from ..conftest import BIN, free_port
+from ..processes import process_tree
 from .test_api import TOKEN, call
 from .test_browse import post_upload
 
@@ -399,21 +400,7 @@ def post(base: str, data: bytes, timeout: float = 120.0) -> tuple[int, str]:
 
 def high_water_marks(root: int) -> dict[int, int]:
     """Peak resident bytes (VmHWM) of ``root`` and every process below it."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    tree, todo = {root}, [root]
-    while todo:
-        parent = todo.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in tree:
-                tree.add(pid)
-                todo.append(pid)
+    tree = process_tree(root)
     marks = {}
     for pid in tree:
         try:

@@ -23,6 +23,7 @@ from huimages_wsgi import Config
 from huimages_wsgi.cli.main import build_parser, main
 from huimages_wsgi.deploy.multiprocess import default_directory
 
+from ..processes import environment_of, process_tree
 from ..webservers import HUIMAGES, make_base_dir, remove_base_dir
 
 
@@ -257,3 +258,16 @@ def test_forked_processes_count_together_and_a_dead_ones_counters_stay():
         _wait_until(lambda: len(_children(process.pid) - children) == 1, "a new process")
         get(f"/80x80/{imageid}.jpeg")
         assert [hits() for _ in range(6)] == [served + 1] * 6  # the dead one's still count
+
+
+
+def test_fcgi_processes_run_with_pillows_block_cache():
+    """deploy/pillowblocks.py: ``huimages fcgi`` starts itself again (the pid the
+    webserver knows stays) with Pillow's block-cache variables, which its forks inherit."""
+    with forking_fcgi() as (process, _, log):
+        tree = process_tree(process.pid)
+        assert len(tree) >= 3, log.read_text()  # the parent and its 2 forks
+        for pid in tree:
+            env = environment_of(pid)
+            assert env.get("PILLOW_BLOCKS_MAX") == "8", pid
+            assert env.get("PILLOW_BLOCK_SIZE") == "4m", pid

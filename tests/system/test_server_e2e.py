@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from .. import imagefactory as f
+from ..processes import environment_of, process_tree
 
 
 def fetch(url, method="GET", headers=None):
@@ -102,3 +103,26 @@ def test_delete_makes_every_size_404(live_server, uploaded):
     live_server.cli("delete", imageid)
     for size in ("60x60", "70x70", "o"):
         assert fetch(f"{live_server.url}/{size}/{imageid}.jpeg")[0] == 404
+
+
+@pytest.mark.parametrize("preset", [{}, {"PILLOW_BLOCKS_MAX": "0"}])
+def test_the_server_and_its_workers_run_with_pillows_block_cache(tmp_path, preset):
+    """deploy/pillowblocks.py: ``huimages serve`` starts itself again (the same process)
+    with Pillow's documented block-cache variables, so the workers it forks import
+    Pillow with them; a value the environment sets already is kept."""
+    from ..conftest import LiveServer
+
+    server = LiveServer(tmp_path / "data")
+    server.env = {name: value for name, value in server.env.items()
+                  if not name.startswith("PILLOW_")} | preset
+    server.start()
+    try:
+        tree = process_tree(server.process.pid)
+        assert len(tree) >= 3  # the master (the same pid after the restart), 2 workers
+        expected = {"PILLOW_BLOCKS_MAX": "8", "PILLOW_BLOCK_SIZE": "4m"} | preset
+        for pid in tree:
+            seen = environment_of(pid)
+            assert {name: seen.get(name) for name in expected} == expected, pid
+        assert fetch(server.url + "/")[0] == 200
+    finally:
+        server.stop()
