@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What no server built on Pillow and libjpeg-turbo can beat, per original of the ladder.
+"""The work a render and an upload cannot skip, per original of the ladder, against thumbor's.
 
 Usage (from the repository root)::
 
@@ -9,15 +9,15 @@ Usage (from the repository root)::
 
 Issue 23's targets are ratios against thumbor, so this measures, in this one process on
 one core and with nothing else (no HTTP, no storage, no Python of ours), the work each
-side cannot skip, and prints the ratio that work bounds:
+side cannot skip, and prints the ratio of that work:
 
 * **fit ~1000** (``run.GRIDS``' boxes 1000-1099 x 700-799): thumbor 7's PIL engine decodes
   the original with ``draft`` to the output size, resizes with LANCZOS and encodes q85;
   huimages' floor is only the decode of its ``p2048`` preview at the DCT scale the
-  renderer picks, the resample to the output, and the same encode. ``bound`` is
-  thumbor / floor: the fit ~1000 row of ``make bench`` cannot exceed it, whatever the
-  server around it does (it comes out lower: the server has its own costs).
-  ``resample`` is the resample's share of the floor. With ``opencv-python-headless``
+  renderer picks, the resample to the output, and the same encode. ``work ratio`` is
+  thumbor / floor. The bench's fit ~1000 row has come out at 0.8-1.15 times it (each
+  server adds its own costs: HTTP, thumbor's loader and engine, our lookups and
+  writes). ``resample`` is Pillow's resample alone. With ``opencv-python-headless``
   or ``pyvips`` importable, the floor is measured again with their resamplers in
   place of Pillow's (``cv2.resize`` INTER_CUBIC; libvips ``reduce`` with lanczos3
   where the decode is larger than the output, Pillow where it is smaller), each with
@@ -25,14 +25,15 @@ side cannot skip, and prints the ratio that work bounds:
   Pillow's.
 * **upload**: a bare full decode (the row's denominator) against the steps the preview
   path cannot skip: the decode at the previews' DCT scale, the resample to ``p2048``
-  (up, for 8 MP and 24 MP: no DCT scale lands near 2048) and the previews' encodes.
+  (up, for 8 MP and 24 MP: no DCT scale lands near 2048) and its encode; the upload
+  does more (the hash, ``p512``, the summary, the writes).
 * **RSS**: for a progressive JPEG libjpeg keeps every DCT coefficient of the image
   (2 bytes each, 64 a block, all components) until the last scan is read, at any
   DCT scale; add the decoded image at the scale ``run.RSS_PROBE_SIZE`` needs (Pillow
   keeps RGB in 4 bytes a pixel) and you have what a worker must hold at once.
 
-Nothing here is a target: the numbers say which targets a resampler or a decoder,
-not our code, keeps out of reach (bench/README.md, issue 23).
+Nothing here is a target: the numbers say which targets the resampler or the decoder
+keeps out of reach (bench/README.md, issue 23).
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def fit_floor(original: ladder.Original, data: bytes, count: int, repeat: int) -
     for side, got in sides.items():
         if got["ms"]:
             floor = statistics.mean(got["ms"])
-            result[side] = {"floor_ms": floor, "bound": t_ms / floor,
+            result[side] = {"floor_ms": floor, "ratio": t_ms / floor,
                             "loss_db_mean": statistics.mean(got["loss"]),
                             "loss_db_worst": min(got["loss"])}
     return result
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         for side in ("pillow", "opencv", "libvips"):
             if side in fit:
                 got = fit[side]
-                line.append(f"{side} floor {got['floor_ms']:5.1f} ms bound {got['bound']:4.2f}x "
+                line.append(f"{side} floor {got['floor_ms']:5.1f} ms ratio {got['ratio']:4.2f}x "
                             f"({got['loss_db_mean']:+.2f}/{got['loss_db_worst']:+.2f} dB)")
         if fit["original_renders"]:
             line.append(f"{fit['original_renders']}/{fit['boxes']} from the original")

@@ -10,7 +10,7 @@ Every render makes several images (the decoded source, the resize's intermediate
 output); without the cache each one is fresh memory from the kernel, and its pages
 fault in one by one: 19 % of a worker's CPU on the 24 MP original's fit ~1000 grid
 (perf), 7 % on the panorama's. With up to 8 blocks of at most 4 MB kept (32 MB a
-process at most), a worker did 9-17 % more cold renders a second on the ladder's 8 MP,
+process at most), a worker did 6-17 % more cold renders a second on the ladder's 8 MP,
 24 MP and panorama originals (bench/README.md, issue 23). Pillow reads
 ``PILLOW_BLOCKS_MAX`` and ``PILLOW_BLOCK_SIZE`` (its documented interface, "Block
 Allocator") once, when it is first imported, and the command has imported it by the
