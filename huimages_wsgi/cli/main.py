@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # a server command may start this process again only when it is this process's own
+    # command line (the huimages script, python -m, a zipapp), never for a caller of main
+    args.own_process = argv is None
     configure_logging(verbose=args.verbose)
     silence_bomb_warnings()
     try:

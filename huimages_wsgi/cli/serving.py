@@ -24,7 +24,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
         config = config.with_changes(follow=True)
     if (args.certfile is None) != (args.keyfile is None):
         raise SystemExit("huimages: --certfile and --keyfile go together")
-    restart_with_pillow_blocks()
+    if args.own_process:
+        restart_with_pillow_blocks()
     run_server(
         config,
         host=args.host,
@@ -60,7 +61,8 @@ def cmd_fcgi(args: argparse.Namespace, config: Config) -> int:
             config = config.with_changes(render_slots_per_process=decode_share(processes))
     elif args.max_workers is not None:
         options["maxThreads"] = args.max_workers
-    restart_with_pillow_blocks()
+    if args.own_process:
+        restart_with_pillow_blocks()
     prepare(config)  # the processes' metrics directory, before prometheus_client loads
     app = make_app(config)  # a bad configuration fails here, before listening
     where = args.socket or args.bind

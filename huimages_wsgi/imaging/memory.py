@@ -13,7 +13,9 @@ as a worker's do, 289 MB against 37 MB (tests/unit/test_memory.py).
 ``return_large_buffers`` fixes the threshold at 1 MiB (``mallopt``), so every
 large buffer is its own mapping and goes back to the system when freed.
 ``make_app`` calls it: the standalone server owns its process. A host
-application that mounts ``ImageMiddleware`` decides for itself.
+application that mounts ``ImageMiddleware`` decides for itself. ``huimages serve``
+and ``huimages fcgi`` also keep up to 32 MB of Pillow's own image blocks for the next
+render (deploy/pillowblocks.py): a bounded amount, where the arenas kept a photo each.
 """
 
 from __future__ import annotations

@@ -260,10 +260,11 @@ def test_forked_processes_count_together_and_a_dead_ones_counters_stay():
         assert [hits() for _ in range(6)] == [served + 1] * 6  # the dead one's still count
 
 
-
-def test_fcgi_processes_run_with_pillows_block_cache():
+def test_fcgi_processes_run_with_pillows_block_cache(monkeypatch):
     """deploy/pillowblocks.py: ``huimages fcgi`` starts itself again (the pid the
     webserver knows stays) with Pillow's block-cache variables, which its forks inherit."""
+    monkeypatch.delenv("PILLOW_BLOCKS_MAX", raising=False)
+    monkeypatch.delenv("PILLOW_BLOCK_SIZE", raising=False)
     with forking_fcgi() as (process, _, log):
         tree = process_tree(process.pid)
         assert len(tree) >= 3, log.read_text()  # the parent and its 2 forks
