@@ -130,6 +130,14 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(photos, tmp_path):
         path = tmp_path / f"p{n}.jpg"
         path.write_bytes(f.photo_jpeg(1400, 1000, seed=100 + n))
         many.append(str(path))
+    # The third file is a named pipe: the worker that reads it waits until the test
+    # writes it, after the Ctrl-C, so the run cannot finish before the signal (the 23
+    # others take about 0.4 s: a test process kept waiting that long under load once
+    # sent its Ctrl-C to a run that had ended).
+    held = Path(many[2])
+    held_bytes = held.read_bytes()
+    held.unlink()
+    os.mkfifo(held)
     data = tmp_path / "data"
     process = subprocess.Popen(
         [str(BIN / "huimages"), "put", "--jobs", "2", *many], stdout=subprocess.PIPE,
@@ -139,7 +147,11 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(photos, tmp_path):
     first = process.stdout.readline()  # one upload done: the pool is busy
     assert first.strip()
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
+    with open(held, "wb") as pipe:  # the step in flight finishes: none is left half done
+        pipe.write(held_bytes)
     out, err = process.communicate(timeout=60)
+    held.unlink()
+    held.write_bytes(held_bytes)
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     done = len([first, *out.split()])
