@@ -10,10 +10,11 @@ Every render makes several images (the decoded source, the resize's intermediate
 output), each a large buffer that goes back to the system when freed (imaging/memory.py);
 without the cache each new one faults its pages in one by one: 19 % of a worker's CPU
 on the 24 MP original's fit ~1000 grid (perf), 7 % on the panorama's. With up to 8
-blocks of at most 4 MB kept (32 MB a process at most), a worker did 7-17 % more cold
-renders a second on the ladder's 8 MP, 24 MP and panorama originals (bench/README.md,
-issue 23). Pillow reads ``PILLOW_BLOCKS_MAX`` and ``PILLOW_BLOCK_SIZE`` (its documented
-interface, "Block Allocator") once, when it is first imported, and the command has
+blocks of at most 4 MB kept (32 MB a process at most), a worker did 8-27 % more cold
+renders a second on the ladder's 8, 24 and 48 MP and panorama landscapes
+(bench/block_cache_ab.py, bench/README.md, issue 23). Pillow reads
+``PILLOW_BLOCKS_MAX`` and ``PILLOW_BLOCK_SIZE`` (its documented interface, "Block
+Allocator") once, when it is first imported, and the command has
 imported it by the time it runs, as has every worker it forks; so the command starts
 itself again, as the same process, with them set. Either variable set already is the
 operator's choice, and the command then runs as it is. gunicorn and other servers get
