@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,17 +37,10 @@ def one_round(data_dir: Path, work: Path, ids: list[str], boxes: list[tuple[int,
               extra_env: dict[str, str]) -> tuple[float, float]:
     """req/s and worker CPU ms a request of one fresh server over ``boxes``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PILLOW_")} | extra_env
-    port = run.free_port()
-    server = run.Server(
-        "huimages",
-        [str(run.venv_bin("huimages")), "--data-dir", str(data_dir), "serve",
-         "--host", run.HOST, "--port", str(port), "--workers", "2"],
-        port, work / f"huimages-{port}.log", env=env,
-    )
+    tag = f"ab-{boxes[0][0]}x{boxes[0][1]}"  # every round starts with a box of its own
+    server, workers = ladder_bench.start_huimages(data_dir, work, tag, env)
+    port = server.port
     try:
-        server.wait_ready("/")
-        time.sleep(1.0)
-        workers = server.children()
         paths = [f"/{run.grid_size(GRID, box)}/{ids[i % len(ids)]}.jpeg"
                  for i, box in enumerate(boxes)]
         cpu = sum(run.cpu_seconds(pid) for pid in workers)

@@ -61,13 +61,16 @@ def put_copies(photo: Path, prefix: str, count: int, root: Path, data_dir: Path
     return names, ids
 
 
-def start_huimages(data_dir: Path, work: Path, tag: str) -> tuple[run.Server, list[int]]:
+def start_huimages(data_dir: Path, work: Path, tag: str, env: dict[str, str] | None = None
+                   ) -> tuple[run.Server, list[int]]:
+    """A fresh ``huimages serve`` (2 workers) on ``data_dir``, with ``env`` (default: this
+    process's environment), once it answers; it and its workers' pids."""
     port = run.free_port()
     server = run.Server(
         "huimages",
         [str(run.venv_bin("huimages")), "--data-dir", str(data_dir), "serve",
          "--host", run.HOST, "--port", str(port), "--workers", "2"],
-        port, work / f"huimages-{tag}.log",
+        port, work / f"huimages-{tag}.log", env=env,
     )
     server.wait_ready("/")
     time.sleep(1.0)  # let forked workers settle
